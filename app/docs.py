@@ -1,0 +1,94 @@
+"""The API's OpenAPI document and its interactive docs at ``/docs``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIFlask
+from apispec.ext.marshmallow.common import make_schema_key
+from flask import Blueprint
+from marshmallow import Schema
+from swagger_ui_bundle import swagger_ui_path
+
+
+class LookoutAPI(APIFlask):
+    """APIFlask with one fix to its OpenAPI schema registry.
+
+    APIFlask 3.1 remembers only the schemas it registered itself. When apispec has already
+    added a schema while resolving a ``Nested`` field (``UsersPage.items`` holds ``UserOut``),
+    APIFlask registers it again under a new name (``UserOut1``). Reuse apispec's name instead.
+    tests/test_openapi.py fails if a suffixed duplicate comes back.
+    """
+
+    def _register_schema_and_get_ref(self, spec: Any, registered: dict[int, str],
+                                     schema_obj: Any) -> dict[str, str]:
+        plugin = getattr(self, "_ma_plugin", None)
+        if plugin is not None and isinstance(schema_obj, Schema):
+            name = plugin.converter.refs.get(make_schema_key(schema_obj))
+            if name is not None:
+                return {"$ref": f"#/components/schemas/{name}"}
+        return super()._register_schema_and_get_ref(spec, registered, schema_obj)  # type: ignore[misc]
+
+
+PROBLEM = "application/problem+json"
+BODY_ERRORS = {"400": "Body is not valid JSON, or nested too deeply",
+               "413": "Body larger than MAX_CONTENT_LENGTH",
+               "415": "Body is not JSON"}
+NO_DATABASE = {"/", "/livez"}
+RATE_LIMITED = "Too many requests; retry after Retry-After seconds"
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
+def describe_problems(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
+    """Serve error responses as problem+json and list the errors any operation can give.
+
+    Also states what the code enforces beyond the schemas: a write needs its body, a partial
+    update at least one field, and rate-limited operations may answer 429.
+    """
+    if not isinstance(spec, dict):  # SPEC_PROCESSOR_PASS_OBJECT is off: the spec is a dict
+        return spec
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            extra = dict(BODY_ERRORS) if "requestBody" in operation else {}
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True
+            if path not in NO_DATABASE:
+                extra["503"] = "Database unavailable; retry after Retry-After seconds"
+            if is_rate_limited(path, method):
+                extra["429"] = RATE_LIMITED
+            if any(p.get("in") == "query" for p in operation.get("parameters", [])):
+                extra["414"] = "Request line longer than the server accepts (8190 bytes)"
+            for status, description in extra.items():
+                responses.setdefault(status, {"description": description,
+                                              "content": {"application/json": {"schema": problem_ref}}})
+            for status in ("429", "503"):
+                if status in responses:
+                    responses[status].setdefault("headers", RETRY_AFTER)
+            for status, response in responses.items():
+                if status[0] in "45" and "application/json" in response.get("content", {}):
+                    response["content"] = {PROBLEM: response["content"]["application/json"]}
+    spec["components"]["schemas"]["UserPatch"]["minProperties"] = 1
+    return spec
+
+
+def is_rate_limited(path: str, method: str) -> bool:
+    """The operations app/ratelimit.py limits: the token endpoint and every write of the API."""
+    from .ratelimit import WRITE_METHODS
+
+    return path.startswith("/api/v1/") and method.upper() in WRITE_METHODS
+
+
+def init_app(app: APIFlask) -> None:
+    """Describe errors as problem+json; serve Swagger UI's files so /docs works offline."""
+    from . import schemas
+
+    app.config["HTTP_ERROR_SCHEMA"] = schemas.Problem
+    app.config["VALIDATION_ERROR_SCHEMA"] = schemas.ValidationProblem
+    app.spec_processor(describe_problems)
+    app.register_blueprint(
+        Blueprint("docs_assets", __name__, static_folder=swagger_ui_path,
+                  static_url_path="/docs/static")
+    )

@@ -1,0 +1,149 @@
+"""Every error leaves the service as RFC 9457 ``application/problem+json``.
+
+Views raise ``apiflask.abort(status, detail)``; this module turns that, Werkzeug's HTTP errors,
+validation errors, database outages and unhandled exceptions into one body shape:
+``{"type", "title", "status", "detail", "instance"}`` plus ``errors`` for field problems.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Any
+
+from apiflask import APIFlask, HTTPError
+from flask import Response, json, request
+from flask_limiter import RateLimitExceeded
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from .breaker import DatabaseDown
+
+PROBLEM_MIMETYPE = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+def _field_errors(messages: Any, path: tuple[str, ...] = ()) -> Iterator[dict[str, str | None]]:
+    """Flatten webargs' ``{location: {field: [msg]}}`` (nested for nested fields)."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            yield from _field_errors(value, (*path, str(key)))
+    elif isinstance(messages, list | tuple) and all(isinstance(m, str) for m in messages):
+        for message in messages:
+            location, *field = path or ("body",)
+            yield {"location": location, "field": ".".join(field) or None, "message": message}
+    else:
+        yield from _field_errors([str(messages)], path)
+
+
+def problem(status: int, detail: str | None = None, headers: Any = None, **extra: Any) -> Response:
+    """Build a problem+json response."""
+    phrase = HTTPStatus(status).phrase
+    body = {
+        "type": "about:blank",
+        "title": phrase,
+        "status": status,
+        "detail": detail or phrase,
+        "instance": request.path,
+        **extra,
+    }
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    for name, value in dict(headers or {}).items():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _from_http_error(error: HTTPError) -> Response:
+    """Map APIFlask's error (views' ``abort``, Werkzeug errors, validation) to a problem."""
+    status, extra = error.status_code, dict(error.extra_data)
+    if status == 422 and isinstance(error.detail, dict):
+        extra["errors"] = list(_field_errors(error.detail))
+        detail = "The request has invalid fields; see errors."
+    elif status == 400 and error.message == HTTPStatus(400).phrase:
+        detail = "The request body is not valid JSON."  # webargs' only 400
+    elif error.message and error.message != HTTPStatus(status).phrase:
+        detail = error.message  # abort(status, "what went wrong")
+    else:
+        detail = DEFAULT_DETAILS.get(status, HTTPStatus(status).phrase)
+    return problem(status, detail, error.headers, **extra)
+
+
+DEFAULT_DETAILS = {
+    401: "A valid bearer token is required.",
+    403: "Your role does not allow this operation.",
+    404: "The requested resource was not found.",
+    405: "The method is not allowed for the requested URL.",
+    413: "The request body is larger than the allowed maximum.",
+    415: "The request body must be JSON (Content-Type: application/json).",
+}
+
+
+def require_json_body() -> None:
+    """Answer 415 for a write whose body is not JSON (before validation would answer 422),
+    and 400 for JSON nested too deeply to parse."""
+    if request.method in {"POST", "PUT", "PATCH"}:
+        if not request.is_json:
+            raise HTTPError(415)
+        reject_deep_json(request.get_data(cache=True))
+
+
+MAX_JSON_DEPTH = 64
+
+
+def reject_deep_json(body: bytes) -> None:
+    """Refuse a body nested deeper than MAX_JSON_DEPTH.
+
+    The JSON parser recurses once per level and raises RecursionError (a 500) near Python's
+    recursion limit. Counting brackets (C speed) rules out almost every body at once; only a body
+    with many brackets is scanned, and strings are skipped so brackets inside them do not count.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise HTTPError(400, f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+
+
+def register_errorhandlers(app: APIFlask) -> None:
+    """Route every error through ``problem``."""
+    app.error_processor(_from_http_error)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(exc: Exception) -> Response:
+        from .breaker import report_failure
+
+        log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        report_failure()
+        return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
+
+    @app.errorhandler(DatabaseDown)
+    def database_still_down(exc: DatabaseDown) -> Response:
+        return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded) -> Response:
+        from .ratelimit import retry_after, which_limit
+        from .telemetry import count_rate_limited
+
+        count_rate_limited(which_limit(exc))
+        seconds = retry_after()
+        return problem(429, f"Too many requests; retry in {seconds} s.", {"Retry-After": str(seconds)})
+
+    @app.errorhandler(Exception)
+    def unhandled(exc: Exception) -> Response:
+        if isinstance(exc, HTTPError):  # raised outside a view, e.g. by auth hooks
+            return _from_http_error(exc)
+        log.exception("unhandled exception on %s %s", request.method, request.path)
+        return problem(500, "An unexpected error occurred; it has been logged.")

@@ -1,0 +1,108 @@
+"""Rate limits (Flask-Limiter) on the token endpoint and on writes.
+
+Settings: RATE_LIMIT_ENABLED, RATE_LIMIT_STORAGE_URL, RATE_LIMIT_STORAGE_TIMEOUT,
+RATE_LIMIT_KEY_PREFIX, RATE_LIMIT_LOGIN, RATE_LIMIT_LOGIN_FAILURES, RATE_LIMIT_WRITES.
+
+- ``POST /api/v1/auth/token``: RATE_LIMIT_LOGIN per client address (every attempt), and
+  RATE_LIMIT_LOGIN_FAILURES per account email (refused attempts only, so guessing one account's
+  password from many addresses is slowed while its owner's successful logins cost nothing).
+- ``POST``, ``PATCH``, ``DELETE`` under ``/api/v1``: RATE_LIMIT_WRITES per user (the token's
+  subject), or per client address for a request without a valid token.
+
+Counts live in Redis when RATE_LIMIT_STORAGE_URL is a redis:// URL (shared by every process
+and pod), in process memory otherwise (each process counts alone). When Redis fails, each
+process falls back to its own memory with the same limits, logs it, keeps answering, and
+returns to Redis when a periodic check (exponential back-off) finds it again. Every Redis call
+is bounded by RATE_LIMIT_STORAGE_TIMEOUT, so a black-holed Redis costs a request at most that.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter, RateLimitExceeded
+from werkzeug.exceptions import HTTPException
+
+from .auth.tokens import decode_token
+from .schemas import normalise_email
+
+KEY = "lookout.limiter"
+WRITE_METHODS = ["POST", "PATCH", "DELETE"]
+
+
+def client_address() -> str:
+    return f"address:{request.remote_addr or 'unknown'}"
+
+
+def account() -> str:
+    """The email the token request is for (normalised as at login), else the address."""
+    try:
+        body = request.get_json(silent=True)
+    except (RecursionError, HTTPException):  # too deep, too large: refused later, with its status
+        body = None
+    email = body.get("email") if isinstance(body, dict) else None
+    if isinstance(email, str) and email.strip():
+        return f"account:{normalise_email(email)}"
+    return client_address()
+
+
+def principal() -> str:
+    """The user a write is made by (a valid token's subject), else the client address."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    claims = decode_token(token) if scheme.lower() == "bearer" and token else None
+    return f"user:{claims['sub']}" if claims else client_address()
+
+
+def refused(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def init_app(app: Flask) -> Limiter | None:
+    """Attach a limiter to ``app`` with the configured limits (one per app, so tests can build
+    many apps with different settings in one process)."""
+    config = app.config
+    storage_options = {}
+    if config["RATE_LIMIT_STORAGE_URL"].startswith("redis"):
+        timeout = config["RATE_LIMIT_STORAGE_TIMEOUT"]
+        storage_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    limiter = Limiter(
+        client_address,
+        enabled=config["RATE_LIMIT_ENABLED"],
+        storage_uri=config["RATE_LIMIT_STORAGE_URL"],
+        storage_options=storage_options,
+        key_prefix=config["RATE_LIMIT_KEY_PREFIX"],  # several services may share one Redis
+        in_memory_fallback_enabled=True,
+        # A storage error that slips past the fallback (after the response is built) is logged
+        # and the request is answered, rather than turning into a 500.
+        swallow_errors=True,
+        headers_enabled=False,  # Retry-After is set on the 429 problem only (app/errors.py)
+        strategy="moving-window",
+    )
+    from . import api, auth
+
+    # Shared limits: one budget per key across every route of the blueprint, named by scope.
+    limiter.shared_limit(config["RATE_LIMIT_LOGIN"], "login", methods=["POST"])(auth.bp)
+    limiter.shared_limit(config["RATE_LIMIT_LOGIN_FAILURES"], "login-failures", key_func=account,
+                         methods=["POST"], deduct_when=refused)(auth.bp)
+    limiter.shared_limit(config["RATE_LIMIT_WRITES"], "writes", key_func=principal,
+                         methods=WRITE_METHODS)(api.bp)
+    limiter.init_app(app)
+    app.extensions[KEY] = limiter
+    return limiter
+
+
+def which_limit(exc: RateLimitExceeded) -> str:
+    """The metric label of the limit that was hit: ``login``, ``login-failures`` or ``writes``."""
+    scope = getattr(exc.limit, "scope", None)
+    return scope if isinstance(scope, str) else "other"
+
+
+def retry_after() -> int:
+    """Whole seconds until the breached limit lets a request through again (at least 1)."""
+    limiter: Limiter | None = current_app.extensions.get(KEY)
+    current = limiter.current_limit if limiter is not None else None
+    if current is None:
+        return 1
+    return max(1, math.ceil(current.reset_at - time.time()))

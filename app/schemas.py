@@ -1,0 +1,160 @@
+"""Request and response schemas: the single source for validation and the OpenAPI spec."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+from apiflask import PaginationSchema, Schema
+from apiflask.fields import DateTime, Dict, Email, Enum, Integer, List, Nested, String
+from apiflask.validators import Length, Range
+from flask import current_app
+from marshmallow import ValidationError, post_load, pre_load, validates_schema
+
+from .models import Role
+
+EMAIL_MAX = 254
+NAME_MAX = 100
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+
+
+def printable(value: str) -> None:
+    """Reject control characters (NUL would also break PostgreSQL text columns)."""
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValidationError("Must not contain control characters.")
+
+
+def not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must contain a character other than white space.")
+
+
+# The same rules as JSON Schema patterns for the spec (ECMA-262 and Python agree on these
+# explicit ranges): no control character (Unicode category Cc), and for a name at least one
+# character that str.strip() would keep.
+CC = "\\u0000-\\u001F\\u007F-\\u009F"
+SPACE = "\\u0020\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000"
+PRINTABLE = {"pattern": f"^[^{CC}]*$"}
+NAME_PATTERN = {"pattern": f"^[^{CC}]*[^{CC}{SPACE}][^{CC}]*$"}
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+class UserBase(Schema):
+    @pre_load
+    def _normalise_email(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("email"), str):
+            data = {**data, "email": normalise_email(data["email"])}
+        return data
+
+    @post_load
+    def _trim_name(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Trim after validation, so the limits in the spec apply to what the client sends."""
+        if "name" in data:
+            data["name"] = data["name"].strip()
+        return data
+
+
+NAME_RULES: list[Callable[[str], Any]] = [Length(min=1, max=NAME_MAX), printable, not_blank]
+PASSWORD_RULES: list[Callable[[str], Any]] = [Length(min=PASSWORD_MIN, max=PASSWORD_MAX), printable]
+
+
+class UserIn(UserBase):
+    email = Email(required=True, validate=Length(max=EMAIL_MAX))
+    name = String(required=True, validate=NAME_RULES, metadata=NAME_PATTERN)
+    password = String(required=True, load_only=True, validate=PASSWORD_RULES, metadata=PRINTABLE)
+    role = Enum(Role, by_value=True, load_default=Role.USER)
+
+
+class UserPatch(UserBase):
+    email = Email(validate=Length(max=EMAIL_MAX))
+    name = String(validate=NAME_RULES, metadata=NAME_PATTERN)
+    password = String(load_only=True, validate=PASSWORD_RULES, metadata=PRINTABLE)
+    role = Enum(Role, by_value=True)
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one field to update.", "_schema")
+
+
+class UserOut(Schema):
+    id = Integer(required=True)
+    email = String(required=True)
+    name = String(required=True)
+    role = Enum(Role, by_value=True, required=True)
+    created_by = Integer(attribute="created_by_id", allow_none=True)
+    created_at = DateTime(required=True)
+    updated_at = DateTime(required=True)
+
+
+class PageQuery(Schema):
+    page = Integer(load_default=1, validate=Range(min=1, max=1_000_000))
+    per_page = Integer(load_default=None, validate=Range(min=1, max=1_000_000))
+
+    @post_load
+    def _cap(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Apply the configured default and cap rather than rejecting large page sizes."""
+        config = current_app.config
+        data["per_page"] = min(data["per_page"] or config["PAGE_SIZE_DEFAULT"], config["PAGE_SIZE_MAX"])
+        return data
+
+
+class UsersPage(Schema):
+    items = List(Nested(UserOut), required=True)
+    pagination = Nested(PaginationSchema, required=True)
+
+
+class TokenIn(Schema):
+    email = String(required=True, validate=Length(min=1, max=EMAIL_MAX))
+    password = String(required=True, load_only=True, validate=Length(min=1, max=PASSWORD_MAX))
+
+
+class TokenOut(Schema):
+    access_token = String(required=True)
+    token_type = String(required=True, metadata={"example": "Bearer"})
+    expires_in = Integer(required=True, metadata={"description": "Lifetime in seconds."})
+
+
+class ServiceInfo(Schema):
+    service = String(required=True)
+    version = String(required=True)
+    commit = String(required=True)
+    environment = String(required=True)
+    links = Nested(Schema.from_dict({"docs": String(), "openapi": String(), "users": String(),
+                                     "health": String()}, name="ServiceLinks"), required=True)
+
+
+class HealthOut(Schema):
+    status = String(required=True, metadata={"example": "ok"})
+    checks = Nested(Schema.from_dict({"database": String()}, name="HealthChecks"))
+
+
+class Problem(Schema):
+    """RFC 9457 problem details: the body of every error response."""
+
+    type = String(required=True, metadata={"example": "about:blank"})
+    title = String(required=True, metadata={"example": "Not Found"})
+    status = Integer(required=True, metadata={"example": 404})
+    detail = String(required=True, metadata={"example": "No user with id 7."})
+    instance = String(required=True, metadata={"example": "/api/v1/users/7"})
+
+
+class NotReadyProblem(Problem):
+    """/readyz's 503: a problem that also names the failing check."""
+
+    checks = Dict(keys=String(), values=String(), required=True,
+                  metadata={"example": {"database": "failing"}})
+
+
+class FieldError(Schema):
+    location = String(required=True, metadata={"example": "json"})
+    field = String(required=True, allow_none=True, metadata={"example": "email"})
+    message = String(required=True, metadata={"example": "Not a valid email address."})
+
+
+class ValidationProblem(Problem):
+    errors = List(Nested(FieldError), required=True)

@@ -1,0 +1,163 @@
+"""Dashboards, rules and SLOs are data; this module is the one loader for infra and tests.
+
+Usage:
+    from dashboards import load_slo, dashboard_files, rule_files
+    slo = load_slo()                       # dashboards/slo.yaml as a typed SLO
+    for path in dashboard_files(): ...     # dashboards/*.json (Grafana dashboards)
+    for path in rule_files(): ...          # dashboards/rules/*.yaml (plain Prometheus rule files)
+    for query in dashboard_queries(): ...  # every PromQL target of every dashboard panel
+
+It needs only PyYAML: the load-test pods carry this file and slo.yaml alone. What is generated
+from the SLO (rules, dashboards) is built by ``python -m dashboards.generate`` (``make dashboards``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+SLO_FILE = HERE / "slo.yaml"
+RULES_DIR = HERE / "rules"
+# The load-test gate checks p99; it equals the latency SLO only when the target is this quantile.
+LOADTEST_LATENCY_QUANTILE = 0.99
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+@dataclass(frozen=True)
+class LoadTestThresholds:
+    max_failure_ratio: float
+    p95_seconds: float
+    p99_seconds: float
+
+
+@dataclass(frozen=True)
+class BurnRateAlert:
+    """One long/short window pair of the multi-window, multi-burn-rate policy."""
+
+    long: str
+    short: str
+    burn_rate: float
+    severity: str
+    for_: str
+
+
+@dataclass(frozen=True)
+class SLO:
+    service: str
+    window: str
+    availability_target: float
+    latency_target: float
+    latency_threshold_seconds: float
+    loadtest: LoadTestThresholds
+    burn_rate_alerts: tuple[BurnRateAlert, ...] = ()
+
+    def error_budget(self, objective: str) -> float:
+        """Return the share of requests allowed to be bad: 1 - target, without float noise."""
+        return round(1 - getattr(self, f"{objective}_target"), 12)
+
+
+def duration_seconds(text: str) -> float:
+    """Parse a Prometheus duration such as ``1h30m`` or ``3d``."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a Prometheus duration")
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def load_slo(path: Path = SLO_FILE) -> SLO:
+    """Read and check the SLO file; derive the load-test thresholds from the objectives."""
+    raw: dict[str, Any] = yaml.safe_load(path.read_text())
+    objectives = raw["objectives"]
+    availability = float(objectives["availability"]["target"])
+    latency = float(objectives["latency"]["target"])
+    threshold = float(objectives["latency"]["threshold_seconds"])
+    for name, value in (("availability_target", availability), ("latency_target", latency)):
+        if not 0 < value < 1:
+            raise ValueError(f"{path}: {name} must be between 0 and 1")
+    loadtest = dict(raw.get("loadtest") or {})
+    derived = {"max_failure_ratio", "p99_seconds"} & set(loadtest)
+    if derived:
+        raise ValueError(f"{path}: loadtest.{', '.join(sorted(derived))} derive from the objectives; "
+                         "remove them")
+    if latency != LOADTEST_LATENCY_QUANTILE:
+        raise ValueError(f"{path}: the load-test gate holds p99 to the latency threshold, which is the SLO "
+                         f"only at a latency target of {LOADTEST_LATENCY_QUANTILE}; change the gate too")
+    p95 = float(loadtest.pop("p95_seconds"))
+    if loadtest:
+        raise ValueError(f"{path}: unknown loadtest keys {sorted(loadtest)}")
+    if not 0 < p95 <= threshold:
+        raise ValueError(f"{path}: loadtest.p95_seconds must be above 0 and at most the latency threshold")
+    alerts = tuple(_burn_rate_alert(path, a) for a in raw.get("burn_rate_alerts") or ())
+    slo = SLO(
+        service=raw["service"],
+        window=raw["window"],
+        availability_target=availability,
+        latency_target=latency,
+        latency_threshold_seconds=threshold,
+        loadtest=LoadTestThresholds(max_failure_ratio=round(1 - availability, 12), p95_seconds=p95,
+                                    p99_seconds=threshold),
+        burn_rate_alerts=alerts,
+    )
+    duration_seconds(slo.window)
+    return slo
+
+
+def _burn_rate_alert(path: Path, raw: dict[str, Any]) -> BurnRateAlert:
+    alert = BurnRateAlert(long=raw["long"], short=raw["short"], burn_rate=float(raw["burn_rate"]),
+                          severity=raw["severity"], for_=raw["for"])
+    if not duration_seconds(alert.short) < duration_seconds(alert.long):
+        raise ValueError(f"{path}: burn-rate window {alert.long}/{alert.short}: short must be below long")
+    duration_seconds(alert.for_)
+    if alert.severity not in {"page", "ticket"}:
+        raise ValueError(f"{path}: severity {alert.severity!r} is neither page nor ticket")
+    return alert
+
+
+def dashboard_files() -> list[Path]:
+    return sorted(HERE.glob("*.json"))
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yaml"))
+
+
+def rule_groups(paths: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Return the groups of the rule files, in file order."""
+    return [g for p in (rule_files() if paths is None else paths)
+            for g in (yaml.safe_load(p.read_text()) or {}).get("groups") or []]
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One PromQL target of a dashboard panel."""
+
+    dashboard: str
+    panel: str
+    ref_id: str
+    expr: str
+    exemplar: bool
+
+
+def dashboard_queries(paths: list[Path] | None = None) -> Iterator[PanelQuery]:
+    """Yield every Prometheus target of every panel, rows' panels included."""
+    for path in dashboard_files() if paths is None else paths:
+        board = json.loads(path.read_text())
+        for panel in _panels(board.get("panels") or []):
+            for target in panel.get("targets") or []:
+                if "expr" in target:
+                    yield PanelQuery(board["uid"], panel.get("title", ""), target.get("refId", ""),
+                                     target["expr"], bool(target.get("exemplar")))
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels") or [])  # collapsed rows hold their panels

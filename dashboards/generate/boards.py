@@ -1,0 +1,243 @@
+"""The Grafana dashboards, built with grafana-foundation-sdk: the service overview and the SLO view.
+
+Every panel reads the data source chosen in the ``datasource`` variable. App panels select the
+metrics job, Kubernetes panels the namespace and container (dashboards/generate/target.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, Row, ThresholdsConfig
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+)
+
+from dashboards import SLO
+
+from .rules import DURATION, OBJECTIVES, REQUESTS, windows
+from .target import TARGET, Target, number
+
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+RATE = "$__rate_interval"  # Grafana widens it to at least four scrape intervals
+TAGS = ["lookout", "generated"]
+
+
+def query(expr: str, legend: str, exemplar: bool = False, instant: bool = False) -> prometheus.Dataquery:
+    q = prometheus.Dataquery().expr(expr).legend_format(legend).datasource(DATASOURCE)
+    if exemplar:
+        q = q.exemplar(True)
+    return q.instant() if instant else q.range()
+
+
+def steps(*pairs: tuple[float | None, str]) -> ThresholdsConfig:
+    """Absolute thresholds; the first pair's value is None (the base colour)."""
+    return ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(
+        [Threshold(value=value, color=color) for value, color in pairs])
+
+
+def graph(title: str, unit: str, targets: list[prometheus.Dataquery], *, description: str,
+          width: int = 12, height: int = 8, thresholds: ThresholdsConfig | None = None,
+          minimum: float | None = 0) -> timeseries.Panel:
+    panel = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
+             .span(width).height(height).line_width(1).fill_opacity(10)
+             .legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
+                     .placement(common.LegendPlacement.BOTTOM).show_legend(True)))
+    if minimum is not None:
+        panel = panel.min(minimum)
+    if thresholds is not None:
+        panel = panel.thresholds(thresholds).thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
+    for index, target in enumerate(targets):
+        panel = panel.with_target(target.ref_id(chr(ord("A") + index)))
+    return panel
+
+
+def single(title: str, unit: str, target: prometheus.Dataquery, *, description: str,
+           thresholds: ThresholdsConfig, width: int = 4, height: int = 4,
+           decimals: int | None = None) -> stat.Panel:
+    panel = (stat.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
+             .span(width).height(height).thresholds(thresholds).with_target(target.ref_id("A"))
+             .color_mode(common.BigValueColorMode.VALUE).graph_mode(common.BigValueGraphMode.AREA)
+             .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+    return panel.decimals(decimals) if decimals is not None else panel
+
+
+def base(uid: str, title: str, description: str) -> Dashboard:
+    return (Dashboard(title).uid(uid).description(description).tags(TAGS).editable()
+            .time("now-3h", "now").refresh("30s").timezone(common.TimeZoneBrowser)
+            .tooltip(DashboardCursorSync.CROSSHAIR)
+            .with_variable(DatasourceVariable("datasource").label("Data source").type("prometheus")))
+
+
+def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
+    """Rate, errors and latency per route, saturation, the database, the pods and the domain."""
+    api, app, pods = t.api, t.app, t.pods
+    deploy = f'namespace="{t.namespace}", deployment="{t.deployment}"'
+    hpa = f'namespace="{t.namespace}", horizontalpodautoscaler="{t.hpa}"'
+    by_route = f"sum by (route) (rate({REQUESTS}{{{api}}}[{RATE}]))"
+    errors_by_route = (f'(sum by (route) (rate({REQUESTS}{{{api}, status=~"5.."}}[{RATE}]))'
+                       f" or 0 * {by_route}) / {by_route}")
+    all_api = f"sum(rate({REQUESTS}{{{api}}}[{RATE}]))"
+    budget = slo.error_budget("availability")
+    threshold = slo.latency_threshold_seconds
+
+    def quantile(q: float, by: str = "route") -> str:
+        return (f"histogram_quantile({q}, sum by (le, {by}) "
+                f"(rate({DURATION}_bucket{{{api}}}[{RATE}])))")
+
+    board = base("lookout-overview", "Lookout / Service overview",
+                 "Requests, errors and latency per route, saturation, the database and the pods.")
+    board = (
+        board.with_row(Row("Now"))
+        .with_panel(single("API requests", "reqps", query(all_api, "requests/s"), width=5,
+                           description="API requests per second, all pods.",
+                           thresholds=steps((None, "blue"))))
+        .with_panel(single("API error ratio", "percentunit", query(
+            f'(sum(rate({REQUESTS}{{{api}, status=~"5.."}}[{RATE}])) or 0 * {all_api}) / {all_api}', "5xx"),
+            width=5, decimals=2, description="Share of API requests answered with a 5xx.",
+            thresholds=steps((None, "green"), (budget, "orange"), (10 * budget, "red"))))
+        .with_panel(single("API p99 latency", "s", query(
+            f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{api}}}[{RATE}])))", "p99"),
+            width=5, description="99th percentile of API request duration, all routes.",
+            thresholds=steps((None, "green"), (threshold, "red"))))
+        .with_panel(single("Pods up", "none", query(f"sum(up{{{app}}})", "up"), width=4,
+                           description="Scrape targets of the service that answer.",
+                           thresholds=steps((None, "red"), (1, "green"))))
+        .with_panel(single("Version", "none", query(
+            f"count by (version, commit) (lookout_build_info{{{app}}})",
+                                                    "{{version}} ({{commit}})", instant=True),
+                           width=5, description="Versions running now, with the pods running each.",
+                           thresholds=steps((None, "text"))))
+        .with_row(Row("Traffic and errors"))
+        .with_panel(graph("Request rate per route", "reqps", [query(by_route, "{{route}}")],
+                          description="API requests per second by route template."))
+        .with_panel(graph("Error ratio per route (5xx)", "percentunit", [query(errors_by_route, "{{route}}")],
+                          description="Share of each route's requests answered with a 5xx; the line "
+                                      "is the availability objective's error budget.",
+                          thresholds=steps((None, "green"), (budget, "red"))))
+        .with_panel(graph("Responses by status", "reqps", [query(
+            f"sum by (status) (rate({REQUESTS}{{{app}}}[{RATE}]))", "{{status}}")], width=24, height=7,
+            description="Every answered request (probes included) by status code."))
+        .with_row(Row("Latency"))
+        .with_panel(graph("Request latency per route (p50, p95, p99)", "s", [
+            query(quantile(0.5), "p50 {{route}}"),
+            query(quantile(0.95), "p95 {{route}}"),
+            query(quantile(0.99), "p99 {{route}}", exemplar=True)],
+            width=16, height=9,
+            description="Quantiles from the request histogram. Exemplars (dots) are sampled requests; "
+                        "their trace_id opens the trace. The line is the latency objective's threshold.",
+            thresholds=steps((None, "green"), (threshold, "red"))))
+        .with_panel(graph("Database statement latency (p95, p99)", "s", [
+            query(f"histogram_quantile(0.95, sum by (le, operation) "
+                  f"(rate(db_client_operation_duration_seconds_bucket{{{app}}}[{RATE}])))",
+                  "p95 {{operation}}"),
+            query(f"histogram_quantile(0.99, sum by (le, operation) "
+                  f"(rate(db_client_operation_duration_seconds_bucket{{{app}}}[{RATE}])))",
+                  "p99 {{operation}}")],
+            width=8, height=9, description="Time per database statement, by SQL operation."))
+        .with_row(Row("Saturation and the database"))
+        .with_panel(graph("Requests in flight", "short", [
+            query(f"sum(http_server_requests_in_flight{{{app}}})", "in flight"),
+            query(f"sum(http_server_concurrency_limit{{{app}}})", "concurrency limit")], width=8,
+            description="Requests being handled now against what the pods can handle at once; "
+                        "LookoutSaturated fires above 80%."))
+        .with_panel(graph("Database connections", "short", [
+            query(f"sum(db_client_connections_in_use{{{app}}})", "in use"),
+            query(f"sum(db_client_connections_max{{{app}}})", "pool maximum")], width=8,
+            description="Pool connections checked out against the pools' size plus overflow."))
+        .with_panel(graph("Database statements and errors", "ops", [
+            query(f"sum by (operation) (rate(db_client_operation_duration_seconds_count{{{app}}}[{RATE}]))",
+                  "{{operation}}"),
+            query(f"sum by (operation) (rate(db_client_errors_total{{{app}}}[{RATE}])) or 0 * sum by "
+                  f"(operation) (rate(db_client_operation_duration_seconds_count{{{app}}}[{RATE}]))",
+                  "errors {{operation}}")], width=8,
+            description="Statements per second by operation, and those that raised."))
+        .with_row(Row("Pods"))
+        .with_panel(graph("Pods: ready, desired, autoscaler maximum", "short", [
+            query(f"sum(kube_deployment_status_replicas_available{{{deploy}}})", "ready"),
+            query(f"sum(kube_deployment_spec_replicas{{{deploy}}})", "desired"),
+            query(f"sum(kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}})", "HPA maximum")], width=8,
+            description="Available pods against what the Deployment (set by the HPA) wants, and the "
+                        "HPA's ceiling (kube-state-metrics)."))
+        .with_panel(graph("CPU per pod", "short", [query(
+            f"sum by (pod) (rate(container_cpu_usage_seconds_total{{{pods}}}[{RATE}]))", "{{pod}}")],
+            width=8, description="CPU cores used by each pod's app container (cAdvisor)."))
+        .with_panel(graph("Memory per pod", "bytes", [query(
+            f"sum by (pod) (container_memory_working_set_bytes{{{pods}}})", "{{pod}}")], width=8,
+            description="Working set of each pod's app container (cAdvisor); the kernel kills at the "
+                        "limit."))
+        .with_row(Row("Users and authentication"))
+        .with_panel(graph("Users created and refused authentications", "ops", [
+            query(f"sum(rate(lookout_users_created_total{{{app}}}[{RATE}]))", "users created"),
+            query(f"sum by (reason) (rate(lookout_auth_failures_total{{{app}}}[{RATE}]))",
+                  "refused: {{reason}}")],
+            width=24, height=7,
+            description="Domain counters: users created through the API; refused credentials, tokens and "
+                        "roles (a burst of refusals may be an attack)."))
+    )
+    return board
+
+
+def slo_board(slo: SLO) -> Dashboard:
+    """Per objective: the SLI now and over the window, the budget left, and burn rate per alert window."""
+    board = base("lookout-slo", "Lookout / SLOs",
+                 f"Service level objectives over {slo.window}, error budgets and burn rates "
+                 "(dashboards/slo.yaml).")
+    for objective in OBJECTIVES:
+        target = getattr(slo, f"{objective}_target")
+        budget = slo.error_budget(objective)
+        sel = f'{{slo="{objective}"}}'
+        fastest = max(a.burn_rate for a in slo.burn_rate_alerts)
+        what = ("answered without a server error" if objective == "availability"
+                else f"answered within {number(slo.latency_threshold_seconds)} s")
+        board = (
+            board.with_row(Row(f"{objective.capitalize()}: {number(100 * target)}% of API requests {what}, "
+                               f"over {slo.window}"))
+            .with_panel(single(f"{objective.capitalize()} SLI, last 5 minutes", "percentunit",
+                               query(f"1 - lookout:sli_error:ratio_rate5m{sel}", "SLI"), width=6, decimals=3,
+                               description=f"Share of API requests {what} over the last 5 minutes.",
+                               thresholds=steps((None, "red"), (target, "green"))))
+            .with_panel(single(f"{objective.capitalize()} SLI over {slo.window}", "percentunit",
+                               query(f"1 - lookout:sli_error:ratio_rate{slo.window}{sel}", "SLI"), width=6,
+                               decimals=3,
+                               description=f"Share of API requests {what} over the SLO window (or the "
+                                           "Prometheus retention, if shorter).",
+                               thresholds=steps((None, "red"), (target, "green"))))
+            .with_panel(single("Error budget remaining", "percentunit", query(
+                f"1 - lookout:sli_error:ratio_rate{slo.window}{sel} / {number(budget)}", "remaining"),
+                width=6, decimals=1,
+                description=f"Share of the {slo.window} error budget ({number(100 * budget)}% of requests) "
+                            "not yet spent; below zero the objective is missed.",
+                thresholds=steps((None, "red"), (0, "orange"), (0.25, "green"))))
+            .with_panel(single("Burn rate, last hour", "x", query(
+                f"lookout:sli_error:ratio_rate1h{sel} / {number(budget)}", "1h"), width=6, decimals=1,
+                description="How many times faster than sustainable the budget burns (1 = exactly spent "
+                            f"by the end of {slo.window}).",
+                thresholds=steps((None, "green"), (1, "orange"), (fastest, "red"))))
+        )
+        for severity in ("page", "ticket"):
+            policy = [a for a in slo.burn_rate_alerts if a.severity == severity]
+            shown = [w for w in windows(slo) if any(w in (a.long, a.short) for a in policy)]
+            rates = ", ".join(f"{number(a.burn_rate)}x over {a.long} and {a.short}" for a in policy)
+            board = board.with_panel(graph(
+                f"{objective.capitalize()} burn rate, {severity} windows", "x",
+                [query(f"lookout:sli_error:ratio_rate{w}{sel} / {number(budget)}", w) for w in shown],
+                description=f"Burn rate over each window of the {severity} alerts, which fire at {rates}.",
+                thresholds=steps((None, "green"), *sorted((a.burn_rate, "red") for a in policy))))
+    return board
+
+
+def dashboards(slo: SLO) -> dict[str, Any]:
+    """Return the dashboards by file name, as JSON-ready models."""
+    models = {"lookout-overview.json": overview(slo).build(), "lookout-slo.json": slo_board(slo).build()}
+    for model in models.values():
+        for number_, panel in enumerate(model.panels or [], start=1):
+            panel.id_val = number_  # Grafana links panels by id (viewPanel=): unique and stable
+    return models

@@ -1,0 +1,229 @@
+"""Prometheus rule files from the SLO: SLI recording rules, burn-rate alerts and operational alerts.
+
+Written by hand rather than with an SLO generator: sloth and pyrra, the well-kept ones, are Go
+programs that no package registry reachable here ships, and the rules are a few templates. Every
+expression is parsed by a real PromQL parser, checked by promtool and run by Prometheus in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dashboards import SLO, BurnRateAlert, duration_seconds
+
+from .target import TARGET, Target, le, number
+
+OBJECTIVES = ("availability", "latency")
+RUNBOOK = "README.md#{anchor}"  # the README section each alert's runbook_url points at
+REQUESTS = "http_server_requests_total"
+DURATION = "http_server_request_duration_seconds"
+
+
+def ratio(objective: str, window: str) -> str:
+    """Name of the recorded error ratio of an objective over a window (labelled slo=<objective>)."""
+    return f'lookout:sli_error:ratio_rate{window}{{slo="{objective}"}}'
+
+
+def windows(slo: SLO) -> list[str]:
+    """Every window a burn-rate alert reads, shortest first."""
+    found = {w for a in slo.burn_rate_alerts for w in (a.long, a.short)} | {"5m"}
+    return sorted(found, key=duration_seconds)
+
+
+def bad_and_total(slo: SLO, objective: str, window: str, t: Target = TARGET) -> tuple[str, str]:
+    """PromQL for the rate of bad API requests and of all API requests over ``window``."""
+    if objective == "availability":
+        total = f"sum(rate({REQUESTS}{{{t.api}}}[{window}]))"
+        # With no 5xx yet there is no 5xx series at all: zero, but only while there is traffic.
+        return f'sum(rate({REQUESTS}{{{t.api}, status=~"5.."}}[{window}])) or 0 * {total}', total
+    total = f"sum(rate({DURATION}_count{{{t.api}}}[{window}]))"
+    fast = f'sum(rate({DURATION}_bucket{{{t.api}, le="{le(slo.latency_threshold_seconds)}"}}[{window}]))'
+    return f"{total} - {fast}", total
+
+
+def sli_recordings(slo: SLO, t: Target = TARGET) -> list[dict[str, Any]]:
+    """Error ratios over every alert window, and the SLO window's ratio for the dashboard."""
+    rules: list[dict[str, Any]] = []
+    for objective in OBJECTIVES:
+        labels = {"slo": objective}
+        for window in windows(slo):
+            bad, total = bad_and_total(slo, objective, window, t)
+            rules.append({"record": f"lookout:sli_error:ratio_rate{window}",
+                          "expr": f"({bad}) / {total}", "labels": labels})
+        bad, total = bad_and_total(slo, objective, "5m", t)
+        rules += [{"record": "lookout:sli_errors:rate5m", "expr": bad, "labels": labels},
+                  {"record": "lookout:sli_requests:rate5m", "expr": total, "labels": labels}]
+        # Over the SLO window, from the 5-minute rates rather than the raw counters: a 30-day rate
+        # over raw samples would read every sample of every series each evaluation. Summing rates
+        # (not averaging ratios) weighs each moment by its traffic.
+        sel = f'{{slo="{objective}"}}'
+        rules.append({"record": f"lookout:sli_error:ratio_rate{slo.window}",
+                      "expr": f"sum_over_time(lookout:sli_errors:rate5m{sel}[{slo.window}])"
+                              f" / sum_over_time(lookout:sli_requests:rate5m{sel}[{slo.window}])",
+                      "labels": labels})
+    return rules
+
+
+def alert_name(objective: str, alert: BurnRateAlert) -> str:
+    return f"Lookout{objective.capitalize()}Burn{alert.long}"
+
+
+def burn_rate_alerts(slo: SLO) -> list[dict[str, Any]]:
+    """One alert per objective and window pair, firing when both windows burn too fast."""
+    rules: list[dict[str, Any]] = []
+    for objective in OBJECTIVES:
+        budget = slo.error_budget(objective)
+        for alert in slo.burn_rate_alerts:
+            threshold = number(alert.burn_rate * budget)
+            spent = number(100 * alert.burn_rate * duration_seconds(alert.long)
+                           / duration_seconds(slo.window))
+            rules.append({
+                "alert": alert_name(objective, alert),
+                "expr": f"{ratio(objective, alert.long)} > {threshold}\n"
+                        f"and\n{ratio(objective, alert.short)} > {threshold}",
+                "for": alert.for_,
+                "labels": {"severity": alert.severity, "slo": objective,
+                           "long_window": alert.long, "short_window": alert.short},
+                "annotations": {
+                    "summary": f"Lookout burns its {objective} error budget {number(alert.burn_rate)}x "
+                               f"too fast over {alert.long} and {alert.short}",
+                    "description": (
+                        f"{{{{ $value | humanizePercentage }}}} of API requests were {BAD[objective]} over "
+                        f"the last {alert.long} (and over {alert.short}); the objective allows "
+                        f"{number(100 * budget)}%. At {number(alert.burn_rate)}x, {spent}% of the "
+                        f"{slo.window} budget goes in {alert.long}."),
+                    "runbook": RUNBOOKS[objective],
+                    "runbook_url": RUNBOOK.format(anchor=f"{objective}-burn-rate-alerts"),
+                },
+            })
+    return rules
+
+
+BAD = {"availability": "answered with a server error (5xx)",
+       "latency": "slower than the latency threshold"}
+RUNBOOKS = {
+    "availability": (
+        "Check the SLO dashboard (which windows burn) and the overview's error ratio per route; "
+        "the app's log lines with status >= 500 and their tracebacks "
+        "(kubectl -n lookout logs deploy/lookout); /readyz and the database. "
+        "Do: roll back a release that started it (redeploy the previous image); restore the database "
+        "if it is failing; the alert clears once the short window is clean."),
+    "latency": (
+        "Check the overview: p99 per route, the exemplars' traces of slow requests, database latency "
+        "against request latency, in-flight against the concurrency limit, CPU against the limit and "
+        "the HPA against its maximum. "
+        "Do: when saturated, raise maxReplicas or the pods' CPU; roll back a release that slowed it; "
+        "fix slow statements the traces show."),
+}
+
+
+@dataclass(frozen=True)
+class Operational:
+    """An alert about the service's machinery rather than its objectives."""
+
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    runbook: str
+
+    def rule(self) -> dict[str, Any]:
+        return {"alert": self.name, "expr": self.expr, "for": self.for_,
+                "labels": {"severity": self.severity},
+                "annotations": {"summary": self.summary, "description": self.description,
+                                "runbook": self.runbook,
+                                "runbook_url": RUNBOOK.format(anchor=self.name.lower())}}
+
+
+def operational_alerts(t: Target = TARGET) -> list[Operational]:
+    """Target down, no traffic, readiness, saturation, crash loops and the HPA's ceiling."""
+    hpa = f'namespace="{t.namespace}", horizontalpodautoscaler="{t.hpa}"'
+    on_hpa = "on (namespace, horizontalpodautoscaler)"
+    by_container = "max by (namespace, pod, container)"
+    return [
+        Operational(
+            "LookoutTargetDown", f"up{{{t.app}}} == 0", "5m", "ticket",
+            "A Lookout pod's metrics cannot be scraped",
+            "Prometheus has failed to scrape {{ $labels.instance }} ({{ $labels.pod }}) for 5 minutes.",
+            "Check the pod (kubectl -n lookout get pods; describe it), its /metrics on port 9100 and the "
+            "NetworkPolicy admitting the monitoring namespace. Do: delete a wedged pod; fix the policy."),
+        Operational(
+            "LookoutNoTargetUp", f"absent(up{{{t.app}}} == 1)", "5m", "page",
+            "No Lookout pod is up, or none is discovered",
+            "No scrape target of job lookout-metrics has been up for 5 minutes: the service is down or "
+            "Prometheus lost it, and the SLO alerts cannot see anything meanwhile.",
+            "Check the Deployment and its pods (kubectl -n lookout get deploy,pods), the events, the "
+            "ServiceMonitor and the lookout-metrics Service. Do: roll back a release that does not start; "
+            "restore the ServiceMonitor's release label if Prometheus lost the target."),
+        Operational(
+            "LookoutNoTraffic",
+            f"(sum(rate({REQUESTS}{{{t.api}}}[15m])) or 0 * sum(lookout_build_info{{{t.app}}})) == 0",
+            "5m", "ticket",
+            "Lookout is up but has served no API request for 20 minutes",
+            "The pods are scraped, yet no API request reached them: the load balancer, DNS or clients "
+            "are not sending any.",
+            "Check the load balancer Service and its endpoints (kubectl -n lookout get svc,endpoints), "
+            "readiness, and the clients. Do: restore the route to the pods; ignore it in a stack with "
+            "no clients."),
+        Operational(
+            "LookoutReadinessFailing",
+            f'sum by (namespace, pod) (rate({REQUESTS}{{{t.app}, route="/readyz", status!~"2.."}}[5m]))\n'
+            f'/ sum by (namespace, pod) (rate({REQUESTS}{{{t.app}, route="/readyz"}}[5m])) > 0.5',
+            "5m", "ticket",
+            "A Lookout pod fails most readiness probes",
+            "{{ $labels.pod }} failed {{ $value | humanizePercentage }} of its readiness probes over 5 "
+            "minutes, so it is out of the load balancer.",
+            "Check /readyz on the pod: it names the problem (database unreachable, schema not migrated). "
+            "Do: run the migrations (the release's Job); restore the database or its NetworkPolicy."),
+        Operational(
+            "LookoutSaturated",
+            f"sum(avg_over_time(http_server_requests_in_flight{{{t.app}}}[5m]))\n"
+            f"/ sum(http_server_concurrency_limit{{{t.app}}}) > 0.8",
+            "10m", "ticket",
+            "Lookout uses over 80% of its request concurrency",
+            "On average {{ $value | humanizePercentage }} of the pods' request slots were busy over 5 "
+            "minutes; requests queue beyond it.",
+            "Check the overview: in-flight, CPU against the limit, the HPA against its maximum, and "
+            "database latency (slow statements hold slots). Do: raise maxReplicas or the pods' CPU; fix "
+            "slow statements."),
+        Operational(
+            "LookoutPodCrashLooping",
+            f'{by_container} (max_over_time(kube_pod_container_status_waiting_reason{{{t.pods}, '
+            f'reason="CrashLoopBackOff"}}[5m])) >= 1\n'
+            f"or {by_container} (increase(kube_pod_container_status_restarts_total{{{t.pods}}}[15m])) >= 3",
+            "10m", "ticket",
+            "A Lookout pod keeps restarting",
+            "{{ $labels.pod }} is in CrashLoopBackOff or restarted 3 times in 15 minutes.",
+            "Check the previous container's log (kubectl -n lookout logs POD --previous) for a settings "
+            "error or an out-of-memory kill (describe the pod). Do: fix the setting or secret; raise the "
+            "memory limit if it was OOM-killed; roll back a bad release."),
+        Operational(
+            "LookoutHPAMaxedOut",
+            f"kube_horizontalpodautoscaler_status_current_replicas{{{hpa}}}\n"
+            f">= {on_hpa} kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}}\n"
+            f"and {on_hpa} kube_horizontalpodautoscaler_spec_min_replicas{{{hpa}}}\n"
+            f"< {on_hpa} kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}}",
+            "30m", "ticket",
+            "Lookout's autoscaler has been at its maximum for 30 minutes",
+            "The HPA runs {{ $value }} pods, its maximum; more load cannot be absorbed.",
+            "Check the overview: is the load real (request rate) or are pods slow (CPU per pod, database "
+            "latency)? Do: raise maxReplicas if the cluster has room; otherwise find what makes pods "
+            "slow."),
+    ]
+
+
+def rule_files(slo: SLO, t: Target = TARGET) -> dict[str, dict[str, Any]]:
+    """Return the rule files by name: the SLO's rules and the operational alerts."""
+    return {
+        # One group: its rules run in order, so each alert reads the ratios recorded at the same
+        # evaluation (across groups Prometheus gives no order, and an alert would lag a step).
+        "slo.yaml": {"groups": [
+            {"name": "lookout-slo", "rules": sli_recordings(slo, t) + burn_rate_alerts(slo)},
+        ]},
+        "operational.yaml": {"groups": [
+            {"name": "lookout-operational", "rules": [a.rule() for a in operational_alerts(t)]},
+        ]},
+    }

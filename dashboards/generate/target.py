@@ -1,0 +1,50 @@
+"""What the rules and dashboards select: the service's metrics job and its Kubernetes objects.
+
+These names are fixed by infra/ (the metrics Service, the Deployment, its HPA and container);
+tests/infrastructure/test_infra_dashboards.py renders the stacks and fails when they drift apart,
+since a wrong name here silences every alert without an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.utils import floatToGoString
+
+
+@dataclass(frozen=True)
+class Target:
+    job: str = "lookout-metrics"  # the ServiceMonitor names the job after the metrics Service
+    namespace: str = "lookout"
+    deployment: str = "lookout"
+    hpa: str = "lookout"
+    container: str = "app"
+    api_routes: str = "/api/.*"  # the SLIs count API requests, not probes, docs or unmatched paths
+
+    @property
+    def app(self) -> str:
+        """Matchers for the app's own series."""
+        return f'job="{self.job}"'
+
+    @property
+    def api(self) -> str:
+        """Matchers for the app's API requests."""
+        return f'job="{self.job}", route=~"{self.api_routes}"'
+
+    @property
+    def pods(self) -> str:
+        """Matchers for cAdvisor and kube-state-metrics series of the service's container."""
+        return f'namespace="{self.namespace}", container="{self.container}"'
+
+
+TARGET = Target()
+
+
+def le(seconds: float) -> str:
+    """Return a bucket bound as the client library writes it in the ``le`` label (0.25 -> "0.25")."""
+    return floatToGoString(seconds)
+
+
+def number(value: float) -> str:
+    """Write a number for PromQL without float noise (0.0144, 14.4, 1)."""
+    return f"{value:.12g}"

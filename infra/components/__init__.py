@@ -1,0 +1,14 @@
+"""Pulumi components: ObservableService, Monitoring, Database and LoadGenerator, with their Args."""
+
+from infra.components.database import Database, DatabaseArgs
+from infra.components.loadgen import LoadGenerator, LoadGeneratorArgs
+from infra.components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
+from infra.components.network import Peer
+from infra.components.pods import Resources, WritableDir
+from infra.components.service import ObservableService, Scaling, ServiceArgs, Shutdown
+
+__all__ = [
+    "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring", "MonitoringArgs",
+    "ObservableService", "Peer", "Resources", "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown",
+    "WritableDir",
+]

@@ -1,0 +1,93 @@
+"""Database: the service's PostgreSQL, either in the cluster (CloudNativePG) or external.
+
+In-cluster (local and dev stacks): the CloudNativePG operator from its Helm chart, and one
+``Cluster`` whose owner password is generated (pulumi_random) and kept as a Pulumi secret.
+External (prod): the URL comes from secret config; the network policy opens the given ranges.
+Either way the component hands out ``url`` (a secret) and ``peer`` (where the app may connect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.components.network import Peer
+from infra.components.pods import namespace_meta
+
+CNPG_CHART = ("cloudnative-pg", "0.27.1", "https://cloudnative-pg.github.io/charts")
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    mode: str  # "incluster" | "external"
+    port: int = 5432
+    external_url: pulumi.Input[str] | None = None
+    external_cidrs: Sequence[str] = ()
+    namespace: str = "lookout-db"
+    operator_namespace: str = "cnpg-system"
+    database: str = "lookout"
+    owner: str = "lookout"
+    instances: int = 1
+    storage_size: str = "1Gi"
+
+
+class Database(pulumi.ComponentResource):
+    """A PostgreSQL database URL and the network peer that reaches it."""
+
+    url: pulumi.Output[str]
+    peer: Peer
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lookout:database:Database", name, None, opts)
+        if args.mode == "external":
+            if args.external_url is None or not args.external_cidrs:
+                raise ValueError("an external database needs external_url and external_cidrs")
+            self.url = pulumi.Output.secret(args.external_url)
+            self.peer = Peer(port=args.port, cidrs=tuple(args.external_cidrs))
+        elif args.mode == "incluster":
+            self.url = self._in_cluster(name, args)
+            self.peer = Peer(port=args.port, namespace=args.namespace, pod_labels={"cnpg.io/cluster": name})
+        else:
+            raise ValueError(f"unknown database mode {args.mode!r}")
+        self.register_outputs({"url": self.url})
+
+    def _in_cluster(self, name: str, args: DatabaseArgs) -> pulumi.Output[str]:
+        child = pulumi.ResourceOptions(parent=self)
+        operator_ns = k8s.core.v1.Namespace(f"{name}-operator-namespace",
+                                            metadata=namespace_meta(args.operator_namespace), opts=child)
+        chart, version, repo = CNPG_CHART
+        operator = k8s.helm.v3.Release(
+            f"{name}-operator", name="cnpg", chart=chart, version=version, repository_opts={"repo": repo},
+            namespace=args.operator_namespace, cleanup_on_fail=True,
+            values={"resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                  "limits": {"memory": "256Mi"}}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator_ns]))
+        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(args.namespace), opts=child)
+
+        # Letters and digits only: the password goes into a URL unescaped.
+        password = random.RandomPassword(f"{name}-password", length=32, special=False, opts=child)
+        credentials = k8s.core.v1.Secret(
+            f"{name}-credentials", type="kubernetes.io/basic-auth",
+            metadata={"namespace": args.namespace, "name": f"{name}-credentials"},
+            string_data={"username": args.owner, "password": password.result},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+        k8s.apiextensions.CustomResource(
+            f"{name}-cluster", api_version="postgresql.cnpg.io/v1", kind="Cluster",
+            metadata={"namespace": args.namespace, "name": name,
+                      "annotations": {"pulumi.com/waitFor": "condition=Ready",
+                                      "pulumi.com/timeoutSeconds": "600"}},
+            spec={
+                "instances": args.instances,
+                "storage": {"size": args.storage_size},
+                "bootstrap": {"initdb": {"database": args.database, "owner": args.owner,
+                                         "secret": {"name": credentials.metadata.name}}},
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+            }, opts=pulumi.ResourceOptions(parent=self, depends_on=[operator, ns, credentials]))
+
+        host = f"{name}-rw.{args.namespace}.svc.cluster.local"  # the operator's read-write Service
+        return pulumi.Output.secret(pulumi.Output.concat(
+            "postgresql://", args.owner, ":", password.result, "@", host, f":{args.port}/", args.database))

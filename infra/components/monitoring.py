@@ -1,0 +1,240 @@
+"""Monitoring: kube-prometheus-stack, an OpenTelemetry Collector, and the repo's dashboards and rules.
+
+Dashboards (``dashboards/*.json``) become one ConfigMap each, which Grafana's sidecar loads; the
+plain rule files (``dashboards/rules/*.yaml``, the ones promtool tests) are wrapped in one
+PrometheusRule; each ``ScrapeTarget`` becomes a ServiceMonitor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import yaml
+
+from infra.components.network import Peer
+from infra.components.pods import namespace_meta
+
+KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.github.io/helm-charts")
+OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")
+TEMPO_CHART = ("tempo", "1.16.1", "https://grafana.github.io/helm-charts")  # Tempo 2.6, single binary
+TEMPO = "tempo"
+TEMPO_QUERY_PORT = 3100
+RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
+COLLECTOR = "otel-collector"
+# Grafana opens an exemplar's trace_id in the data source with this uid: provision the trace store
+# (the one tracesExportEndpoint sends to) under it, and the latency panel's exemplars link to traces.
+TRACES_DATASOURCE_UID = "traces"
+OTLP_HTTP_PORT = 4318
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """A Service to scrape: its namespace, its labels and the name of its metrics port."""
+
+    name: str
+    namespace: str
+    service_labels: Mapping[str, str]
+    port: str = "http"
+    path: str = "/metrics"
+    interval: str = "15s"
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    namespace: str
+    dashboard_files: Sequence[Path]
+    rule_files: Sequence[Path]
+    targets: Sequence[ScrapeTarget]
+    grafana_service_type: str = "ClusterIP"
+    prometheus_retention: str = "7d"
+    traces_export_endpoint: str = ""  # a further OTLP/HTTP destination for traces; empty for none
+    trace_store: bool = True  # Tempo in this namespace, Grafana's "traces" data source
+    trace_retention: str = "72h"
+
+
+def dashboard_name(path: Path) -> str:
+    """Return a DNS-1123 ConfigMap name for a dashboard file."""
+    return "dashboard-" + re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")
+
+
+def rule_groups(rule_files: Sequence[Path]) -> list[dict[str, Any]]:
+    """Return the groups of the plain rule files, in file order, as the PrometheusRule carries them."""
+    groups: list[dict[str, Any]] = []
+    for path in rule_files:
+        groups.extend((yaml.safe_load(path.read_text()) or {}).get("groups") or [])
+    names = [group["name"] for group in groups]
+    if len(names) != len(set(names)):
+        raise ValueError(f"rule group names must be unique across {[p.name for p in rule_files]}: {names}")
+    return groups
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Prometheus, Alertmanager and Grafana (kube-prometheus-stack), a collector, dashboards and rules."""
+
+    namespace: pulumi.Output[str]
+    grafana_address: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
+    collector_endpoint: str
+    collector: Peer
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("lookout:monitoring:Monitoring", name, None, opts)
+        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=_monitoring_namespace(args.namespace),
+                                   opts=pulumi.ResourceOptions(parent=self))
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        meta = {"namespace": args.namespace, "labels": {"app.kubernetes.io/part-of": "lookout"}}
+
+        password = random.RandomPassword(f"{name}-grafana-password", length=32, special=False,
+                                         opts=pulumi.ResourceOptions(parent=self))
+        admin = k8s.core.v1.Secret(f"{name}-grafana-admin", metadata={**meta, "name": "grafana-admin"},
+                                   string_data={"admin-user": "admin", "admin-password": password.result},
+                                   opts=in_ns)
+        chart, version, repo = KPS_CHART
+        stack = k8s.helm.v3.Release(
+            f"{name}-kube-prometheus-stack", name=RELEASE, chart=chart, version=version,
+            repository_opts={"repo": repo}, namespace=args.namespace, values=_stack_values(args),
+            timeout=900, cleanup_on_fail=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin]))
+        if args.trace_store:
+            chart, version, repo = TEMPO_CHART
+            k8s.helm.v3.Release(
+                f"{name}-tempo", name=TEMPO, chart=chart, version=version, repository_opts={"repo": repo},
+                namespace=args.namespace, values=_tempo_values(args), cleanup_on_fail=True, opts=in_ns)
+        chart, version, repo = OTEL_CHART
+        k8s.helm.v3.Release(
+            f"{name}-otel-collector", name=COLLECTOR, chart=chart, version=version,
+            repository_opts={"repo": repo}, namespace=args.namespace, values=_collector_values(args),
+            cleanup_on_fail=True, opts=in_ns)
+
+        after_crds = pulumi.ResourceOptions(parent=self, depends_on=[stack])  # the chart installs the CRDs
+        release_labels = {**meta["labels"], "release": RELEASE}
+        for target in args.targets:
+            k8s.apiextensions.CustomResource(
+                f"{name}-servicemonitor-{target.name}", api_version="monitoring.coreos.com/v1",
+                kind="ServiceMonitor", metadata={**meta, "name": target.name, "labels": release_labels},
+                spec={"namespaceSelector": {"matchNames": [target.namespace]},
+                      "selector": {"matchLabels": dict(target.service_labels)},
+                      "endpoints": [{"port": target.port, "path": target.path, "interval": target.interval}]},
+                opts=after_crds)
+        groups = rule_groups(args.rule_files)
+        if groups:  # a PrometheusRule without groups is rejected by the operator's schema
+            k8s.apiextensions.CustomResource(
+                f"{name}-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
+                metadata={**meta, "name": "lookout-rules", "labels": release_labels},
+                spec={"groups": groups}, opts=after_crds)
+        for path in args.dashboard_files:
+            json.loads(path.read_text())  # Grafana drops a broken dashboard silently: fail here instead
+            k8s.core.v1.ConfigMap(
+                f"{name}-{dashboard_name(path)}",
+                metadata={**meta, "name": dashboard_name(path),
+                          "labels": {**meta["labels"], "grafana_dashboard": "1"}},
+                data={path.name: path.read_text()}, opts=in_ns)
+
+        self.namespace = ns.metadata.name
+        self.grafana_admin_password = pulumi.Output.secret(password.result)
+        self.collector_endpoint = f"http://{COLLECTOR}.{args.namespace}:{OTLP_HTTP_PORT}"
+        self.collector = Peer(port=OTLP_HTTP_PORT, namespace=args.namespace, pod_labels={
+            "app.kubernetes.io/name": "opentelemetry-collector", "app.kubernetes.io/instance": COLLECTOR})
+        local = f"http://grafana.{args.namespace}.svc.cluster.local"
+        if args.grafana_service_type == "LoadBalancer":
+            grafana = k8s.core.v1.Service.get(f"{name}-grafana", f"{args.namespace}/grafana", opts=after_crds)
+            self.grafana_address = grafana.status.apply(
+                lambda s: f"http://{s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname}"
+                if s and s.load_balancer and s.load_balancer.ingress else local)
+        else:
+            self.grafana_address = pulumi.Output.from_input(local)
+        self.register_outputs({"namespace": self.namespace, "grafana_address": self.grafana_address})
+
+
+def _monitoring_namespace(name: str) -> dict[str, Any]:
+    meta = namespace_meta(name, restricted=False)
+    # node-exporter needs the host's network, PIDs and filesystem, which only the privileged
+    # level admits; audit still records what the restricted level would have refused.
+    meta["labels"] |= {"pod-security.kubernetes.io/enforce": "privileged",
+                       "pod-security.kubernetes.io/audit": "restricted"}
+    return meta
+
+
+def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
+    return {
+        "fullnameOverride": "kps",  # short object names: kps-prometheus, kps-alertmanager
+        "grafana": {
+            "fullnameOverride": "grafana",
+            "admin": {"existingSecret": "grafana-admin", "userKey": "admin-user",
+                      "passwordKey": "admin-password"},
+            "service": {"type": args.grafana_service_type},
+            # Exemplars on the latency panels open their trace here (uid TRACES_DATASOURCE_UID).
+            "additionalDataSources": [{
+                "name": "Traces", "type": "tempo", "uid": TRACES_DATASOURCE_UID, "access": "proxy",
+                "url": f"http://{TEMPO}.{args.namespace}:{TEMPO_QUERY_PORT}"}] if args.trace_store else [],
+            # The sidecar loads every ConfigMap labelled grafana_dashboard=1 in this namespace.
+            "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1"},
+                        "datasources": {"exemplarTraceIdDestinations": {
+                            "datasourceUid": TRACES_DATASOURCE_UID, "traceIdLabelName": "trace_id"}}},
+        },
+        "prometheus": {"prometheusSpec": {
+            "retention": args.prometheus_retention,
+            "enableFeatures": ["exemplar-storage"],  # latency exemplars link to traces
+            # Only objects labelled release=<release> are picked up (the chart's default, stated).
+            "serviceMonitorSelectorNilUsesHelmValues": True,
+            "ruleSelectorNilUsesHelmValues": True,
+            "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        }},
+        "alertmanager": {"alertmanagerSpec": {
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
+    }
+
+
+def _tempo_values(args: MonitoringArgs) -> dict[str, Any]:
+    return {
+        "fullnameOverride": TEMPO,
+        "tempo": {
+            "retention": args.trace_retention,
+            "reportingEnabled": False,  # no usage reports leave the cluster
+            # OTLP/HTTP from the collector only; null drops the chart's other default receivers.
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"0.0.0.0:{OTLP_HTTP_PORT}"}}},
+                          "jaeger": None, "opencensus": None},
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        },
+    }
+
+
+def _collector_values(args: MonitoringArgs) -> dict[str, Any]:
+    exporter: dict[str, Any] = {}
+    if args.trace_store:
+        exporter["otlphttp/tempo"] = {"endpoint": f"http://{TEMPO}.{args.namespace}:{OTLP_HTTP_PORT}"}
+    if args.traces_export_endpoint:
+        exporter["otlphttp/external"] = {"endpoint": args.traces_export_endpoint}
+    if not exporter:  # nowhere to send them: a summary of each batch in the collector's log
+        exporter = {"debug": {"verbosity": "basic"}}
+    return {
+        "mode": "deployment",
+        "fullnameOverride": COLLECTOR,
+        "image": {"repository": "otel/opentelemetry-collector-contrib"},
+        "command": {"name": "otelcol-contrib"},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                      "limits": {"cpu": "500m", "memory": "256Mi"}},
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                               "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "ports": {port: {"enabled": False}
+                  for port in ("jaeger-compact", "jaeger-thrift", "jaeger-grpc", "zipkin")},
+        "config": {
+            # null removes the chart's default receivers and pipelines we do not use
+            "receivers": {"jaeger": None, "zipkin": None, "prometheus": None},
+            "exporters": exporter,
+            "service": {"pipelines": {"logs": None, "metrics": None, "traces": {
+                "receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
+                "exporters": list(exporter)}}},
+        },
+    }

@@ -1,0 +1,78 @@
+"""Strict JSON schemas for the custom resources the program declares, for the schema gate.
+
+kubernetes-validate carries the built-in API only, so ServiceMonitor, PrometheusRule
+(prometheus-operator, monitoring.coreos.com/v1) and Cluster (CloudNativePG,
+postgresql.cnpg.io/v1) are checked against these instead. Each schema admits exactly the
+fields of the operator's CRD that this program uses, with their types and the CRD's own
+constraints (required fields, enums, patterns), and refuses anything else, like
+``kubernetes-validate --strict`` does for built-in kinds. Field names follow the operators'
+CRD references; widen a schema when the program starts using another field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MONITORING = "monitoring.coreos.com/v1"
+_STR = {"type": "string"}
+_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+                                          r"(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|m|k|M|G|T)?$"}
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required),
+            "additionalProperties": False}
+
+
+_METADATA = _object({"name": _NAME, "namespace": _NAME, "labels": _STR_MAP, "annotations": _STR_MAP},
+                    required=("name", "namespace"))
+_SELECTOR = _object({
+    "matchLabels": _STR_MAP,
+    "matchExpressions": {"type": "array", "items": _object({
+        "key": _STR, "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+        "values": {"type": "array", "items": _STR}}, required=("key", "operator"))},
+})
+_RESOURCES = _object({"requests": _object({"cpu": _QUANTITY, "memory": _QUANTITY}),
+                      "limits": _object({"cpu": _QUANTITY, "memory": _QUANTITY})})
+
+
+def _resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return _object({"apiVersion": {"const": api_version}, "kind": {"const": kind}, "metadata": _METADATA,
+                    "spec": spec}, required=("apiVersion", "kind", "metadata", "spec"))
+
+
+SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    (_MONITORING, "ServiceMonitor"): _resource(_MONITORING, "ServiceMonitor", _object({
+        "jobLabel": _STR,
+        "namespaceSelector": _object({"any": {"type": "boolean"},
+                                      "matchNames": {"type": "array", "items": _STR}}),
+        "selector": _SELECTOR,
+        "endpoints": {"type": "array", "minItems": 1, "items": _object({
+            "port": _STR, "path": {"type": "string", "pattern": "^/"}, "scheme": {"enum": ["http", "https"]},
+            "interval": _DURATION, "scrapeTimeout": _DURATION, "honorLabels": {"type": "boolean"}})},
+    }, required=("selector", "endpoints"))),
+    (_MONITORING, "PrometheusRule"): _resource(_MONITORING, "PrometheusRule", _object({
+        "groups": {"type": "array", "minItems": 1, "items": _object({
+            "name": {"type": "string", "minLength": 1},
+            "interval": _DURATION, "query_offset": _DURATION, "limit": {"type": "integer"},
+            "labels": _STR_MAP,
+            "partial_response_strategy": {"type": "string", "pattern": "(?i)^(abort|warn)?$"},
+            "rules": {"type": "array", "items": {
+                **_object({"record": _STR, "alert": _STR, "expr": {"type": ["string", "integer"]},
+                           "for": _DURATION, "keep_firing_for": _DURATION, "labels": _STR_MAP,
+                           "annotations": _STR_MAP}, required=("expr",)),
+                "oneOf": [{"required": ["record"]}, {"required": ["alert"]}]}},
+        }, required=("name",))},
+    }, required=("groups",))),
+    ("postgresql.cnpg.io/v1", "Cluster"): _resource("postgresql.cnpg.io/v1", "Cluster", _object({
+        "instances": {"type": "integer", "minimum": 1},
+        "imageName": _STR,
+        "storage": _object({"size": _QUANTITY, "storageClass": _STR}, required=("size",)),
+        "bootstrap": _object({"initdb": _object({
+            "database": _STR, "owner": _STR, "secret": _object({"name": _NAME}, required=("name",))})}),
+        "resources": _RESOURCES,
+    }, required=("instances",))),
+}

@@ -1,0 +1,117 @@
+"""After a deploy: Prometheus scrapes the app and holds the repo's rules; Grafana has its dashboards.
+
+Usage:
+    python -m infra.delivery.cluster_checks --prometheus http://127.0.0.1:9090 \
+        --grafana http://127.0.0.1:3000 [--job lookout-metrics] [--wait 240]
+
+Grafana's admin password comes from GRAFANA_PASSWORD (user GRAFANA_USER, default admin). The
+expected rule groups and dashboard uids are read from dashboards/ through the loader infra uses,
+so a rule file or dashboard that never reaches the cluster fails here. Each check polls until it
+passes or ``--wait`` runs out: targets appear after a scrape interval, dashboards after the
+Grafana sidecar's next sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+import dashboards
+
+JOB = "lookout-metrics"  # the ServiceMonitor names the job after the lookout-metrics Service
+
+
+def expected_rule_groups(rule_files: Sequence[Path]) -> set[str]:
+    return {g["name"] for p in rule_files for g in (yaml.safe_load(p.read_text()) or {}).get("groups") or []}
+
+
+def expected_dashboards(dashboard_files: Sequence[Path]) -> dict[str, str]:
+    """Return uid -> title of every dashboard file (a dashboard without a uid cannot be found again)."""
+    found = {}
+    for path in dashboard_files:
+        board = json.loads(path.read_text())
+        found[board.get("uid") or f"<no uid in {path.name}>"] = board.get("title", path.stem)
+    return found
+
+
+def target_problems(targets_api: dict, job: str) -> list[str]:
+    """Problems with the active targets of ``job`` in a /api/v1/targets answer."""
+    targets = targets_api.get("data", {}).get("activeTargets", [])
+    active = [t for t in targets if t.get("labels", {}).get("job") == job]
+    if not active:
+        jobs = sorted({t.get("labels", {}).get("job", "?") for t in targets})
+        return [f"no active target of job {job!r} (jobs: {', '.join(jobs) or 'none'})"]
+    return [f"target {t.get('scrapeUrl')} is {t.get('health')}: {t.get('lastError') or 'not scraped yet'}"
+            for t in active if t.get("health") != "up"]
+
+
+def rule_problems(rules_api: dict, expected: set[str]) -> list[str]:
+    loaded = {g.get("name") for g in rules_api.get("data", {}).get("groups", [])}
+    return [f"rule group {name!r} is not loaded" for name in sorted(expected - loaded)]
+
+
+def dashboard_problems(search_api: list, expected: dict[str, str]) -> list[str]:
+    present = {d.get("uid") for d in search_api if d.get("type") == "dash-db"}
+    return [f"dashboard {title!r} (uid {uid}) is not in Grafana" for uid, title in sorted(expected.items())
+            if uid not in present]
+
+
+def poll(name: str, probe: Callable[[], list[str]], wait: float, interval: float = 5.0) -> list[str]:
+    """Run ``probe`` until it reports no problem or ``wait`` runs out; return the last problems."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            problems = probe()
+        except (requests.RequestException, ValueError) as exc:
+            problems = [f"{name}: {exc.__class__.__name__}: {exc}"]
+        if not problems or time.monotonic() >= deadline:
+            return problems
+        time.sleep(interval)
+
+
+def run(prometheus: str, grafana: str, auth: tuple[str, str], job: str = JOB, wait: float = 240.0,
+        rule_files: Sequence[Path] | None = None, dashboard_files: Sequence[Path] | None = None) -> list[str]:
+    """Return every problem found (an empty list means Prometheus and Grafana are as the repo says)."""
+    rules = expected_rule_groups(dashboards.rule_files() if rule_files is None else rule_files)
+    boards = expected_dashboards(dashboards.dashboard_files() if dashboard_files is None else dashboard_files)
+
+    def get(url: str, auth: tuple[str, str] | None = None) -> Any:
+        response = requests.get(url, timeout=10, auth=auth)
+        response.raise_for_status()
+        return response.json()
+
+    problems = poll("targets", lambda: target_problems(get(f"{prometheus}/api/v1/targets?state=active"), job),
+                    wait)
+    problems += poll("rules", lambda: rule_problems(get(f"{prometheus}/api/v1/rules"), rules), wait)
+    problems += poll("dashboards", lambda: dashboard_problems(
+        get(f"{grafana}/api/search?type=dash-db", auth), boards), wait)
+    print(f"cluster checks: job {job} scraped, {len(rules)} rule groups, {len(boards)} dashboards expected; "
+          f"{len(problems)} problems", flush=True)
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    parser.add_argument("--grafana", required=True, help="Grafana base URL")
+    parser.add_argument("--job", default=JOB, help=f"scrape job of the app (default {JOB})")
+    parser.add_argument("--wait", type=float, default=240.0, help="seconds each check may take")
+    args = parser.parse_args(argv)
+    auth = (os.environ.get("GRAFANA_USER", "admin"), os.environ.get("GRAFANA_PASSWORD", ""))
+    problems = run(args.prometheus.rstrip("/"), args.grafana.rstrip("/"), auth, args.job, args.wait)
+    for problem in problems:
+        print(f"cluster checks: FAIL {problem}", flush=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Deploy an image to a stack, smoke test it, and roll back to the previous image when it fails.
+
+Usage:
+    python -m infra.delivery.rollout --stack staging --image ghcr.io/lookout/lookout@sha256:... \
+        [--expect-commit SHA] [--url https://staging.example.com] [--allow-tag]
+
+Steps: read the image the stack runs now (its ``image`` output), ``pulumi config set image``,
+``pulumi up``, smoke test the service (``--url``, else the ``loadBalancerAddress`` output). When
+``pulumi up`` or the smoke test fails, the stack goes back to the previous image with another
+``pulumi up`` and is smoke tested again; the command still exits 1, so the pipeline stops there.
+Images are deployed by digest: a tag could point elsewhere by the time a rollback needs it.
+
+The stack's secrets (secretKey, jwtSecretKey, databaseUrl) stay where Pulumi keeps them,
+encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's credentials and
+the cluster's.
+
+Environment variables read: KUBECONFIG_DATA (a kubeconfig's text, written to a private temporary
+file for the Pulumi run), GITHUB_STEP_SUMMARY, GITHUB_OUTPUT, and the Pulumi CLI's (see
+pulumi_cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.delivery.pulumi_cli import PulumiError, PulumiStack
+from infra.delivery.smoke import SmokeReport, normalise, publish, smoke
+
+DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+
+
+class RolloutError(ValueError):
+    """The request cannot be carried out as asked (for example an image given by tag)."""
+
+
+def check_image(image: str, allow_tag: bool = False) -> str:
+    """Return ``image`` when it is a digest reference (or a tag, when ``allow_tag``)."""
+    if DIGEST_REF.match(image) or (allow_tag and image and "@" not in image):
+        return image
+    raise RolloutError(f"{image!r} is not an image by digest (name@sha256:<64 hex>); "
+                       "a tag can move, so the rollback would not get back what ran before")
+
+
+def rollback_target(previous: str | None, new: str) -> str | None:
+    """Return the image to go back to after a failed deploy of ``new``, or None when there is none.
+
+    None on a first deploy (no previous image) and when the stack already ran ``new`` (a redeploy
+    of the same image that fails now would fail again: the cause is elsewhere).
+    """
+    if not previous or previous == new:
+        return None
+    return previous
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # deployed | rolled-back | rollback-failed | failed
+    image: str
+    previous: str | None
+    url: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "deployed"
+
+
+Smoker = Callable[[str, str | None], SmokeReport]
+
+
+class Rollout:
+    def __init__(self, stack: PulumiStack, smoker: Smoker | None = None, wait: float = 180.0) -> None:
+        self.stack = stack
+        self.smoker: Smoker = smoker or (lambda url, commit: smoke(url, commit, wait))
+
+    def _deploy(self, image: str) -> None:
+        self.stack.set_config("image", image)
+        self.stack.up()
+
+    def _url(self, url: str | None) -> str:
+        if url:
+            return normalise(url)
+        address = str(self.stack.outputs().get("loadBalancerAddress") or "")
+        if not address:
+            raise RolloutError("the stack has no loadBalancerAddress output and no --url was given")
+        return normalise(address)
+
+    def run(self, image: str, expect_commit: str | None = None, url: str | None = None,
+            secrets: dict[str, str] | None = None) -> Outcome:
+        self.stack.select()
+        for key, value in (secrets or {}).items():
+            self.stack.set_config(key, value, secret=True)
+        previous = self.stack.outputs().get("image") or None
+        print(f"rollout: {self.stack.stack}: {previous or '(nothing yet)'} -> {image}", flush=True)
+        failure = ""
+        try:
+            self._deploy(image)
+            target_url = self._url(url)
+            report = self.smoker(target_url, expect_commit)
+            publish(report)
+            if report.ok:
+                return Outcome("deployed", image, previous, target_url,
+                               f"{image} is live on {self.stack.stack}")
+            failure = "the smoke test failed"
+        except PulumiError as exc:
+            failure, target_url = f"pulumi up failed: {str(exc).splitlines()[0]}", url or ""
+        back = rollback_target(previous, image)
+        if back is None:
+            why = "there is no previous image" if not previous else "the previous image is this one"
+            return Outcome("failed", image, previous, target_url, f"{failure}; no rollback: {why}")
+        print(f"rollout: {failure}; rolling {self.stack.stack} back to {back}", flush=True)
+        try:
+            self._deploy(back)
+            target_url = self._url(url)
+            report = self.smoker(target_url, None)
+            publish(report)
+        except PulumiError as exc:
+            return Outcome("rollback-failed", image, previous, target_url,
+                           f"{failure}; the rollback to {back} failed too: {str(exc).splitlines()[0]}")
+        if not report.ok:
+            return Outcome("rollback-failed", image, previous, target_url,
+                           f"{failure}; rolled back to {back}, which fails its smoke test too")
+        return Outcome("rolled-back", image, previous, target_url, f"{failure}; rolled back to {back}")
+
+
+@contextlib.contextmanager
+def kubeconfig(environ: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Yield the environment for Pulumi, with KUBECONFIG_DATA (if any) as a private file in KUBECONFIG."""
+    data = environ.get("KUBECONFIG_DATA")
+    if not data:
+        yield environ
+        return
+    with tempfile.TemporaryDirectory(prefix="kube-") as folder:
+        path = Path(folder) / "config"
+        path.touch(mode=0o600)
+        path.write_text(data)
+        yield {k: v for k, v in environ.items() if k != "KUBECONFIG_DATA"} | {"KUBECONFIG": str(path)}
+
+
+def report(outcome: Outcome, stack: str) -> None:
+    """Print the outcome; add it to the job summary and the step outputs on GitHub."""
+    print(f"rollout: {outcome.status}: {outcome.message}", flush=True)
+    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with Path(summary).open("a") as out:
+            out.write(f"### Deploy to {stack}: {outcome.status}\n\n| | |\n|---|---|\n"
+                      f"| image | `{outcome.image}` |\n| previous | `{outcome.previous or '-'}` |\n"
+                      f"| address | {outcome.url or '-'} |\n| result | {outcome.message} |\n\n")
+    if outputs := os.environ.get("GITHUB_OUTPUT"):
+        with Path(outputs).open("a") as out:
+            out.write(f"status={outcome.status}\nurl={outcome.url}\nprevious={outcome.previous or ''}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True, help="Pulumi stack (staging, prod)")
+    parser.add_argument("--image", required=True, help="image by digest: name@sha256:<64 hex>")
+    parser.add_argument("--expect-commit", default="", help="commit the new build must report at /")
+    parser.add_argument("--url", default="",
+                        help="address to smoke test (default: the stack's load balancer)")
+    parser.add_argument("--allow-tag", action="store_true", help="accept an image by tag (local clusters)")
+    parser.add_argument("--wait", type=float, default=180.0, help="seconds the service gets to become ready")
+    args = parser.parse_args(argv)
+    try:
+        image = check_image(args.image, args.allow_tag)
+        with kubeconfig(dict(os.environ)) as env:
+            outcome = Rollout(PulumiStack(args.stack, env=env), wait=args.wait).run(
+                image, args.expect_commit or None, args.url or None)
+    except (RolloutError, PulumiError) as exc:
+        print(f"rollout: {exc}", file=sys.stderr)
+        return 2
+    report(outcome, args.stack)
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

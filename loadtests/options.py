@@ -1,0 +1,33 @@
+"""The load test's own command-line options (Locust sends them from the master to its workers).
+
+Environment variables read (each also a flag):
+    LOOKOUT_LOADTEST_ADMIN_EMAIL      --admin-email      an admin account of the target service
+    LOOKOUT_LOADTEST_ADMIN_PASSWORD   --admin-password   its password (prefer the variable: argv is visible)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadtests.shapes import SHAPES
+
+
+def add_arguments(parser: Any) -> None:
+    """Register the options on Locust's parser (an ``init_command_line_parser`` listener)."""
+    # On the parser itself, not a group: only its add_argument knows is_secret and include_in_web_ui.
+    group = parser
+    group.add_argument("--admin-email", env_var="LOOKOUT_LOADTEST_ADMIN_EMAIL", default="",
+                       help="Admin account used to create the writers' accounts and seed users")
+    group.add_argument("--admin-password", env_var="LOOKOUT_LOADTEST_ADMIN_PASSWORD", default="",
+                       is_secret=True, help="Its password")
+    group.add_argument("--seed-users", type=int, default=20,
+                       help="Users created through the API at test start for readers to fetch by id")
+    group.add_argument("--shape", choices=SHAPES, default="steady",
+                       help="steady: -u users for -t; step: climb to -u in --steps steps over -t; "
+                            "spike: -u users with a --spike-factor burst in the middle fifth of -t")
+    group.add_argument("--steps", type=int, default=5, help="Steps of the step ramp")
+    group.add_argument("--spike-factor", type=float, default=4.0, help="Peak users / base users of a spike")
+    group.add_argument("--think-time-scale", type=float, default=1.0,
+                       help="Multiply every persona's think time (below 1 = more requests per user)")
+    group.add_argument("--capacity-out", default="", include_in_web_ui=False,
+                       help="Write per-step stats of a step ramp to this JSON file (make capacity)")

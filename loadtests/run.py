@@ -1,0 +1,101 @@
+"""``make loadtest``: start a local service, run Locust headless with the SLO gate, stop the service.
+
+Usage:
+    python -m loadtests.run [--reports DIR] [--target URL] [LOCUST OPTIONS...]
+    python -m loadtests.run -u 100 -t 2m --shape spike
+
+Without ``--target`` it starts the service under gunicorn (see loadtests/service.py: SQLite in
+the reports folder, or ``DATABASE_URL``), migrates it, creates a bootstrap admin, waits for
+/readyz, runs Locust with the defaults of [tool.locust] in pyproject.toml plus any options
+given, writes ``loadtest.html`` and ``loadtest_*.csv`` in the reports folder, and stops the
+service by PID, also on failure or Ctrl-C. With ``--target`` it runs against a service that is
+already up, as the admin in LOOKOUT_LOADTEST_ADMIN_EMAIL / LOOKOUT_LOADTEST_ADMIN_PASSWORD.
+
+Exits with Locust's code, which the SLO gate sets: 0 when the SLO holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from loadtests.service import ROOT, LocalService
+
+REPORTS = ROOT / "reports"
+ADMIN_VARS = ("LOOKOUT_LOADTEST_ADMIN_EMAIL", "LOOKOUT_LOADTEST_ADMIN_PASSWORD")
+
+
+def locust_command(host: str, reports: Path, name: str, extra: Sequence[str]) -> list[str]:
+    """Return the Locust command line for a headless run that writes HTML and CSV reports."""
+    return [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
+            "--headless", "--host", host, "--html", str(reports / f"{name}.html"),
+            "--csv", str(reports / name), *extra]
+
+
+def run_locust(command: list[str], env: dict[str, str],
+               started: Callable[[int], object] | None = None) -> int:
+    """Run Locust to the end; pass SIGTERM on to it so it can write its reports and quit."""
+    env = {**env, "PYTHONPATH": str(ROOT)}
+    # Locust needs gevent's monkey patching; a test runner that imports Locust's classes sets this
+    # to keep its own process unpatched, and it must not be inherited here.
+    env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    if started:
+        started(process.pid)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached Locust too (same process group): let it shut down and report.
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     epilog="Other options are passed to Locust (see locust --help).")
+    parser.add_argument("--reports", type=Path, default=REPORTS, help="Report folder (default: reports/)")
+    parser.add_argument("--target", help="URL of a running service instead of starting one")
+    args, extra = parser.parse_known_args(argv)
+    # SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so the service is stopped below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    args.reports.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+
+    if args.target:
+        missing = [name for name in ADMIN_VARS if not env.get(name)]
+        if missing:
+            parser.error(f"--target needs an admin account of the target: set {' and '.join(missing)}")
+        code = run_locust(locust_command(args.target, args.reports, "loadtest", extra), env)
+    else:
+        service = LocalService(args.reports / "service", env)
+        try:
+            service.start()
+            print(f"loadtest: service ready at {service.url} (gunicorn pid {service.pid}, "
+                  f"{service.env['GUNICORN_WORKERS']} workers, {service.database})", flush=True)
+            env.update(zip(ADMIN_VARS, (service.admin_email, service.admin_password), strict=True))
+            code = run_locust(locust_command(service.url, args.reports, "loadtest", extra), env)
+        finally:
+            service.stop()
+    print(f"loadtest: exit code {code}; reports: {args.reports}/loadtest.html, loadtest_*.csv", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

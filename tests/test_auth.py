@@ -1,0 +1,131 @@
+"""The token endpoint and the JWT negative cases: each must answer 401."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from conftest import PASSWORD, assert_problem, bearer
+
+from app.auth.tokens import decode_token, issue_token
+
+
+def test_token_for_valid_credentials(client, make_user, app):
+    user = make_user()
+    response = client.post("/api/v1/auth/token", json={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == app.config["JWT_TTL_SECONDS"]
+    claims = decode_token(body["access_token"])
+    assert claims["sub"] == str(user.id)
+    assert {"exp", "iat", "iss", "aud", "jti"} <= claims.keys()
+
+
+@pytest.mark.parametrize("email, password", [
+    ("user1@example.com", "wrong password"),
+    ("nobody@example.com", PASSWORD),
+])
+def test_wrong_credentials_are_401(client, make_user, email, password):
+    make_user(email="user1@example.com")
+    response = client.post("/api/v1/auth/token", json={"email": email, "password": password})
+    body = assert_problem(response, 401)
+    assert body["detail"] == "Wrong email or password."
+    assert "WWW-Authenticate" in response.headers
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _claims(app, user_id: int, **changes) -> dict:
+    now = int(time.time())
+    claims = {"sub": str(user_id), "iat": now, "exp": now + 300, "iss": app.config["JWT_ISSUER"],
+              "aud": app.config["JWT_AUDIENCE"]}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _signed(app, claims: dict, key: str | None = None, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key or app.config["JWT_SECRET_KEY"], algorithm=algorithm)
+
+
+BAD_TOKENS = {
+    "alg none": lambda app, uid: f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(app, uid))}.",
+    "wrong key": lambda app, uid: _signed(app, _claims(app, uid), key="another-key-" * 4),
+    "other hmac algorithm": lambda app, uid: _signed(app, _claims(app, uid), algorithm="HS512"),
+    "expired": lambda app, uid: _signed(app, _claims(app, uid, iat=int(time.time()) - 3600,
+                                                      exp=int(time.time()) - 600)),
+    "wrong audience": lambda app, uid: _signed(app, _claims(app, uid, aud="someone-else")),
+    "wrong issuer": lambda app, uid: _signed(app, _claims(app, uid, iss="evil")),
+    "no exp": lambda app, uid: _signed(app, _claims(app, uid, exp=None)),
+    "no iat": lambda app, uid: _signed(app, _claims(app, uid, iat=None)),
+    "no aud": lambda app, uid: _signed(app, _claims(app, uid, aud=None)),
+    "no iss": lambda app, uid: _signed(app, _claims(app, uid, iss=None)),
+    "non-numeric sub": lambda app, uid: _signed(app, _claims(app, uid, sub="admin")),
+    "garbage": lambda app, uid: "not.a.jwt",
+    "tampered payload": lambda app, uid: (lambda t: t.split(".")[0] + "." + _b64(_claims(app, uid + 1))
+                                          + "." + t.split(".")[2])(_signed(app, _claims(app, uid))),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TOKENS)
+def test_bad_tokens_are_401(client, make_user, app, case):
+    user = make_user()
+    token = BAD_TOKENS[case](app, user.id)
+    response = client.post("/api/v1/users", headers={"Authorization": f"Bearer {token}"},
+                           json={"email": "x@example.com", "name": "X", "password": "long-enough"})
+    assert_problem(response, 401)
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="lookout"'
+
+
+def test_control_case_a_good_token_passes(client, make_user, app):
+    """The same construction as the bad cases, unbroken, is accepted (the cases can fail)."""
+    user = make_user()
+    token = _signed(app, _claims(app, user.id))
+    response = client.post("/api/v1/users", headers={"Authorization": f"Bearer {token}"},
+                           json={"email": "x@example.com", "name": "X", "password": "long-enough"})
+    assert response.status_code == 201
+
+
+def test_token_of_deleted_user_is_401(client, make_user, admin_headers):
+    user = make_user()
+    headers = bearer(user)
+    assert client.delete(f"/api/v1/users/{user.id}", headers=admin_headers).status_code == 204
+    assert_problem(client.patch(f"/api/v1/users/{user.id}", json={"name": "ghost"}, headers=headers), 401)
+
+
+def test_a_deleted_users_token_does_not_pass_for_whoever_gets_the_id_next(client, make_user, app,
+                                                                            admin_headers):
+    """SQLite gives a deleted last row's id to the next user; the old token must not follow it."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.extensions import db
+
+    user = make_user(email="gone@example.com")
+    user.created_at = datetime.now(UTC) - timedelta(minutes=1)
+    db.session.commit()
+    issued_earlier = _claims(app, user.id, iat=int(time.time()) - 30)  # a login 30 s ago (leeway 10 s)
+    headers = {"Authorization": f"Bearer {_signed(app, issued_earlier)}"}
+    still_mine = client.patch(f"/api/v1/users/{user.id}", json={"name": "Still Me"}, headers=headers)
+    assert still_mine.status_code == 200
+    assert client.delete(f"/api/v1/users/{user.id}", headers=admin_headers).status_code == 204
+    created = client.post("/api/v1/users", headers=admin_headers,
+                          json={"email": "next@example.com", "name": "Next", "password": "long-enough"})
+    assert created.status_code == 201
+    assert_problem(client.patch(f"/api/v1/users/{created.get_json()['id']}", json={"name": "taken over"},
+                                headers=headers), 401)
+    assert client.get(f"/api/v1/users/{created.get_json()['id']}").get_json()["name"] == "Next"
+
+
+def test_tokens_expire_after_ttl(app, make_user, monkeypatch):
+    user = make_user()
+    issued_at = time.time() - app.config["JWT_TTL_SECONDS"] - app.config["JWT_LEEWAY_SECONDS"] - 1
+    with monkeypatch.context() as patch:
+        patch.setattr(time, "time", lambda: issued_at)
+        token, _ = issue_token(user.id, "user")
+    assert decode_token(token) is None
+    fresh, _ = issue_token(user.id, "user")
+    assert decode_token(fresh) is not None

@@ -1,0 +1,58 @@
+"""The database circuit breaker: 503 at once while the database is down, one trial per interval,
+closed again by any statement that succeeds."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import assert_problem, migrate
+from sqlalchemy import event
+
+from app import create_app
+from app.breaker import KEY, DatabaseBreaker
+from app.extensions import db
+
+
+def test_the_state_machine():
+    breaker = DatabaseBreaker(interval=0.2)
+    assert breaker.allow() and not breaker.is_open
+    breaker.failed()
+    assert breaker.is_open and not breaker.allow() and not breaker.allow()
+    time.sleep(0.25)
+    assert breaker.allow()  # the trial
+    assert not breaker.allow()  # only one per interval
+    breaker.failed()  # the trial failed too
+    assert not breaker.allow()
+    breaker.succeeded()
+    assert not breaker.is_open and breaker.allow()
+
+
+def test_an_unreachable_database_is_asked_once_per_interval_then_found_again(tmp_path):
+    missing = tmp_path / "not-yet" / "lookout.db"  # SQLite cannot open a file in a missing folder
+    app = create_app({"DATABASE_URL": f"sqlite:///{missing}", "DATABASE_FAILFAST_SECONDS": "0.5"})
+    client = app.test_client()
+    attempts = []
+    with app.app_context():
+        event.listen(db.engine, "do_connect", lambda *args: attempts.append(1))
+
+    assert_problem(client.get("/api/v1/users/1"), 503)  # a real failure opens the breaker
+    assert app.extensions[KEY].is_open and attempts
+    tried = len(attempts)
+    for _ in range(20):
+        response = client.get("/api/v1/users/1")
+        assert_problem(response, 503)
+        assert response.headers["Retry-After"]
+    assert len(attempts) == tried  # refused without asking the database
+    assert client.get("/livez").status_code == 200
+
+    missing.parent.mkdir()
+    migrate(f"sqlite:///{missing}")
+    time.sleep(0.6)
+    assert client.get("/api/v1/users").status_code == 200  # the trial finds the database back
+    assert not app.extensions[KEY].is_open
+    assert client.get("/api/v1/users/1").status_code == 404
+
+
+def test_it_can_be_turned_off(tmp_path):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/missing/x.db", "DATABASE_FAILFAST_SECONDS": "0"})
+    assert KEY not in app.extensions

@@ -1,0 +1,133 @@
+"""The generated files are up to date, and the dashboards are well formed for Grafana 11."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboards import HERE, dashboard_files, dashboard_queries, load_slo
+from dashboards.generate import render, stale
+
+ROOT = HERE.parent
+
+
+def test_the_committed_rules_and_dashboards_are_what_the_generator_writes():
+    files = render(load_slo())
+    assert {p.relative_to(ROOT).as_posix() for p in files} == {
+        "dashboards/rules/slo.yaml", "dashboards/rules/operational.yaml",
+        "dashboards/lookout-overview.json", "dashboards/lookout-slo.json"}
+    assert stale(files) == [], "run `make dashboards` and commit the result"
+
+
+def test_the_staleness_check_sees_an_edited_slo(tmp_path):
+    """A target changed in slo.yaml without regenerating: every file derived from it is stale."""
+    edited = tmp_path / "slo.yaml"
+    edited.write_text((HERE / "slo.yaml").read_text().replace("target: 0.999", "target: 0.995"))
+    files = render(load_slo(edited))
+    assert {p.name for p in stale(files)} == {"slo.yaml", "lookout-slo.json", "lookout-overview.json"}
+
+
+def test_the_check_command_exits_1_on_a_stale_file(tmp_path):
+    """`python -m dashboards.generate --check` in a copy of the package, before and after an edit."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(HERE, tmp_path / "dashboards", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dashboards.generate", "--check"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(tmp_path)})
+
+    assert check().returncode == 0
+    rules = tmp_path / "dashboards" / "rules" / "slo.yaml"
+    rules.write_text(rules.read_text().replace("> 0.0144", "> 0.0145"))  # a hand edit
+    result = check()
+    assert result.returncode == 1
+    assert result.stdout == "stale: dashboards/rules/slo.yaml (run `make dashboards`)\n"
+
+
+def boards() -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in dashboard_files()]
+
+
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in board["panels"] if p["type"] != "row"]
+
+
+def test_dashboards_have_stable_uids_and_a_data_source_variable():
+    found = {b["uid"]: b for b in boards()}
+    assert set(found) == {"lookout-overview", "lookout-slo"}
+    for board in found.values():
+        assert board["schemaVersion"] >= 39  # Grafana 11
+        (variable,) = board["templating"]["list"]
+        assert variable == {**variable, "type": "datasource", "name": "datasource", "query": "prometheus"}
+        for panel in panels(board):
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+            assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+
+
+@pytest.mark.parametrize("board", boards(), ids=lambda b: b["uid"])
+def test_panels_have_units_descriptions_thresholds_and_unique_ids(board):
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+    for panel in panels(board):
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults.get("unit"), panel["title"]
+        assert panel.get("description"), panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs == [chr(ord("A") + i) for i in range(len(refs))]
+        if panel["type"] == "stat":
+            steps = defaults["thresholds"]["steps"]
+            assert steps[0]["value"] is None and len(steps) >= 1, panel["title"]
+
+
+def overlaps(a: dict[str, int], b: dict[str, int]) -> bool:
+    return (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+            and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+
+
+@pytest.mark.parametrize("board", boards(), ids=lambda b: b["uid"])
+def test_panels_sit_on_the_grid_without_overlapping(board):
+    grid = [p["gridPos"] for p in board["panels"]]
+    for pos in grid:
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, pos
+    for i, a in enumerate(grid):
+        assert not any(overlaps(a, b) for b in grid[i + 1:]), a
+
+
+def test_the_overlap_check_sees_an_overlap():
+    assert overlaps({"x": 0, "y": 0, "w": 12, "h": 8}, {"x": 11, "y": 7, "w": 4, "h": 4})
+    assert not overlaps({"x": 0, "y": 0, "w": 12, "h": 8}, {"x": 12, "y": 0, "w": 12, "h": 8})
+
+
+def test_the_overview_shows_what_the_issue_asks_for():
+    overview = {q.panel: q for q in dashboard_queries([HERE / "lookout-overview.json"])}
+    for title in ("Request rate per route", "Error ratio per route (5xx)", "Requests in flight",
+                  "Database statement latency (p95, p99)", "Pods: ready, desired, autoscaler maximum",
+                  "CPU per pod", "Memory per pod"):
+        assert title in overview
+    latency = [q for q in dashboard_queries([HERE / "lookout-overview.json"])
+               if q.panel == "Request latency per route (p50, p95, p99)"]
+    assert [q.expr.split(",")[0] for q in latency] == [
+        "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
+    assert [q.exemplar for q in latency] == [False, False, True]
+
+
+def test_the_slo_dashboard_shows_every_alert_window():
+    slo = load_slo()
+    exprs = " ".join(q.expr for q in dashboard_queries([HERE / "lookout-slo.json"]))
+    for alert in slo.burn_rate_alerts:
+        for window in (alert.long, alert.short):
+            for objective in ("availability", "latency"):
+                assert f'lookout:sli_error:ratio_rate{window}{{slo="{objective}"}}' in exprs
+    assert f"lookout:sli_error:ratio_rate{slo.window}" in exprs
+
+
+def test_dashboard_files_are_plain_sorted_json():
+    for path in dashboard_files():
+        text = Path(path).read_text()
+        assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,162 @@
+"""Rate limits on the token endpoint and on writes: 429 problems with Retry-After, counted."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PASSWORD, assert_problem, bearer, metric_value
+
+from app import create_app
+from app.config import ConfigError, load_config
+from app.models import Role
+
+NEW = {"name": "Limited", "password": "long-enough"}
+
+
+@pytest.fixture
+def limited_app(database_url):
+    """The test's database, with small limits."""
+
+    def build(**limits: str):
+        return create_app({"DATABASE_URL": database_url, **limits})
+
+    return build
+
+
+def assert_rate_limited(response, limit: str, app) -> None:
+    body = assert_problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 1
+    assert "retry" in body["detail"].lower()
+    assert metric_value(app, "lookout_rate_limited_total", {"limit": limit}) >= 1
+
+
+def test_token_endpoint_is_limited_per_address(app, make_user, limited_app):
+    user = make_user()
+    limited = limited_app(RATE_LIMIT_LOGIN="3 per minute")
+    client = limited.test_client()
+    for _ in range(3):
+        assert (
+            client.post("/api/v1/auth/token", json={"email": user.email, "password": PASSWORD}).status_code
+            == 200
+        )
+    response = client.post("/api/v1/auth/token", json={"email": user.email, "password": PASSWORD})
+    assert_rate_limited(response, "login", limited)
+    other = client.post(
+        "/api/v1/auth/token",
+        json={"email": user.email, "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.0.9"},
+    )
+    assert other.status_code == 200  # another address has its own budget
+
+
+def test_refused_logins_are_limited_per_account(app, make_user, limited_app):
+    victim, bystander = make_user(email="victim@example.com"), make_user(email="bystander@example.com")
+    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute")
+    client = limited.test_client()
+    for _ in range(3):  # successful logins cost nothing
+        assert (
+            client.post("/api/v1/auth/token", json={"email": victim.email, "password": PASSWORD}).status_code
+            == 200
+        )
+    for address in ("10.0.0.1", "10.0.0.2"):  # guesses from two addresses count together
+        wrong = client.post(
+            "/api/v1/auth/token",
+            json={"email": " Victim@Example.com", "password": "guess-guess"},
+            environ_base={"REMOTE_ADDR": address},
+        )
+        assert wrong.status_code == 401
+    blocked = client.post(
+        "/api/v1/auth/token",
+        json={"email": victim.email, "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.0.3"},
+    )
+    assert_rate_limited(blocked, "login-failures", limited)
+    ok = client.post("/api/v1/auth/token", json={"email": bystander.email, "password": PASSWORD})
+    assert ok.status_code == 200
+
+
+def test_writes_are_limited_per_user(app, make_user, limited_app):
+    first, second = make_user(Role.ADMIN, email="a@example.com"), make_user(Role.ADMIN, email="b@example.com")
+    limited = limited_app(RATE_LIMIT_WRITES="2 per minute")
+    client = limited.test_client()
+    with limited.app_context():
+        first_auth, second_auth = bearer(first), bearer(second)
+    for i in range(2):
+        created = client.post("/api/v1/users", json={**NEW, "email": f"n{i}@example.com"}, headers=first_auth)
+        assert created.status_code == 201
+    response = client.patch("/api/v1/users/1", json={"name": "x"}, headers=first_auth)
+    assert_rate_limited(response, "writes", limited)
+    assert (
+        client.post("/api/v1/users", json={**NEW, "email": "m@example.com"}, headers=second_auth).status_code
+        == 201
+    )
+    assert client.get("/api/v1/users").status_code == 200  # reads are not limited
+
+
+def test_limits_can_be_switched_off(app, make_user, limited_app):
+    user = make_user()
+    limited = limited_app(RATE_LIMIT_LOGIN="1 per minute", RATE_LIMIT_ENABLED="false")
+    client = limited.test_client()
+    for _ in range(3):
+        assert (
+            client.post("/api/v1/auth/token", json={"email": user.email, "password": PASSWORD}).status_code
+            == 200
+        )
+
+
+def test_a_body_too_deep_to_parse_is_400_and_leaves_the_limiter_alone(client, app):
+    deep = b"[" * 5000 + b"]" * 5000
+    response = client.post("/api/v1/auth/token", data=deep, content_type="application/json")
+    assert_problem(response, 400)
+    assert app.extensions["lookout.limiter"]._storage_dead is False  # not mistaken for a storage failure
+
+
+@pytest.mark.parametrize("setting", ["RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES"])
+def test_a_malformed_limit_is_refused_naming_the_setting(setting):
+    with pytest.raises(ConfigError, match=setting):
+        load_config({setting: "lots"}, default_env="testing")
+
+
+def test_storage_must_be_memory_or_redis():
+    with pytest.raises(ConfigError, match="RATE_LIMIT_STORAGE_URL"):
+        load_config({"RATE_LIMIT_STORAGE_URL": "memcached://x"}, default_env="testing")
+
+
+def test_spec_documents_429_with_retry_after(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+    limited = [
+        ("/api/v1/auth/token", "post"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/{user_id}", "patch"),
+        ("/api/v1/users/{user_id}", "delete"),
+    ]
+    for path, method in limited:
+        response = paths[path][method]["responses"]["429"]
+        assert "Retry-After" in response["headers"], (path, method)
+    assert "429" not in paths["/api/v1/users"]["get"]["responses"]
+
+
+def test_redis_storage_shares_one_budget_between_processes(app, make_user, database_url, redis_url):
+    """Two apps (as two gunicorn workers or pods would be) count against one limit in Redis."""
+    import uuid
+
+    import redis
+
+    user = make_user()
+    prefix = f"lookout-test-{uuid.uuid4().hex[:8]}"
+    settings = {
+        "DATABASE_URL": database_url,
+        "RATE_LIMIT_STORAGE_URL": redis_url,
+        "RATE_LIMIT_KEY_PREFIX": prefix,
+        "RATE_LIMIT_LOGIN": "4 per minute",
+    }
+    first, second = create_app(settings).test_client(), create_app(settings).test_client()
+    login = {"email": user.email, "password": PASSWORD}
+    statuses = [
+        client.post("/api/v1/auth/token", json=login).status_code
+        for client in (first, second, first, second, first, second)
+    ]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    storage = redis.Redis.from_url(redis_url)
+    keys = storage.keys(f"*{prefix}*")
+    assert keys, "nothing was stored in Redis"
+    storage.delete(*keys)

@@ -1,0 +1,101 @@
+"""Redis outages under a real gunicorn (two workers sharing rate-limit counts in a Redis server
+this test starts): black-holed, then killed. The service keeps answering, each worker keeps
+enforcing the limits from its own memory, and it returns to Redis when Redis is back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+import requests
+from conftest import service_missing
+from faults import RedisServer, TCPProxy, redis_server_binary
+
+from loadtests.server import GunicornServer
+
+pytestmark = pytest.mark.slow
+LIMIT = 6
+STORAGE_TIMEOUT = 0.5
+
+
+@pytest.fixture
+def database_url(sqlite_url):
+    return sqlite_url
+
+
+@pytest.fixture
+def redis_server():
+    binary = redis_server_binary()
+    if binary is None:
+        service_missing("redis-server not found (Debian package redis-server); set REDIS_SERVER")
+    with RedisServer(binary) as server:
+        yield server
+
+
+def attempts(url: str, count: int) -> list[tuple[int, float]]:
+    """Wrong-password logins on new connections (so both workers take some): (status, seconds)."""
+    answers = []
+    for _ in range(count):
+        started = time.monotonic()
+        status = requests.post(
+            f"{url}/api/v1/auth/token",
+            json={"email": "nobody@example.com", "password": "x"},
+            headers={"Connection": "close"},
+            timeout=10,
+        ).status_code
+        answers.append((status, time.monotonic() - started))
+    return answers
+
+
+def until_redis_counts_again(url: str, storage: redis.Redis, timeout: float = 60) -> None:
+    """Poll (one attempt a second) until the service writes its counts to Redis again."""
+    storage.flushall()
+    deadline = time.monotonic() + timeout
+    while not storage.dbsize():
+        assert time.monotonic() < deadline, "the service never went back to Redis"
+        attempts(url, 1)
+        time.sleep(1)
+
+
+def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_server):
+    proxy = TCPProxy(redis_server.port)
+    env = {
+        "DATABASE_URL": app.config["DATABASE_URL"],
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "8",
+        "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:{proxy.port}/0",
+        "RATE_LIMIT_STORAGE_TIMEOUT": str(STORAGE_TIMEOUT),
+        "RATE_LIMIT_LOGIN": f"{LIMIT} per minute",
+        "RATE_LIMIT_LOGIN_FAILURES": "1000 per minute",
+        "LOG_LEVEL": "WARNING",
+    }
+    storage = redis.Redis(port=redis_server.port, socket_timeout=5)
+    with proxy, GunicornServer(env, workers=2, threads=4) as server:
+        # Redis up: the two workers share one budget.
+        statuses = [status for status, _ in attempts(server.url, 2 * LIMIT)]
+        assert statuses == [401] * LIMIT + [429] * LIMIT
+        assert storage.dbsize() > 0
+
+        # Black-holed: nothing answers. Each worker pays the storage timeout once, then falls
+        # back to its own memory: at most LIMIT per worker, none of them a server error.
+        storage.flushall()
+        proxy.cut()
+        answers = attempts(server.url, 4 * LIMIT)
+        assert all(status in (401, 429) for status, _ in answers), answers
+        assert LIMIT <= sum(status == 401 for status, _ in answers) <= 2 * LIMIT
+        assert max(seconds for _, seconds in answers) < STORAGE_TIMEOUT * 4 + 1
+        assert requests.get(f"{server.url}/api/v1/users", timeout=10).status_code == 200
+        proxy.restore()
+        until_redis_counts_again(server.url, storage)
+
+        # Killed: connections are refused; the same degradation, then recovery on restart.
+        redis_server.kill()
+        answers = attempts(server.url, 4 * LIMIT)
+        assert all(status in (401, 429) for status, _ in answers), answers
+        assert max(seconds for _, seconds in answers) < STORAGE_TIMEOUT * 4 + 1
+        redis_server.start()
+        until_redis_counts_again(server.url, storage)
+        log = server.output()
+    assert "falling back to in-memory storage" in log
+    assert "Traceback" not in log

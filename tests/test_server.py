@@ -1,0 +1,59 @@
+"""The real gunicorn process: CRUD over HTTP, on SQLite and PostgreSQL, production settings."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import requests
+from conftest import PASSWORD
+
+from app.models import Role
+from loadtests.server import GunicornServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def live_server(app, make_user):
+    """Gunicorn (2 workers) on the test's migrated database, with an admin to log in as."""
+    make_user(Role.ADMIN, email="admin@example.com")
+    with GunicornServer({"DATABASE_URL": app.config["DATABASE_URL"]}, workers=2) as server:
+        yield server
+
+
+def test_crud_over_http(live_server):
+    url = live_server.url
+    token = requests.post(f"{url}/api/v1/auth/token",
+                          json={"email": "admin@example.com", "password": PASSWORD}, timeout=10)
+    assert token.status_code == 200
+    auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    created = requests.post(f"{url}/api/v1/users", headers=auth, timeout=10,
+                            json={"email": "Grace@Example.com", "name": "Grace", "password": "cobol-rocks"})
+    assert created.status_code == 201
+    user = created.json()
+    assert requests.get(f"{url}{created.headers['Location']}", timeout=10).json() == user
+
+    listed = requests.get(f"{url}/api/v1/users", timeout=10).json()
+    assert [u["email"] for u in listed["items"]] == ["admin@example.com", "grace@example.com"]
+
+    patched = requests.patch(f"{url}/api/v1/users/{user['id']}", headers=auth, json={"name": "Rear Admiral"},
+                             timeout=10)
+    assert patched.status_code == 200 and patched.json()["name"] == "Rear Admiral"
+
+    assert requests.delete(f"{url}/api/v1/users/{user['id']}", headers=auth, timeout=10).status_code == 204
+    gone = requests.get(f"{url}/api/v1/users/{user['id']}", timeout=10)
+    assert gone.status_code == 404 and gone.headers["Content-Type"] == "application/problem+json"
+
+
+def test_probes_and_docs_over_http(live_server):
+    assert requests.get(f"{live_server.url}/readyz", timeout=10).json()["status"] == "ok"
+    docs = requests.get(f"{live_server.url}/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert requests.get(f"{live_server.url}/openapi.json", timeout=10).json()["openapi"].startswith("3.")
+
+
+def test_sigterm_stops_the_server_cleanly(live_server):
+    live_server.process.send_signal(signal.SIGTERM)
+    assert live_server.process.wait(timeout=15) == 0

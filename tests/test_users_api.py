@@ -1,0 +1,160 @@
+"""The users resource over the Flask test client, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from conftest import PASSWORD, assert_problem, bearer
+
+from app.models import Role
+
+NEW = {"email": "  Ada.Lovelace@Example.COM ", "name": " Ada ", "password": "analytical-engine"}
+
+
+def test_create_normalises_and_hides_password(client, admin_headers):
+    response = client.post("/api/v1/users", json=NEW, headers=admin_headers)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["email"] == "ada.lovelace@example.com"
+    assert body["name"] == "Ada"
+    assert body["role"] == "user"
+    assert "password" not in body and "password_hash" not in body
+    assert response.headers["Location"] == f"/api/v1/users/{body['id']}"
+    created = datetime.fromisoformat(body["created_at"])
+    assert created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
+
+
+def test_create_then_get(client, admin_headers):
+    created = client.post("/api/v1/users", json=NEW, headers=admin_headers).get_json()
+    fetched = client.get(f"/api/v1/users/{created['id']}")
+    assert fetched.status_code == 200
+    assert fetched.get_json() == created
+
+
+def test_duplicate_email_is_409_whatever_the_case(client, admin_headers):
+    assert client.post("/api/v1/users", json=NEW, headers=admin_headers).status_code == 201
+    again = {**NEW, "email": "ADA.LOVELACE@example.com"}
+    body = assert_problem(client.post("/api/v1/users", json=again, headers=admin_headers), 409)
+    assert "already exists" in body["detail"]
+
+
+def test_unknown_id_is_404(client):
+    body = assert_problem(client.get("/api/v1/users/424242"), 404)
+    assert "424242" in body["detail"]
+
+
+def test_list_is_paginated_in_stable_order(client, make_user):
+    users = [make_user() for _ in range(7)]
+    first = client.get("/api/v1/users?per_page=3").get_json()
+    second = client.get("/api/v1/users?per_page=3&page=2").get_json()
+    last = client.get("/api/v1/users?per_page=3&page=3").get_json()
+    ids = [u["id"] for page in (first, second, last) for u in page["items"]]
+    assert ids == sorted(u.id for u in users)
+    assert first["pagination"]["total"] == 7 and first["pagination"]["pages"] == 3
+    assert first["pagination"]["next"].endswith("/api/v1/users?page=2&per_page=3")
+    assert last["pagination"]["next"] == ""
+    assert client.get("/api/v1/users?page=9&per_page=3").get_json()["items"] == []
+
+
+def test_page_size_is_capped(client, app, make_user):
+    for _ in range(3):
+        make_user()
+    app.config["PAGE_SIZE_MAX"] = 2
+    body = client.get("/api/v1/users?per_page=1000").get_json()
+    assert len(body["items"]) == 2 and body["pagination"]["per_page"] == 2
+
+
+def test_default_page_size(client, app, make_user):
+    for _ in range(3):
+        make_user()
+    app.config["PAGE_SIZE_DEFAULT"] = 2
+    assert len(client.get("/api/v1/users").get_json()["items"]) == 2
+
+
+def test_owner_can_patch_user_they_created(client, make_user):
+    creator = make_user()
+    created = client.post("/api/v1/users", json=NEW, headers=bearer(creator)).get_json()
+    response = client.patch(f"/api/v1/users/{created['id']}", json={"name": "Countess"},
+                            headers=bearer(creator))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["name"] == "Countess" and body["email"] == created["email"]
+    assert body["updated_at"] >= created["updated_at"]
+
+
+def test_user_can_patch_self_and_change_own_password(client, make_user):
+    me = make_user()
+    response = client.patch(f"/api/v1/users/{me.id}", json={"password": "a-new-password"},
+                            headers=bearer(me))
+    assert response.status_code == 200
+    token = client.post("/api/v1/auth/token", json={"email": me.email, "password": "a-new-password"})
+    assert token.status_code == 200
+
+
+def test_patch_email_conflict_is_409(client, make_user, admin_headers):
+    a, b = make_user(), make_user()
+    assert_problem(client.patch(f"/api/v1/users/{b.id}", json={"email": a.email.upper()},
+                                headers=admin_headers), 409)
+
+
+def test_patch_someone_else_is_403(client, make_user):
+    stranger, victim = make_user(), make_user()
+    assert_problem(client.patch(f"/api/v1/users/{victim.id}", json={"name": "x"},
+                                headers=bearer(stranger)), 403)
+
+
+def test_creator_cannot_change_password_of_created_user(client, make_user):
+    creator = make_user()
+    created = client.post("/api/v1/users", json=NEW, headers=bearer(creator)).get_json()
+    assert_problem(client.patch(f"/api/v1/users/{created['id']}", json={"password": "hijacked!!"},
+                                headers=bearer(creator)), 403)
+
+
+def test_only_admin_changes_roles_or_creates_admins(client, make_user, admin_headers):
+    me = make_user()
+    assert_problem(client.patch(f"/api/v1/users/{me.id}", json={"role": "admin"}, headers=bearer(me)), 403)
+    assert_problem(client.post("/api/v1/users", json={**NEW, "role": "admin"}, headers=bearer(me)), 403)
+    promoted = client.patch(f"/api/v1/users/{me.id}", json={"role": "admin"}, headers=admin_headers)
+    assert promoted.status_code == 200 and promoted.get_json()["role"] == "admin"
+
+
+def test_delete_needs_admin(client, make_user, admin_headers):
+    victim, other = make_user(), make_user()
+    assert_problem(client.delete(f"/api/v1/users/{victim.id}", headers=bearer(other)), 403)
+    assert client.delete(f"/api/v1/users/{victim.id}", headers=admin_headers).status_code == 204
+    assert_problem(client.get(f"/api/v1/users/{victim.id}"), 404)
+    assert_problem(client.delete(f"/api/v1/users/{victim.id}", headers=admin_headers), 404)
+
+
+def test_deleting_creator_keeps_created_users(client, make_user, admin_headers):
+    creator = make_user()
+    created = client.post("/api/v1/users", json=NEW, headers=bearer(creator)).get_json()
+    assert client.delete(f"/api/v1/users/{creator.id}", headers=admin_headers).status_code == 204
+    assert client.get(f"/api/v1/users/{created['id']}").get_json()["created_by"] is None
+
+
+def test_writes_need_a_token(client, make_user):
+    user = make_user()
+    for response in (
+        client.post("/api/v1/users", json=NEW),
+        client.patch(f"/api/v1/users/{user.id}", json={"name": "x"}),
+        client.delete(f"/api/v1/users/{user.id}"),
+    ):
+        assert_problem(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_role_is_read_from_the_database_not_the_token(client, make_user, app):
+    from app.auth.tokens import issue_token
+
+    user = make_user(Role.USER)
+    token, _ = issue_token(user.id, "admin")  # a stale or forged role claim grants nothing
+    victim = make_user()
+    assert_problem(client.delete(f"/api/v1/users/{victim.id}",
+                                 headers={"Authorization": f"Bearer {token}"}), 403)
+
+
+def test_token_login_with_seeded_password(client, make_user):
+    user = make_user()
+    response = client.post("/api/v1/auth/token", json={"email": user.email.upper(), "password": PASSWORD})
+    assert response.status_code == 200
