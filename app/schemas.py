@@ -109,8 +109,12 @@ class UsersPage(Schema):
 
 
 class TokenIn(Schema):
-    email = String(required=True, validate=Length(min=1, max=EMAIL_MAX))
-    password = String(required=True, load_only=True, validate=Length(min=1, max=PASSWORD_MAX))
+    # Not Email(): a malformed address is a failed login (401), not a validation error that
+    # would tell a caller which addresses are well-formed. Control characters are refused,
+    # like everywhere else: none can be in a stored address, and NUL breaks PostgreSQL.
+    email = String(required=True, validate=[Length(min=1, max=EMAIL_MAX), printable], metadata=PRINTABLE)
+    password = String(required=True, load_only=True, validate=[Length(min=1, max=PASSWORD_MAX), printable],
+                      metadata=PRINTABLE)
 
 
 class TokenOut(Schema):

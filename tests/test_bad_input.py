@@ -224,3 +224,24 @@ def test_a_hostile_request_id_is_replaced_not_echoed(client, request_id):
     response = client.get("/livez", headers={"X-Request-ID": request_id} if "\n" not in request_id else {})
     echoed = response.headers["X-Request-ID"]
     assert echoed != request_id and all(c in string.hexdigits for c in echoed)
+
+
+CONTROL = ["\x00", "\x07", "\x1b[31m", "\x7f", "\x85"]
+STRING_FIELDS = [
+    ("POST", "/api/v1/users", {"email": "cc@example.com", "name": "C", "password": "long-enough"}),
+    ("PATCH", "/api/v1/users/1", {"email": "cc@example.com", "name": "C", "password": "long-enough"}),
+    ("POST", "/api/v1/auth/token", {"email": "cc@example.com", "password": "long-enough"}),
+]
+
+
+@pytest.mark.parametrize("char", CONTROL, ids=repr)
+@pytest.mark.parametrize("method, path, body", STRING_FIELDS, ids=lambda v: v if isinstance(v, str) else "")
+def test_a_control_character_in_any_string_field_is_422_naming_the_field(
+    client, admin_headers, method, path, body, char
+):
+    """NUL in particular must never reach the database: PostgreSQL text cannot hold it."""
+    for field in body:
+        value = body[field]
+        bad = {**body, field: value[:2] + char + value[2:]}
+        problem = assert_problem(send(client, method, path, bad, admin_headers), 422)
+        assert [e["field"] for e in problem["errors"]] == [field], (field, problem)
