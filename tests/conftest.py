@@ -7,6 +7,7 @@ Environment:
     TEST_REDIS_URL          Redis server for the shared rate-limit storage tests (keys under a
                             prefix of their own)
     LOOKOUT_REQUIRE_SERVICES=1  turn "skip because a service is missing" into a failure (CI)
+    HYPOTHESIS_PROFILE=ci   property tests draw the same examples on every run (CI)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -32,6 +34,12 @@ PASSWORD = "correct horse battery"
 # needs Locust's classes, not the patching. Load runs start Locust as its own process.
 os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")
 REQUIRE_SERVICES = os.environ.get("LOOKOUT_REQUIRE_SERVICES") == "1"
+
+# Hypothesis' advice for CI: a fixed seed per test, so a red build is caused by the change it
+# tests. Laptops keep exploring new examples on every run; a failure prints how to reproduce it,
+# and the case then becomes a plain regression test.
+hypothesis.settings.register_profile("ci", derandomize=True)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
