@@ -146,6 +146,17 @@ def migrate(url: str) -> None:
         upgrade()
 
 
+def add_admin(url: str, email: str = "admin@example.com") -> None:
+    """An admin with PASSWORD in the database at ``url``, for tests that serve it from gunicorn."""
+    app = create_app({"DATABASE_URL": url})
+    with app.app_context():
+        db.session.add(
+            User(email=email, name="Admin", role=Role.ADMIN, password_hash=hash_password(PASSWORD))
+        )
+        db.session.commit()
+        db.engine.dispose()
+
+
 @pytest.fixture
 def app(database_url: str) -> Iterator[Any]:
     app = create_app({"DATABASE_URL": database_url})

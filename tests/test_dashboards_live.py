@@ -23,14 +23,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import PASSWORD, migrate, service_missing
+from conftest import PASSWORD, add_admin, migrate, service_missing
 from promql_contract import KUBERNETES, Catalogue, grafana_to_promql, problems, selectors
 from promserver import PrometheusError, PrometheusServer, prometheus_binary
 
 from app import create_app
-from app.auth.passwords import hash_password
-from app.extensions import db
-from app.models import Role, User
 from dashboards import PanelQuery, dashboard_queries, rule_files, rule_groups
 from dashboards.generate.boards import RATE
 from dashboards.generate.target import TARGET
@@ -87,12 +84,7 @@ class Traffic:
 def database(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('live') / 'lookout.db'}"
     migrate(url)
-    app = create_app({"DATABASE_URL": url})
-    with app.app_context():
-        db.session.add(User(email="admin@example.com", name="Admin", role=Role.ADMIN,
-                            password_hash=hash_password(PASSWORD)))
-        db.session.commit()
-        db.engine.dispose()
+    add_admin(url)
     return url
 
 

@@ -16,15 +16,11 @@ import time
 
 import psycopg
 import pytest
-from conftest import PASSWORD, migrate, service_missing
+from conftest import add_admin, migrate, service_missing
 from faults import PostgresCluster, TCPProxy, postgres_bindir
 from test_shutdown import login
 from traffic import Probes, Traffic, worker_pids
 
-from app import create_app
-from app.auth.passwords import hash_password
-from app.extensions import db
-from app.models import Role, User
 from loadtests.server import GunicornServer
 
 pytestmark = pytest.mark.slow
@@ -44,18 +40,7 @@ def cluster():
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE lookout")
         migrate(pg.url("lookout"))
-        app = create_app({"DATABASE_URL": pg.url("lookout")})
-        with app.app_context():
-            db.session.add(
-                User(
-                    email="admin@example.com",
-                    name="Admin",
-                    role=Role.ADMIN,
-                    password_hash=hash_password(PASSWORD),
-                )
-            )
-            db.session.commit()
-            db.engine.dispose()
+        add_admin(pg.url("lookout"))
         yield pg
 
 

@@ -12,12 +12,11 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-from conftest import PASSWORD, bearer, migrate
+from conftest import PASSWORD, add_admin, bearer, migrate
 
 from app import create_app
-from app.auth.passwords import hash_password
 from app.extensions import db
-from app.models import Role, User
+from app.models import Role
 from loadtests.server import PRODUCTION_SECRETS, GunicornServer, free_port
 
 USER_PASSWORD = "user-password-5b1e9d"
@@ -30,16 +29,7 @@ REDIS_PASSWORD = "redis-password-93fd"
 def test_no_secret_reaches_a_log_line_or_a_response(tmp_path):
     sqlite_url = f"sqlite:///{tmp_path / 'secrets.db'}"
     migrate(sqlite_url)
-    with create_app({"DATABASE_URL": sqlite_url}).app_context():
-        db.session.add(
-            User(
-                email="admin@example.com",
-                name="Admin",
-                role=Role.ADMIN,
-                password_hash=hash_password(PASSWORD),
-            )
-        )
-        db.session.commit()
+    add_admin(sqlite_url)
     env = {
         "DATABASE_URL": sqlite_url,
         "LOG_LEVEL": "DEBUG",
