@@ -15,6 +15,7 @@ import hashlib
 import re
 
 from flask import Flask, Response, request
+from flask.sessions import SessionInterface
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 HEADERS = {
@@ -56,17 +57,24 @@ def init_app(app: Flask) -> None:
     if hsts:
         fixed["Strict-Transport-Security"] = f"max-age={hsts}"
 
+    fixed["Content-Security-Policy"] = API_CSP
+    fixed["Cache-Control"] = "no-store"  # token responses above all (RFC 6749 5.1)
+    defaults = [(name.lower(), name, value) for name, value in fixed.items()]
+
     @app.after_request
     def _secure(response: Response) -> Response:
         headers = response.headers
-        for name, value in fixed.items():
-            headers.setdefault(name, value)
         if request.endpoint == DOCS_ENDPOINT and not response.direct_passthrough:
             headers["Content-Security-Policy"] = docs_csp(response.get_data())
-        else:
-            headers.setdefault("Content-Security-Policy", API_CSP)
-        headers.setdefault("Cache-Control", "no-store")  # token responses above all (RFC 6749 5.1)
+        # One pass over the response's headers, then one extend: per-header setdefault() scans
+        # them every time, and this runs on every response.
+        present = {name.lower() for name in headers.keys()}
+        headers.extend([(name, value) for key, name, value in defaults if key not in present])
         return response
+
+    # The API is stateless (bearer tokens, no cookies): skip the signed-cookie session Flask
+    # would otherwise open and save on every request.
+    app.session_interface = NoSessions()
 
     origins = app.config["CORS_ORIGINS"]
     if origins:
@@ -75,3 +83,13 @@ def init_app(app: Flask) -> None:
         CORS(app, resources={r"/api/*": {"origins": list(origins)}}, expose_headers=EXPOSED,
              allow_headers=["Authorization", "Content-Type", "X-Request-ID"], max_age=600,
              supports_credentials=False)
+
+
+class NoSessions(SessionInterface):
+    """Every request gets Flask's null session: reading it works, writing to it raises."""
+
+    def open_session(self, app, request):  # type: ignore[no-untyped-def]
+        return None  # Flask then uses make_null_session()
+
+    def save_session(self, app, session, response):  # type: ignore[no-untyped-def]
+        return None

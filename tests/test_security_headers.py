@@ -57,10 +57,40 @@ def test_every_response_carries_the_security_headers(database_url, method, path,
     response = app.test_client().open(path, method=method)
     assert response.status_code == status
     for name, value in HEADERS.items():
-        assert response.headers[name] == value, name
-    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
-    assert response.headers["Content-Security-Policy"] == API_CSP
+        assert response.headers.getlist(name) == [value], name  # once, not added twice
+    assert response.headers.getlist("Strict-Transport-Security") == ["max-age=31536000"]
+    assert response.headers.getlist("Content-Security-Policy") == [API_CSP]
     assert "Access-Control-Allow-Origin" not in response.headers
+    assert "Set-Cookie" not in response.headers  # stateless: no session cookie, ever
+
+
+def test_a_header_the_view_set_is_kept(database_url):
+    app = create_app({"DATABASE_URL": database_url})
+
+    @app.get("/api/v1/framed")
+    def framed():
+        return {}, 200, {"x-frame-options": "SAMEORIGIN", "Cache-Control": "max-age=60"}
+
+    response = app.test_client().get("/api/v1/framed")
+    assert response.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers.getlist("Cache-Control") == ["max-age=60"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_api_keeps_no_session(database_url):
+    """A view that tries to keep state in Flask's cookie session fails loudly, not silently."""
+    from flask import session
+
+    app = create_app({"DATABASE_URL": database_url})
+
+    @app.get("/api/v1/remember")
+    def remember():
+        session["user"] = 1
+        return {}
+
+    response = app.test_client().get("/api/v1/remember")
+    assert response.status_code == 500  # Flask's null session refuses the write
+    assert "Set-Cookie" not in response.headers
 
 
 def test_token_responses_are_not_cached(client, make_user):
