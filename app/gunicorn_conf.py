@@ -31,6 +31,7 @@ import sys
 import tempfile
 from typing import Any, Literal
 
+from gunicorn import glogging
 from gunicorn.workers import gthread as _gthread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -131,7 +132,23 @@ preload_app = False
 # Gunicorn >= 25.1 opens a control socket under $HOME by default: that fails on a read-only
 # root filesystem and collides between several servers on one machine.
 control_socket_disable = True
-accesslog = None  # the app writes its own structured access lines
+accesslog = None
+
+
+class AppAccessLogger(glogging.Logger):
+    """Gunicorn's logger without gunicorn's access line.
+
+    The app writes one structured access line per request (route, request id, trace id).
+    Gunicorn writes its own as well whenever logging is configured through logconfig_dict, as
+    here, and ``accesslog = None`` does not stop that: it would be a second line per request,
+    and its formatting cost about a fifth of a small request's time in gunicorn.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
+logger_class = AppAccessLogger
 
 
 def _logconfig() -> dict[str, Any]:

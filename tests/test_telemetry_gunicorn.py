@@ -53,16 +53,18 @@ def fire(url: str, count: int, headers_for=lambda i: {}) -> list[requests.Respon
         return list(pool.map(one, range(count)))
 
 
-def access_lines(server: GunicornServer) -> list[dict]:
+def log_lines(server: GunicornServer) -> list[dict]:
     lines = []
     for raw in server.output().splitlines():
         try:
-            line = json.loads(raw)
+            lines.append(json.loads(raw))
         except ValueError:
             continue
-        if line.get("logger") == "lookout.access":
-            lines.append(line)
     return lines
+
+
+def access_lines(server: GunicornServer) -> list[dict]:
+    return [line for line in log_lines(server) if line.get("logger") == "lookout.access"]
 
 
 def otlp_env(receiver: OTLPReceiver) -> dict[str, str]:
@@ -88,7 +90,12 @@ def test_four_workers_spans_logs_and_exact_scrapes(sqlite_app, make_user):
         spans = receiver.wait_for(lambda s: len(s) >= n)
         time.sleep(0.5)  # anything extra would arrive now
         spans = receiver.server_spans()
-        logged = {line["request_id"]: line for line in access_lines(server) if line["route"] == ROUTE}
+        lines = log_lines(server)
+    access = [line for line in lines if line.get("logger") == "lookout.access" and line["route"] == ROUTE]
+    logged = {line["request_id"]: line for line in access}
+    # One access line per request: the app's. Gunicorn's own would be a second, unstructured one.
+    assert len(access) == n
+    assert not [line for line in lines if line.get("logger") == "gunicorn.access"]
     assert len(spans) == n
     assert {s.name for s in spans} == {f"GET {ROUTE}"}
     pids = {s.resource["process.pid"] for s in spans}
