@@ -132,13 +132,17 @@ def trivial(sink: Sink, seconds: int, rounds: int) -> str:
               target="loadtests.bench.baseline:lookout_common"),
         Setup("(c) Lookout, default sampling", export),
         Setup("(d) Lookout, 100% sampling", {**export, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
+        # (a) and (b) write no log line; this is (c) without its JSON access line.
+        Setup("(e) Lookout, default sampling, no access line", {**export, "LOG_LEVEL": "WARNING"}),
     ]
     with sqlite_database() as url:
         measure(setups, url, seconds, rounds)
-    a, b, b2, c, d = setups
+    a, b, b2, c, d, quiet = setups
     lines = [f"- {label}: throughput {t:.2f}, requests per CPU-second {e:.2f}"
              for label, (t, e) in (("(c)/(b), goal ≥ 1.2", ratios(c, b)), ("(c)/(b')", ratios(c, b2)),
-                                   ("(c)/(a)", ratios(c, a)), ("(d)/(b)", ratios(d, b)))]
+                                   ("(c)/(a)", ratios(c, a)), ("(d)/(b)", ratios(d, b)),
+                                   ("(e)/(b), both without log lines", ratios(quiet, b)),
+                                   ("(c)/(e), the access line", ratios(c, quiet)))]
     return table(setups) + "\n\nRatios:\n" + "\n".join(lines)
 
 
