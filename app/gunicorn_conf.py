@@ -132,7 +132,7 @@ preload_app = False
 # Gunicorn >= 25.1 opens a control socket under $HOME by default: that fails on a read-only
 # root filesystem and collides between several servers on one machine.
 control_socket_disable = True
-accesslog = None
+accesslog = None  # and AppAccessLogger below, since this alone does not silence gunicorn's line
 
 
 class AppAccessLogger(glogging.Logger):

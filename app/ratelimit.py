@@ -89,7 +89,7 @@ def init_app(app: Flask) -> Limiter | None:
     limiter.shared_limit(config["RATE_LIMIT_WRITES"], "writes", key_func=principal,
                          methods=WRITE_METHODS)(api.bp)
     # Every limit here is on a write method; skip the limiter's per-request bookkeeping for reads
-    # (a third of a bare GET's cost otherwise). A limit on a read would have to change this.
+    # (about a fifth of a GET's in-process cost otherwise). A limit on a read would have to change this.
     limiter.request_filter(lambda: request.method not in WRITE_METHODS)
     limiter.init_app(app)
     app.extensions[KEY] = limiter
