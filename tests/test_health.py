@@ -27,10 +27,18 @@ def test_database_down_fails_readiness_fast_but_not_liveness():
 
 
 def test_root_describes_the_service(client):
-    body = client.get("/").get_json()
+    from app.schemas import ServiceInfo
+
+    response = client.get("/")
+    body = response.get_json()
+    assert response.mimetype == "application/json" and ServiceInfo().validate(body) == {}
     assert body["service"] == "lookout" and body["version"] and body["commit"]
     for link in body["links"].values():
         assert client.get(link).status_code == 200, link
+    # The document is built once per mount point: another prefix gets its own links.
+    mounted = client.get("/", base_url="http://localhost/lookout").get_json()
+    assert mounted["links"] == {name: "/lookout" + link for name, link in body["links"].items()}
+    assert client.get("/").get_json() == body
 
 
 def test_unmigrated_database_is_not_ready(tmp_path):

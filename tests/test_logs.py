@@ -21,7 +21,13 @@ def log_lines():
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     logging.config.dictConfig(config)
-    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+    def read() -> list[dict]:
+        for handler in root.handlers:
+            handler.flush()  # lines are written by a background thread
+        return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+    yield read
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
 
@@ -78,3 +84,94 @@ def test_error_traceback_is_in_the_log_line_not_the_response(app, log_lines):
     assert "kaput" not in response.get_data(as_text=True)
     error = next(line for line in log_lines() if line["level"] == "ERROR")
     assert "ValueError: kaput" in error["exc_info"] and error["request_id"]
+
+
+# The background writer (BackgroundStreamHandler): order, flush, close, fork, write errors.
+
+def _handler(stream) -> logging.Handler:
+    from app.telemetry.logs import BackgroundStreamHandler
+
+    handler = BackgroundStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def _record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("t", logging.INFO, __file__, 1, message, None, None)
+
+
+def test_background_writer_keeps_order_across_threads_and_flush_waits_for_it():
+    import threading
+
+    buffer = io.StringIO()
+    handler = _handler(buffer)
+
+    def log(thread: int) -> None:
+        for i in range(500):
+            handler.handle(_record(f"{thread}:{i}"))
+
+    threads = [threading.Thread(target=log, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.flush()
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2000
+    for t in range(4):  # each thread's lines in the order it logged them
+        assert [line for line in lines if line.startswith(f"{t}:")] == [f"{t}:{i}" for i in range(500)]
+    handler.close()
+
+
+def test_background_writer_stops_on_close_and_writes_what_was_queued():
+    buffer = io.StringIO()
+    handler = _handler(buffer)
+    for i in range(100):
+        handler.handle(_record(f"line {i}"))
+    writer = handler._writer
+    handler.close()
+    assert not writer.is_alive()
+    assert buffer.getvalue().splitlines()[-1] == "line 99"
+
+
+def test_background_writer_survives_a_failing_stream(capsys):
+    class Flaky(io.StringIO):
+        calls = 0
+
+        def write(self, text):
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("disk full")
+            return super().write(text)
+
+    stream = Flaky()
+    handler = _handler(stream)
+    handler.handle(_record("lost"))
+    handler.flush()
+    handler.handle(_record("kept"))
+    handler.flush()
+    assert stream.getvalue() == "kept\n"
+    assert "disk full" in capsys.readouterr().err
+    handler.close()
+
+
+def test_a_forked_child_writes_its_own_lines_once(tmp_path):
+    """Gunicorn forks workers from a master that has logged: each process needs its own writer,
+    and the child must not write the parent's queued lines again."""
+    import os
+
+    path = tmp_path / "out.log"
+    with path.open("w", buffering=1) as stream:
+        handler = _handler(stream)
+        handler.handle(_record("parent before fork"))
+        handler.flush()
+        pid = os.fork()
+        if pid == 0:  # child: log, then leave the way a gunicorn worker does
+            handler.handle(_record(f"child {os.getpid()}"))
+            handler.close()
+            os._exit(0 if handler._writer is None else 1)
+        _, status = os.waitpid(pid, 0)
+        handler.handle(_record("parent after fork"))
+        handler.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert path.read_text().splitlines() == ["parent before fork", f"child {pid}", "parent after fork"]

@@ -29,6 +29,22 @@ def assert_rate_limited(response, limit: str, app) -> None:
     assert metric_value(app, "lookout_rate_limited_total", {"limit": limit}) >= 1
 
 
+def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, monkeypatch):
+    """Every limit is on a write method, so reads skip the limiter's per-request hook."""
+    limiter = app.extensions["lookout.limiter"]
+    checked = []
+    identify = limiter.identify_request
+    monkeypatch.setattr(limiter, "identify_request", lambda: checked.append(1) or identify())
+    client = app.test_client()
+    for path in ("/", "/api/v1/users", "/livez"):
+        assert client.get(path, headers=admin_headers).status_code == 200
+    assert client.head("/api/v1/users", headers=admin_headers).status_code == 200
+    assert checked == []
+    client.post("/api/v1/users", json={**NEW, "email": "limited@example.com"}, headers=admin_headers)
+    client.delete("/api/v1/users/999999", headers=admin_headers)
+    assert len(checked) == 2
+
+
 def test_token_endpoint_is_limited_per_address(app, make_user, limited_app):
     user = make_user()
     limited = limited_app(RATE_LIMIT_LOGIN="3 per minute")
