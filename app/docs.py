@@ -12,13 +12,32 @@ from swagger_ui_bundle import swagger_ui_path
 
 
 class LookoutAPI(APIFlask):
-    """APIFlask with one fix to its OpenAPI schema registry.
+    """APIFlask with one fix to its OpenAPI schema registry, and Flask's ensure_sync remembered.
 
     APIFlask 3.1 remembers only the schemas it registered itself. When apispec has already
     added a schema while resolving a ``Nested`` field (``UsersPage.items`` holds ``UserOut``),
     APIFlask registers it again under a new name (``UserOut1``). Reuse apispec's name instead.
     tests/test_openapi.py fails if a suffixed duplicate comes back.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._synced: dict[Any, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    def ensure_sync(self, func: Any) -> Any:
+        """Flask's answer, remembered per function.
+
+        Flask asks ``inspect.iscoroutinefunction()`` of every hook, view and error handler it
+        calls, fourteen times per request here, and the answer never changes for a function
+        (Flask documents ensure_sync as the method to override).
+        """
+        try:
+            return self._synced[func]
+        except KeyError:
+            synced = self._synced[func] = super().ensure_sync(func)
+            return synced
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
 
     def _register_schema_and_get_ref(self, spec: Any, registered: dict[int, str],
                                      schema_obj: Any) -> dict[str, str]:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
@@ -95,24 +98,45 @@ def init_app(app: Flask) -> Limiter | None:
 
 
 def _check_writes_only(app: Flask, limiter: Limiter) -> None:
-    """Run the limiter's app-wide before_request hook for write methods only.
+    """Run the limiter's app-wide request hooks for write methods only.
 
-    Flask-Limiter resolves and evaluates the limits of every request in that hook, and a
-    request its ``request_filter`` exempts still pays for the evaluation: 7% of an in-process
-    ``GET /``. Every limit here is on a write method, so reads skip the hook. A limit on a
-    read method would have to change this (tests/test_ratelimit.py checks both sides).
+    Flask-Limiter resolves and evaluates the limits of every request in its before_request
+    hook and reads its per-request context in its after_request and teardown hooks; a request
+    its ``request_filter`` exempts still pays for all of it: 7% of an in-process ``GET /``.
+    Every limit here is on a write method, so reads skip the three hooks. A limit on a read
+    method would have to change this (tests/test_ratelimit.py checks both sides).
     """
     if not limiter.enabled:  # RATE_LIMIT_ENABLED=false: Flask-Limiter added no hooks
         return
-    hooks = app.before_request_funcs[None]
-    check = limiter._check_request_limit
-    position = hooks.index(check)  # ValueError, and no app, if Flask-Limiter hooks in otherwise
 
-    def check_writes() -> None:
-        if request.method in WRITE_METHODS:
-            check()
+    def owned(hook: Any) -> bool:  # bound methods of the limiter, or partials over it
+        return getattr(hook, "__self__", None) is limiter or (
+            isinstance(hook, partial) and hook.args[:1] == (limiter,))
 
-    hooks[position] = check_writes
+    def before(hook: Callable[[], None]) -> Callable[[], None]:
+        def writes_only() -> None:
+            if request.method in WRITE_METHODS:
+                hook()
+        return writes_only
+
+    def after(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
+        def writes_only(response: Response) -> Response:
+            return hook(response) if request.method in WRITE_METHODS else response
+        return writes_only
+
+    def teardown(hook: Callable[[BaseException | None], None]) -> Callable[[BaseException | None], None]:
+        def writes_only(exc: BaseException | None) -> None:
+            if request.method in WRITE_METHODS:
+                hook(exc)
+        return writes_only
+
+    for registry, guard in ((app.before_request_funcs, before), (app.after_request_funcs, after),
+                            (app.teardown_request_funcs, teardown)):
+        hooks: list[Any] = registry[None]
+        positions = [i for i, hook in enumerate(hooks) if owned(hook)]
+        if len(positions) != 1:  # no app at all rather than limits silently skipped
+            raise RuntimeError("Flask-Limiter's request hooks are not where app/ratelimit.py expects them")
+        hooks[positions[0]] = guard(hooks[positions[0]])
 
 
 def which_limit(exc: RateLimitExceeded) -> str:

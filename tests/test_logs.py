@@ -175,3 +175,33 @@ def test_a_forked_child_writes_its_own_lines_once(tmp_path):
         handler.close()
     assert os.waitstatus_to_exitcode(status) == 0
     assert path.read_text().splitlines() == ["parent before fork", f"child {pid}", "parent after fork"]
+
+
+def test_background_writer_writes_without_being_asked():
+    import time
+
+    buffer = io.StringIO()
+    handler = _handler(buffer)
+    handler.handle(_record("soon"))
+    deadline = time.monotonic() + 5
+    while buffer.getvalue() != "soon\n" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert buffer.getvalue() == "soon\n"
+    handler.close()
+
+
+def test_a_backlog_is_written_by_the_logging_thread(monkeypatch):
+    """A writer that falls behind never lets the queue grow past QUEUED_LINES."""
+    from app.telemetry import logs
+
+    monkeypatch.setattr(logs, "QUEUED_LINES", 10)
+    monkeypatch.setattr(logs, "BATCH_SECONDS", 60)  # the writer waits; only the backlog path writes
+    buffer = io.StringIO()
+    handler = _handler(buffer)
+    for i in range(50):
+        handler.handle(_record(f"line {i}"))
+    written = buffer.getvalue().splitlines()
+    assert len(written) >= 40 and written == [f"line {i}" for i in range(len(written))]
+    assert handler._queue.qsize() <= 10
+    handler.close()  # cuts the writer's wait short and writes the rest
+    assert buffer.getvalue().splitlines() == [f"line {i}" for i in range(50)]

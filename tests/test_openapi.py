@@ -80,3 +80,18 @@ def test_real_error_bodies_carry_the_documented_fields(spec_client):
     assert set(schemas["ValidationProblem"]["required"]) <= body.keys()
     for error in body["errors"]:
         assert set(schemas["FieldError"]["required"]) <= error.keys()
+
+
+def test_ensure_sync_is_remembered_and_still_refuses_async_views_without_asgiref(app):
+    """LookoutAPI remembers Flask's ensure_sync answer per function; the answer is Flask's."""
+    def hook() -> None:
+        return None
+
+    async def view() -> str:
+        return "async"
+
+    assert app.ensure_sync(hook) is hook and hook in app._synced
+    with pytest.raises(RuntimeError, match="async"):  # Flask without its async extra
+        app.ensure_sync(view)
+    with pytest.raises(RuntimeError, match="async"):  # not remembered as if it were sync
+        app.ensure_sync(view)

@@ -32,17 +32,20 @@ def assert_rate_limited(response, limit: str, app) -> None:
 def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, monkeypatch):
     """Every limit is on a write method, so reads skip the limiter's per-request hook."""
     limiter = app.extensions["lookout.limiter"]
-    checked = []
+    checked, context_reads = [], []
     identify = limiter.identify_request
     monkeypatch.setattr(limiter, "identify_request", lambda: checked.append(1) or identify())
+    context = type(limiter).context  # read by its after_request and teardown hooks
+    monkeypatch.setattr(type(limiter), "context",
+                        property(lambda self: context_reads.append(1) or context.fget(self)))
     client = app.test_client()
     for path in ("/", "/api/v1/users", "/livez"):
         assert client.get(path, headers=admin_headers).status_code == 200
     assert client.head("/api/v1/users", headers=admin_headers).status_code == 200
-    assert checked == []
+    assert checked == [] and context_reads == []
     client.post("/api/v1/users", json={**NEW, "email": "limited@example.com"}, headers=admin_headers)
     client.delete("/api/v1/users/999999", headers=admin_headers)
-    assert len(checked) == 2
+    assert len(checked) == 2 and context_reads
 
 
 def test_token_endpoint_is_limited_per_address(app, make_user, limited_app):

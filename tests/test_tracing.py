@@ -21,6 +21,11 @@ def test_server_span_named_by_route_with_database_children(traced_app, span_expo
     [server] = spans_by_kind(span_exporter, SpanKind.SERVER)
     assert server.name == "GET /api/v1/users/<int:user_id>"
     assert server.attributes["http.route"] == "/api/v1/users/<int:user_id>"
+    # The stable HTTP conventions, not the deprecated names (OTEL_SEMCONV_STABILITY_OPT_IN=http).
+    assert server.attributes["http.request.method"] == "GET"
+    assert server.attributes["url.path"] == f"/api/v1/users/{user.id}"
+    assert server.attributes["http.response.status_code"] == 200
+    assert "http.method" not in server.attributes and "http.status_code" not in server.attributes
     db_spans = spans_by_kind(span_exporter, SpanKind.CLIENT)
     assert db_spans and all(s.parent.span_id == server.context.span_id for s in db_spans)
     assert all(s.context.trace_id == server.context.trace_id for s in db_spans)

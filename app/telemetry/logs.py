@@ -41,33 +41,38 @@ class ContextFilter(logging.Filter):
         return True
 
 
-QUEUED_LINES = 10_000  # beyond this a logging thread waits for the writer, as it would for stdout
-FLUSH_SECONDS = 2.0
-_STOP = object()
+BATCH_SECONDS = 0.05  # how long the writer lets lines gather before one write
+QUEUED_LINES = 10_000  # a backlog beyond this is written by the logging thread itself
+JOIN_SECONDS = 2.0
 
 
 class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler whose writes happen on one background thread per process.
 
     A record is formatted in the thread that logs it (so it carries that thread's request and
-    trace context) and queued; the writer takes everything queued and writes it with one
-    ``write()`` and one ``flush()``. Under gunicorn's threads a plain StreamHandler made every
-    request hold the handler's lock across a write to stdout while the other threads queued
-    behind it: ``make bench`` measured this hand-off at 8% less server CPU per request.
+    trace context) and queued; the writer wakes when there are lines, lets more gather for
+    BATCH_SECONDS and writes them with one ``write()`` and one ``flush()``. Under gunicorn's
+    threads a plain StreamHandler made every request hold the handler's lock across a write to
+    stdout while the other threads queued behind it, and a writer woken for every line cost
+    nearly as much: ``make bench`` measures the access line's share of a small request.
 
     The standard library's QueueHandler and QueueListener do the hand-off too, but on Python
-    3.11 dictConfig cannot start a listener, the listener writes and flushes one record at a
-    time, and its thread does not survive gunicorn's fork. Here a forked process starts its own
-    writer on its first line, and a fork waits for a write in progress (so the child never
-    inherits stdout's buffer mid-write). ``flush()`` and ``close()`` (called by
-    ``logging.shutdown()`` at exit) wait, bounded, for what was queued.
+    3.11 dictConfig cannot start a listener, the listener wakes, writes and flushes for every
+    record, and its thread does not survive gunicorn's fork. Here a forked process starts its
+    own writer on its first line, and a fork waits for a write in progress (so the child never
+    inherits stdout's buffer mid-write). When the writer falls behind by QUEUED_LINES, the
+    logging thread writes the backlog itself, as a plain StreamHandler would: memory stays
+    bounded and no line is dropped. ``flush()`` (and ``close()``, which ``logging.shutdown()``
+    calls at exit) writes what is queued from the calling thread, in order.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream if stream is not None else sys.stdout)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # held while draining and writing: keeps lines in order
         self._pid = -1  # the process whose writer thread is running; started on the first line
-        self._queue: queue.Queue[object] = queue.Queue(QUEUED_LINES)
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._pending = threading.Event()
+        self._closing = threading.Event()
         self._writer: threading.Thread | None = None
         _handlers.add(self)
 
@@ -77,31 +82,28 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if self._pid != os.getpid():
                 self._start()
             self._queue.put(line)
+            if not self._pending.is_set():  # under load it stays set: no wake-up per line
+                self._pending.set()
+            if self._queue.qsize() > QUEUED_LINES:
+                self.flush()
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
     def flush(self) -> None:
-        """Wait (at most FLUSH_SECONDS) until every line queued before this call is written."""
-        writer = self._writer
-        if writer is None or self._pid != os.getpid() or threading.current_thread() is writer:
-            return
-        written = threading.Event()
-        try:
-            self._queue.put(written, timeout=FLUSH_SECONDS)
-        except queue.Full:
-            return
-        written.wait(FLUSH_SECONDS)
+        """Write every line queued so far, from the calling thread."""
+        if self._pid == os.getpid():
+            with self._write_lock:
+                self._write_queued()
 
     def close(self) -> None:
+        writer = self._writer
+        if writer is not None and self._pid == os.getpid():
+            self._closing.set()
+            self._pending.set()
+            writer.join(JOIN_SECONDS)
         self.flush()
-        if self._writer is not None and self._pid == os.getpid():
-            try:
-                self._queue.put_nowait(_STOP)
-            except queue.Full:
-                pass
-            self._writer.join(FLUSH_SECONDS)
         self._writer = None
         _handlers.discard(self)
         super().close()
@@ -110,34 +112,37 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self.lock:  # type: ignore[union-attr]  # Handler.createLock() made it
             if self._pid == os.getpid():
                 return
-            self._queue = queue.Queue(QUEUED_LINES)  # a forked child leaves the parent's lines alone
-            self._writer = threading.Thread(target=self._write, args=(self._queue,),
-                                            name="log-writer", daemon=True)
+            # A forked child leaves the parent's queue (and its lines) alone.
+            self._queue = queue.SimpleQueue()
+            self._pending, self._closing = threading.Event(), threading.Event()
+            self._writer = threading.Thread(target=self._run, name="log-writer", daemon=True)
             self._writer.start()
             self._pid = os.getpid()
 
-    def _write(self, lines: queue.Queue[object]) -> None:
+    def _run(self) -> None:
+        pending, closing = self._pending, self._closing
+        while not closing.is_set():
+            pending.wait()
+            closing.wait(BATCH_SECONDS)  # let a batch gather; close() cuts it short
+            pending.clear()  # before draining: a line queued after the drain sets it again
+            with self._write_lock:
+                self._write_queued()
+
+    def _write_queued(self) -> None:
+        lines = []
         while True:
-            batch = [lines.get()]
-            while True:
-                try:
-                    batch.append(lines.get_nowait())
-                except queue.Empty:
-                    break
-            text = "".join(item for item in batch if isinstance(item, str))
-            if text:
-                with self._write_lock:
-                    try:
-                        self.stream.write(text)
-                        self.stream.flush()
-                    except Exception:  # as Handler.handleError: report on stderr, keep logging
-                        if logging.raiseExceptions and sys.stderr:
-                            traceback.print_exc(file=sys.stderr)
-            for item in batch:
-                if isinstance(item, threading.Event):
-                    item.set()
-                elif item is _STOP:
-                    return
+            try:
+                lines.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if not lines:
+            return
+        try:
+            self.stream.write("".join(lines))
+            self.stream.flush()
+        except Exception:  # as Handler.handleError: report on stderr, keep logging
+            if logging.raiseExceptions and sys.stderr:
+                traceback.print_exc(file=sys.stderr)
 
 
 _handlers: weakref.WeakSet[BackgroundStreamHandler] = weakref.WeakSet()

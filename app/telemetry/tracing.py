@@ -4,7 +4,8 @@ Standard variables read by the SDK and exporter (OTEL_SERVICE_NAME, OTEL_RESOURC
 OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT,
 OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT, OTEL_BSP_*, OTEL_SDK_DISABLED) keep their usual meaning.
 Lookout's defaults where they are unset: sampler parentbased_traceidratio at
-DEFAULT_SAMPLE_RATIO, export timeout 5 s. Spans are exported (OTLP HTTP/protobuf) only when an
+DEFAULT_SAMPLE_RATIO, export timeout 5 s, OTEL_SEMCONV_STABILITY_OPT_IN=http (the stable HTTP
+attribute names). Spans are exported (OTLP HTTP/protobuf) only when an
 endpoint is set.
 
 Gunicorn loads the app in each worker after the fork (preload_app is off), so the provider and
@@ -48,6 +49,10 @@ class Tracing:
     def __init__(self, app: Flask, provider: TracerProvider | None = None) -> None:
         self.processor: BatchSpanProcessor | None = None
         self.provider = provider or self._build_provider(app)
+        # Stable HTTP semantic conventions (http.request.method, url.path, ...) unless the
+        # operator chose otherwise: the instrumentation's default is the deprecated names, and
+        # collecting those twice per request cost 15-20 µs more here. Read once per process.
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
         # The Flask instrumentation also records OTel metrics; this service exposes its own
         # Prometheus metrics, so those are sent to a no-op provider rather than a proxy.
         # The sqlcommenter context is not used (no SQL comments), so it is switched off.
