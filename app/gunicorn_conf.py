@@ -152,8 +152,9 @@ logger_class = AppAccessLogger
 
 
 def _logconfig() -> dict[str, Any]:
-    from app.telemetry.logs import logging_config
+    from app.telemetry.logs import lean_records, logging_config
 
+    lean_records()
     return logging_config(app_config.LOG_LEVEL)
 
 

