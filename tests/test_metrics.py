@@ -40,6 +40,24 @@ def test_random_unknown_paths_add_no_series(client):
     assert f'route="{UNMATCHED}",status="404"}} 1001.0' in text
 
 
+def test_made_up_methods_add_no_series(client):
+    """HTTP allows any token as a method; unknown ones share one label value."""
+    client.open("/", method="BREW")
+    client.open("/no/such/path", method="BREW")
+    before = series(client)
+    for _ in range(200):
+        method = "X" + uuid.uuid4().hex[:12].upper()
+        assert client.open("/", method=method).status_code == 405
+        assert client.open(f"/{uuid.uuid4().hex}", method=method).status_code == 404
+    assert series(client) == before
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'method="_OTHER",route="unmatched",status="405"} 201.0' in text
+    assert 'method="BREW"' not in text
+    for method in ("GET", "POST", "PATCH", "DELETE", "HEAD", "OPTIONS"):  # known ones keep their name
+        client.open("/api/v1/users", method=method)
+        assert f'method="{method}"' in client.get("/metrics").get_data(as_text=True)
+
+
 def test_metrics_endpoint_is_not_counted(app, client):
     for _ in range(3):
         client.get("/metrics")

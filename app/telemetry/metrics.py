@@ -27,6 +27,10 @@ from sqlalchemy.engine import Engine
 
 KEY = "lookout.metrics"
 UNMATCHED = "unmatched"  # every path without a route shares this one label value
+# Methods kept as label values; any other (HTTP allows any token) is counted as OTHER_METHOD,
+# OpenTelemetry's convention, so made-up methods cannot add series.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "_OTHER"
 # Request latency buckets (seconds). They must include every SLO threshold in
 # dashboards/slo.yaml exactly (tests/test_metrics.py checks it), or the SLO cannot be read
 # off the histogram.
@@ -84,12 +88,22 @@ class Metrics:
         self.build.labels(app.extensions["lookout.version"], app.config["GIT_COMMIT"],
                           app.config["LOOKOUT_ENV"]).set(1)
         self.capacity.set(1)  # gunicorn's post_worker_init sets the real figure per worker
+        # (method, route, status) -> the request counter's and histogram's children. Bounded:
+        # methods are folded to HTTP_METHODS, routes to the app's rules plus UNMATCHED.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float,
                         exemplar: dict[str, str] | None) -> None:
-        status_label = str(status)
-        self.requests.labels(method, route, status_label).inc()
-        histogram = self.duration.labels(method, route, status_label)
+        if method not in HTTP_METHODS:  # any token is a method: one label value for the rest
+            method = OTHER_METHOD
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks on every call: once per series
+            status_label = str(status)
+            children = self._children[key] = (self.requests.labels(method, route, status_label),
+                                              self.duration.labels(method, route, status_label))
+        counter, histogram = children
+        counter.inc()
         if exemplar and not self.multiprocess:
             histogram.observe(seconds, exemplar)
         else:
