@@ -45,5 +45,6 @@ def test_short_run_prints_every_table():
     out = result.stdout
     for row in ("(a) Flask alone", "(b) prometheus_flask_exporter", "(b') Lookout", "(c) Lookout, default",
                 "(d) Lookout, 100%", "(e) Lookout, default sampling, no access line",
-                "(c)/(b), goal ≥ 1.2: throughput", "(c)/(e), the access line", "| 500 | 2000 |"):
+                "(c)/(b), goal ≥ 1.2: throughput", "(c)/(e), the access line", "(round by round: ",
+                "| 500 | 2000 |"):
         assert row in out, row
