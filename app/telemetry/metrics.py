@@ -151,11 +151,6 @@ def operation_of(statement: str) -> str:
     return word if word in DB_OPERATIONS else "OTHER"
 
 
-def route_of() -> str:
-    rule = request.url_rule
-    return rule.rule if rule is not None else UNMATCHED
-
-
 def register_endpoint(app: Flask, metrics: Metrics) -> None:
     """Serve ``/metrics`` from a plain blueprint, which keeps it out of the OpenAPI spec.
 
