@@ -1,7 +1,9 @@
-"""make bench: wrk's report is read correctly, and a short run produces every table."""
+"""make bench: wrk's report is read correctly, rounds alternate and ratios are paired, and a short
+run produces every table."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import service_missing
 
-from loadtests.bench import wrk
+from loadtests.bench import run, wrk
 
 SAMPLE = (Path(__file__).parent / "fixtures" / "wrk-latency.txt").read_text()
 
@@ -45,6 +47,107 @@ def test_short_run_prints_every_table():
     out = result.stdout
     for row in ("(a) Flask alone", "(b) prometheus_flask_exporter", "(b') Lookout", "(c) Lookout, default",
                 "(d) Lookout, 100%", "(e) Lookout, default sampling, no access line",
-                "(c)/(b), goal ≥ 1.2: throughput", "(c)/(e), the access line", "(round by round: ",
+                "(c)/(b): throughput", "goal ≥ 1.2", "(c)/(e), the access line", "(round by round: ",
                 "| 500 | 2000 |"):
         assert row in out, row
+
+
+def _result(rps: float, cpu_per_request: float = 0.001) -> wrk.Result:
+    return wrk.Result(rps=rps, p50=0.001, p99=0.01, errors=0, requests=1000,
+                      server_cpu=cpu_per_request * 1000)
+
+
+def _setup(name: str, *rps: float) -> run.Setup:
+    setup = run.Setup(name, {})
+    setup.results = [_result(r, 1 / r) for r in rps]
+    return setup
+
+
+def test_ratios_are_taken_within_each_round():
+    # The second setup is 1.1x the first in every round, while the machine's speed halves in the
+    # middle: the ratio of the medians would say 1.0-ish noise, the paired ratio says 1.1.
+    base = _setup("base", 1000, 1000, 500, 500, 500)
+    better = _setup("better", 1100, 1100, 550, 550, 550)
+    throughput, efficiency = run.ratios(better, base)
+    assert throughput.rounds == pytest.approx((1.1,) * 5)
+    assert throughput.median == pytest.approx(1.1) and efficiency.median == pytest.approx(1.1)
+    assert run.per_round(better, base) == "1.10, 1.10, 1.10, 1.10, 1.10"
+
+
+@pytest.mark.parametrize(("rounds", "expected"), [
+    ((1.25, 1.3, 1.22, 1.4), "met"),
+    ((1.25, 1.3, 1.05, 1.0, 1.22), "unclear"),  # median above the goal, lower quartile below
+    ((1.05, 1.1, 1.3, 1.08), "not met"),
+])
+def test_a_goal_is_met_only_when_most_rounds_clear_it(rounds, expected):
+    assert run.verdict(run.Ratio(rounds), 1.2) == f"goal ≥ 1.2 {expected}" + (
+        " (median above, a quarter of rounds below)" if expected == "unclear" else "")
+
+
+def test_rounds_alternate_order_and_servers_start_once(monkeypatch):
+    started, measured = [], []
+
+    class FakeServer:
+        def __init__(self, env, **kwargs):
+            self.url, self.pid = f"http://127.0.0.1/{kwargs['target']}", 0
+            started.append(kwargs["target"])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    def fake_run(url, seconds, server_pid=None, warmup=1):
+        if server_pid is not None:  # the warm-up passes no pid
+            measured.append(url.rsplit("/", 2)[-2])
+        return _result(1000)
+
+    monkeypatch.setattr(run, "GunicornServer", FakeServer)
+    monkeypatch.setattr(run.wrk, "run", fake_run)
+    monkeypatch.setattr(run, "wait_until_idle", lambda servers: None)
+    setups = [run.Setup(name, {}, target=name) for name in "ABC"]
+    run.measure(setups, "sqlite://", seconds=1, rounds=3, cores=run.Cores())
+    assert started == ["A", "B", "C"]
+    assert measured == list("ABC" "CBA" "ABC")
+    assert [len(s.results) for s in setups] == [3, 3, 3]
+
+
+def test_servers_get_one_core_and_wrk_the_others(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: None, raising=False)
+    cores = run.Cores.split()
+    assert cores.server == {0} and cores.load == {1, 2}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert run.Cores.split() == run.Cores()  # one core: nothing to split
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores and sched_setaffinity")
+def test_on_cores_moves_the_calling_thread_and_what_it_starts_then_restores():
+    before = os.sched_getaffinity(0)
+    target = frozenset({min(before)})
+    with run.on_cores(target):
+        assert os.sched_getaffinity(0) == target
+        child = subprocess.run(["python3", "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                               capture_output=True, text=True, check=True).stdout
+        assert child.strip() == str(sorted(target))
+    assert os.sched_getaffinity(0) == before
+
+
+def test_waiting_for_idle_servers_ends_when_their_cpu_stops_growing(monkeypatch):
+    readings = iter([1.0, 1.2, 1.4, 1.401, 9.0])  # busy, busy, then idle
+    monkeypatch.setattr(run.wrk, "process_tree_cpu", lambda pid: next(readings))
+    monkeypatch.setattr(run, "IDLE_WINDOW", 0.0)
+    server = type("S", (), {"pid": 1})()
+    run.wait_until_idle([server])
+    assert next(readings) == 9.0  # stopped at the first idle window, did not read on
+
+
+def test_waiting_for_idle_servers_is_bounded(monkeypatch):
+    busy = itertools.count()
+    monkeypatch.setattr(run.wrk, "process_tree_cpu", lambda pid: float(next(busy)))  # 1 s per reading
+    monkeypatch.setattr(run, "IDLE_WINDOW", 0.0)
+    monkeypatch.setattr(run, "IDLE_TIMEOUT", 0.05)
+    server = type("S", (), {"pid": 1})()
+    run.wait_until_idle([server])  # returns instead of waiting for ever

@@ -131,11 +131,19 @@ class Metrics:
             if context is not None:
                 context._lookout_started = time.perf_counter()
 
+        # operation -> histogram child: labels() validates and locks on every call, and this runs
+        # for every statement. Bounded by DB_OPERATIONS plus OTHER.
+        children: dict[str, Any] = {}
+
         @event.listens_for(engine, "after_cursor_execute")
         def _end(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
             started = getattr(context, "_lookout_started", None)
             if started is not None:
-                self.db_duration.labels(operation_of(statement)).observe(time.perf_counter() - started)
+                operation = operation_of(statement)
+                child = children.get(operation)
+                if child is None:
+                    child = children[operation] = self.db_duration.labels(operation)
+                child.observe(time.perf_counter() - started)
 
         @event.listens_for(engine, "handle_error")
         def _error(context: Any) -> None:

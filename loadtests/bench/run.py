@@ -1,13 +1,23 @@
 """``make bench``: throughput and p99 of each setup, and their ratios, measured in one run.
 
 Usage:
-    python -m loadtests.bench.run [--seconds 10] [--rounds 3] [--only trivial,users,workers,models,scrape]
+    python -m loadtests.bench.run [--seconds 3] [--rounds 10] [--only trivial,users,workers,models,scrape]
+                                  [--no-pin]
 
 Reads BENCH_DATABASE_URL (else TEST_DATABASE_URL): a PostgreSQL server on which a throwaway
 database is created for the users-endpoint parts; without one those parts are skipped.
 Every server is gunicorn on 127.0.0.1 with the same settings (one worker, 8 threads unless
-the part compares worker classes). Rounds interleave the setups so that noise from other
-work on the machine falls on all of them; the median round is reported.
+the part compares worker classes or process models).
+
+How noise is kept out of the ratios (the machines this runs on are shared): every setup of a
+part is started once and stays up; each round measures every setup for a few seconds, back to
+back, in alternating order (ABC, CBA, ...), after waiting for the servers to go idle (a batch
+of spans left to export would otherwise land on the next setup's turn). A ratio is taken
+within each round, between measurements seconds apart, and the median of those per-round
+ratios is reported with their interquartile range. Where the machine has two or more cores,
+the servers run on one core and wrk and this process on the others, so the load generator
+does not take turns with the server it measures (``--no-pin`` to leave scheduling alone; the
+process-model part, whose point is a second core, is never pinned).
 """
 
 from __future__ import annotations
@@ -18,14 +28,19 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from loadtests.bench import scrape, wrk
 from loadtests.bench.sink import Sink
 from loadtests.server import GunicornServer
+
+IDLE_CPU_SECONDS = 0.005  # a server that used less than this in IDLE_WINDOW is idle
+IDLE_WINDOW = 0.25
+IDLE_TIMEOUT = 8.0  # past the span processor's 5 s export schedule
 
 
 @dataclass
@@ -43,49 +58,134 @@ class Setup:
         by_rps = sorted(self.results, key=lambda r: r.rps)
         return by_rps[len(by_rps) // 2]
 
+    def p99(self) -> float:
+        return statistics.median(r.p99 for r in self.results)
+
     def cpu_per_request(self) -> float:
         return statistics.median(r.cpu_per_request for r in self.results)
 
 
-def measure(setups: list[Setup], database_url: str, seconds: int, rounds: int) -> None:
-    for round_ in range(rounds):
+@dataclass(frozen=True)
+class Cores:
+    """Where the servers run and where wrk runs; None: wherever the scheduler puts them."""
+
+    server: frozenset[int] | None = None
+    load: frozenset[int] | None = None
+
+    @classmethod
+    def split(cls) -> Cores:
+        """One core for the server (one worker uses one core at most), the rest for wrk."""
+        if not hasattr(os, "sched_setaffinity"):
+            return cls()
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls()
+        return cls(frozenset(cpus[:1]), frozenset(cpus[1:]))
+
+    def describe(self) -> str:
+        if self.server is None:
+            return "not pinned to cores"
+        return (f"servers pinned to core {','.join(map(str, sorted(self.server)))}, wrk and the "
+                f"span sink to {','.join(map(str, sorted(self.load or ())))}")
+
+
+@contextmanager
+def on_cores(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Run the calling thread (and the processes it starts) on ``cpus``, then restore."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def wait_until_idle(servers: list[GunicornServer]) -> None:
+    """Wait (bounded) until no server is still busy, e.g. exporting its last batch of spans."""
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    last = sum(wrk.process_tree_cpu(s.pid) for s in servers)
+    while time.monotonic() < deadline:
+        time.sleep(IDLE_WINDOW)
+        now = sum(wrk.process_tree_cpu(s.pid) for s in servers)
+        if now - last < IDLE_CPU_SECONDS:
+            return
+        last = now
+
+
+def measure(setups: list[Setup], database_url: str, seconds: int, rounds: int, cores: Cores) -> None:
+    with ExitStack() as stack:
+        servers = []
         for setup in setups:
             env = {"DATABASE_URL": database_url, "LOG_LEVEL": "INFO", **setup.env}
-            with GunicornServer(env, workers=setup.workers, threads=setup.threads,
-                                worker_class=setup.worker_class, target=setup.target,
-                                ready_path=setup.path) as server:
-                result = wrk.run(server.url + setup.path, seconds, server_pid=server.pid)
-            if result.errors:
-                sys.exit(f"{setup.name}: {result.errors} failed requests; the numbers would mislead")
-            setup.results.append(result)
-            print(f"  round {round_ + 1}: {setup.name:<44} {result.rps:8.0f} req/s  "
-                  f"p99 {result.p99 * 1000:6.1f} ms  {result.cpu_per_request * 1e6:6.0f} µs CPU/req",
-                  flush=True)
+            with on_cores(cores.server):
+                server = stack.enter_context(GunicornServer(
+                    env, workers=setup.workers, threads=setup.threads, worker_class=setup.worker_class,
+                    target=setup.target, ready_path=setup.path))
+            servers.append(server)
+        with on_cores(cores.load):
+            for server, setup in zip(servers, setups, strict=True):  # warm-up: imports, pools, caches
+                wrk.run(server.url + setup.path, 1, warmup=0)
+            for round_ in range(rounds):
+                pairs = list(zip(setups, servers, strict=True))
+                for setup, server in pairs if round_ % 2 == 0 else reversed(pairs):
+                    wait_until_idle(servers)
+                    result = wrk.run(server.url + setup.path, seconds, server_pid=server.pid, warmup=0)
+                    if result.errors:
+                        sys.exit(f"{setup.name}: {result.errors} failed requests; the numbers would mislead")
+                    setup.results.append(result)
+                    print(f"  round {round_ + 1}: {setup.name:<52} {result.rps:8.0f} req/s  "
+                          f"p99 {result.p99 * 1000:6.1f} ms  {result.cpu_per_request * 1e6:6.0f} µs CPU/req",
+                          flush=True)
 
 
 def table(setups: list[Setup]) -> str:
-    """Throughput and p99 (median round), and server CPU per request, each against the first row."""
+    """Median throughput, p99 and server CPU per request of each setup, and how it compares with
+    the first row (median of the per-round ratios)."""
     baseline = setups[0]
     rows = ["| setup | req/s | p99 ms | server CPU µs/req | throughput vs first row | CPU/req vs first row |",
             "|---|---:|---:|---:|---:|---:|"]
     for setup in setups:
-        r = setup.median()
-        rows.append(f"| {setup.name} | {r.rps:.0f} | {r.p99 * 1000:.1f} | "
-                    f"{setup.cpu_per_request() * 1e6:.0f} | "
-                    f"{r.rps / baseline.median().rps:.2f} | "
-                    f"{setup.cpu_per_request() / baseline.cpu_per_request():.2f} |")
+        throughput, efficiency = ratios(setup, baseline)
+        rows.append(f"| {setup.name} | {setup.median().rps:.0f} | {setup.p99() * 1000:.1f} | "
+                    f"{setup.cpu_per_request() * 1e6:.0f} | {throughput.median:.2f} | "
+                    f"{1 / efficiency.median:.2f} |")
     return "\n".join(rows)
 
 
-def ratios(first: Setup, second: Setup) -> tuple[float, float]:
-    """(throughput ratio, CPU-efficiency ratio) of ``first`` over ``second``."""
-    return (first.median().rps / second.median().rps,
-            second.cpu_per_request() / first.cpu_per_request())
+@dataclass(frozen=True)
+class Ratio:
+    """Per-round ratios of one comparison: their median and interquartile range."""
+
+    rounds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rounds)
+
+    def quartiles(self) -> tuple[float, float]:
+        if len(self.rounds) < 2:
+            return self.rounds[0], self.rounds[0]
+        low, _, high = statistics.quantiles(self.rounds, n=4, method="inclusive")
+        return low, high
+
+    def __str__(self) -> str:
+        low, high = self.quartiles()
+        return f"{self.median:.2f} (middle half of rounds {low:.2f}-{high:.2f})"
+
+
+def ratios(first: Setup, second: Setup) -> tuple[Ratio, Ratio]:
+    """(throughput, requests per CPU-second) of ``first`` over ``second``, round by round."""
+    pairs = list(zip(first.results, second.results, strict=True))
+    return (Ratio(tuple(x.rps / y.rps for x, y in pairs)),
+            Ratio(tuple(y.cpu_per_request / x.cpu_per_request for x, y in pairs)))
 
 
 def per_round(first: Setup, second: Setup) -> str:
     """Throughput ratios of the same round: how far noise moved the comparison."""
-    return ", ".join(f"{x.rps / y.rps:.2f}" for x, y in zip(first.results, second.results, strict=True))
+    return ", ".join(f"{r:.2f}" for r in ratios(first, second)[0].rounds)
 
 
 @contextmanager
@@ -126,7 +226,24 @@ def _migrate_and_seed(url: str, users: int) -> None:
                        timeout=120)
 
 
-def trivial(sink: Sink, seconds: int, rounds: int) -> str:
+def verdict(ratio: Ratio, goal: float) -> str:
+    """Met only when most rounds clear the goal: the median and the lower quartile."""
+    low, _ = ratio.quartiles()
+    if low >= goal:
+        return f"goal ≥ {goal:g} met"
+    if ratio.median >= goal:
+        return f"goal ≥ {goal:g} unclear (median above, a quarter of rounds below)"
+    return f"goal ≥ {goal:g} not met"
+
+
+def comparison(label: str, first: Setup, second: Setup, goal: float | None = None) -> str:
+    throughput, efficiency = ratios(first, second)
+    verdict_text = f"; {verdict(throughput, goal)}" if goal is not None else ""
+    return (f"- {label}: throughput {throughput}, requests per CPU-second {efficiency.median:.2f}"
+            f"{verdict_text} (round by round: {per_round(first, second)})")
+
+
+def trivial(sink: Sink, seconds: int, rounds: int, cores: Cores) -> str:
     export = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [
         Setup("(a) Flask alone", {}, target="loadtests.bench.baseline:bare"),
@@ -141,47 +258,42 @@ def trivial(sink: Sink, seconds: int, rounds: int) -> str:
         Setup("(e) Lookout, default sampling, no access line", {**export, "LOG_LEVEL": "WARNING"}),
     ]
     with sqlite_database() as url:
-        measure(setups, url, seconds, rounds)
+        measure(setups, url, seconds, rounds, cores)
     a, b, b2, c, d, quiet = setups
-    lines = [f"- {label}: throughput {t:.2f}, requests per CPU-second {e:.2f} "
-             f"(round by round: {per_round(first, second)})"
-             for label, first, second in (("(c)/(b), goal ≥ 1.2", c, b), ("(c)/(b')", c, b2),
-                                          ("(c)/(a)", c, a), ("(d)/(b)", d, b),
-                                          ("(e)/(b), both without log lines", quiet, b),
-                                          ("(c)/(e), the access line", c, quiet))
-             for t, e in [ratios(first, second)]]
+    lines = [comparison("(c)/(b)", c, b, goal=1.2), comparison("(c)/(b')", c, b2),
+             comparison("(c)/(a)", c, a), comparison("(d)/(b)", d, b),
+             comparison("(e)/(b), both without log lines", quiet, b),
+             comparison("(c)/(e), the access line", c, quiet)]
     return table(setups) + "\n\nRatios:\n" + "\n".join(lines)
 
 
-def users(sink: Sink, database_url: str, seconds: int, rounds: int) -> str:
+def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
     path = "/api/v1/users?per_page=20"
     setups = [
         Setup("telemetry off (TELEMETRY_ENABLED=false)", {"TELEMETRY_ENABLED": "false"}, path),
         Setup("telemetry on, default sampling", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}, path),
     ]
-    measure(setups, database_url, seconds, rounds)
-    throughput, efficiency = ratios(setups[1], setups[0])
-    return table(setups) + (f"\n\nOn/off: throughput {throughput:.2f}, requests per CPU-second "
-                            f"{efficiency:.2f} (goal ≥ 0.92; round by round: "
-                            f"{per_round(setups[1], setups[0])}).")
+    measure(setups, database_url, seconds, rounds, cores)
+    return table(setups) + "\n\n" + comparison("On/off", setups[1], setups[0], goal=0.92)
 
 
-def workers(sink: Sink, database_url: str, seconds: int, rounds: int) -> str:
+def workers(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
     path = "/api/v1/users?per_page=20"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [Setup(f"{kind} (1 worker{', 8 threads' if kind == 'gthread' else ''})", env, path,
                     worker_class=kind) for kind in ("gthread", "sync", "gevent")]
-    measure(setups, database_url, seconds, rounds)
+    measure(setups, database_url, seconds, rounds, cores)
     return table(setups)
 
 
 def process_models(sink: Sink, database_url: str, seconds: int, rounds: int) -> str:
-    """The exemplar trade-off: one worker with threads, or several workers in multiprocess mode."""
+    """The exemplar trade-off: one worker with threads, or several workers in multiprocess mode.
+    Not pinned: a second worker's point is a second core."""
     path = "/api/v1/users?per_page=20"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [Setup("1 worker x 8 threads (exemplars, Kubernetes default)", env, path),
               Setup("2 workers x 4 threads (multiprocess, no exemplars)", env, path, workers=2, threads=4)]
-    measure(setups, database_url, seconds, rounds)
+    measure(setups, database_url, seconds, rounds, Cores())
     return table(setups)
 
 
@@ -195,23 +307,27 @@ def scrapes() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=3, help="per setup and round")
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--only", default="trivial,users,workers,models,scrape")
+    parser.add_argument("--no-pin", action="store_true", help="leave servers and wrk to the scheduler")
     args = parser.parse_args(argv)
+    cores = Cores() if args.no_pin else Cores.split()
     parts = set(args.only.split(","))
     if parts & {"trivial", "users", "workers", "models"} and not wrk.available():
         sys.exit("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)")
     database = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     cpu = platform.processor() or platform.machine()
     print(f"# Lookout benchmark\n\nMachine: {os.cpu_count()} cores, {cpu}, "
-          f"Python {platform.python_version()}; wrk -t1 -c16, {args.seconds:g} s per setup, "
-          f"median of {args.rounds} interleaved rounds. Numbers are relative to this machine.\n", flush=True)
-    sink = Sink()
+          f"Python {platform.python_version()}; wrk -t1 -c16, {args.seconds:g} s per setup and round, "
+          f"{args.rounds} rounds in alternating order, {cores.describe()}. Ratios are medians of the "
+          f"per-round ratios; absolute numbers are this machine's.\n", flush=True)
+    with on_cores(cores.load):  # the sink's thread starts here and stays off the servers' core
+        sink = Sink()
     try:
         if "trivial" in parts:
             print("## Small JSON document (GET /)\n", flush=True)
-            print(trivial(sink, args.seconds, args.rounds) + "\n", flush=True)
+            print(trivial(sink, args.seconds, args.rounds, cores) + "\n", flush=True)
         if parts & {"users", "workers", "models"}:
             if not database:
                 print("Users endpoint parts skipped: set BENCH_DATABASE_URL to a PostgreSQL server.\n")
@@ -219,10 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                 with postgres_database(database) as url:
                     if "users" in parts:
                         print("## Users endpoint on PostgreSQL (GET /api/v1/users?per_page=20)\n", flush=True)
-                        print(users(sink, url, args.seconds, args.rounds) + "\n", flush=True)
+                        print(users(sink, url, args.seconds, args.rounds, cores) + "\n", flush=True)
                     if "workers" in parts:
                         print("## Worker classes on the users endpoint\n", flush=True)
-                        print(workers(sink, url, args.seconds, args.rounds) + "\n", flush=True)
+                        print(workers(sink, url, args.seconds, args.rounds, cores) + "\n", flush=True)
                     if "models" in parts:
                         print("## Process models on the users endpoint\n", flush=True)
                         print(process_models(sink, url, args.seconds, args.rounds) + "\n", flush=True)
