@@ -151,3 +151,11 @@ def test_waiting_for_idle_servers_is_bounded(monkeypatch):
     monkeypatch.setattr(run, "IDLE_TIMEOUT", 0.05)
     server = type("S", (), {"pid": 1})()
     run.wait_until_idle([server])  # returns instead of waiting for ever
+
+
+def test_table_compares_each_setup_with_the_first_round_by_round():
+    base = _setup("base", 1000, 500)
+    slower = _setup("slower", 800, 400)  # 0.8x in both rounds, at 1.25x the CPU per request
+    table = run.table([base, slower])
+    assert "| base | 1000 | 10.0 | 1500 | 1.00 | 1.00 |" in table
+    assert "| slower | 800 | 10.0 | 1875 | 0.80 | 1.25 |" in table

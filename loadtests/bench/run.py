@@ -148,10 +148,11 @@ def table(setups: list[Setup]) -> str:
     rows = ["| setup | req/s | p99 ms | server CPU µs/req | throughput vs first row | CPU/req vs first row |",
             "|---|---:|---:|---:|---:|---:|"]
     for setup in setups:
-        throughput, efficiency = ratios(setup, baseline)
+        throughput = ratios(setup, baseline)[0]
+        cpu = statistics.median(x.cpu_per_request / y.cpu_per_request
+                                for x, y in zip(setup.results, baseline.results, strict=True))
         rows.append(f"| {setup.name} | {setup.median().rps:.0f} | {setup.p99() * 1000:.1f} | "
-                    f"{setup.cpu_per_request() * 1e6:.0f} | {throughput.median:.2f} | "
-                    f"{1 / efficiency.median:.2f} |")
+                    f"{setup.cpu_per_request() * 1e6:.0f} | {throughput.median:.2f} | {cpu:.2f} |")
     return "\n".join(rows)
 
 
