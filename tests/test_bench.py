@@ -71,7 +71,7 @@ def test_ratios_are_taken_within_each_round():
     throughput, efficiency = run.ratios(better, base)
     assert throughput.rounds == pytest.approx((1.1,) * 5)
     assert throughput.median == pytest.approx(1.1) and efficiency.median == pytest.approx(1.1)
-    assert run.per_round(better, base) == "1.10, 1.10, 1.10, 1.10, 1.10"
+    assert throughput.by_round() == "1.10, 1.10, 1.10, 1.10, 1.10"
 
 
 @pytest.mark.parametrize(("rounds", "expected"), [

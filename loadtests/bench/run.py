@@ -128,8 +128,8 @@ def measure(setups: list[Setup], database_url: str, seconds: int, rounds: int, c
         with on_cores(cores.load):
             for server, setup in zip(servers, setups, strict=True):  # warm-up: imports, pools, caches
                 wrk.run(server.url + setup.path, 1, warmup=0)
+            pairs = list(zip(setups, servers, strict=True))
             for round_ in range(rounds):
-                pairs = list(zip(setups, servers, strict=True))
                 for setup, server in pairs if round_ % 2 == 0 else reversed(pairs):
                     wait_until_idle(servers)
                     result = wrk.run(server.url + setup.path, seconds, server_pid=server.pid, warmup=0)
@@ -148,9 +148,8 @@ def table(setups: list[Setup]) -> str:
     rows = ["| setup | req/s | p99 ms | server CPU µs/req | throughput vs first row | CPU/req vs first row |",
             "|---|---:|---:|---:|---:|---:|"]
     for setup in setups:
-        throughput = ratios(setup, baseline)[0]
-        cpu = statistics.median(x.cpu_per_request / y.cpu_per_request
-                                for x, y in zip(setup.results, baseline.results, strict=True))
+        throughput, efficiency = ratios(setup, baseline)
+        cpu = statistics.median(1 / e for e in efficiency.rounds)  # CPU per request, per round
         rows.append(f"| {setup.name} | {setup.median().rps:.0f} | {setup.p99() * 1000:.1f} | "
                     f"{setup.cpu_per_request() * 1e6:.0f} | {throughput.median:.2f} | {cpu:.2f} |")
     return "\n".join(rows)
@@ -172,6 +171,10 @@ class Ratio:
         low, _, high = statistics.quantiles(self.rounds, n=4, method="inclusive")
         return low, high
 
+    def by_round(self) -> str:
+        """Every round's ratio: how far noise moved the comparison."""
+        return ", ".join(f"{r:.2f}" for r in self.rounds)
+
     def __str__(self) -> str:
         low, high = self.quartiles()
         return f"{self.median:.2f} (middle half of rounds {low:.2f}-{high:.2f})"
@@ -182,11 +185,6 @@ def ratios(first: Setup, second: Setup) -> tuple[Ratio, Ratio]:
     pairs = list(zip(first.results, second.results, strict=True))
     return (Ratio(tuple(x.rps / y.rps for x, y in pairs)),
             Ratio(tuple(y.cpu_per_request / x.cpu_per_request for x, y in pairs)))
-
-
-def per_round(first: Setup, second: Setup) -> str:
-    """Throughput ratios of the same round: how far noise moved the comparison."""
-    return ", ".join(f"{r:.2f}" for r in ratios(first, second)[0].rounds)
 
 
 @contextmanager
@@ -241,7 +239,7 @@ def comparison(label: str, first: Setup, second: Setup, goal: float | None = Non
     throughput, efficiency = ratios(first, second)
     verdict_text = f"; {verdict(throughput, goal)}" if goal is not None else ""
     return (f"- {label}: throughput {throughput}, requests per CPU-second {efficiency.median:.2f}"
-            f"{verdict_text} (round by round: {per_round(first, second)})")
+            f"{verdict_text} (round by round: {throughput.by_round()})")
 
 
 def trivial(sink: Sink, seconds: int, rounds: int, cores: Cores) -> str:
