@@ -16,6 +16,8 @@ Environment variables (defaults in ``ServerConfig``):
     GUNICORN_MAX_REQUESTS_JITTER    random extra requests, so workers do not recycle together
     GUNICORN_WORKER_TMP_DIR         heartbeat directory (a memory-backed dir is best)
     FORWARDED_ALLOW_IPS             proxies trusted for X-Forwarded-* headers
+    GUNICORN_GC_FREEZE              true: each worker moves what it built at start-up out of the
+                                    garbage collector's sight (gc.freeze) before serving
     PROMETHEUS_MULTIPROC_DIR        with several workers: where they share metrics (a fresh
                                     temporary directory when unset); ignored with one worker
 The application's own settings (app.config) are checked here too, so a bad one stops the
@@ -25,7 +27,9 @@ setting, adds a second listener that alone serves /metrics.
 
 from __future__ import annotations
 
+import gc
 import glob
+import logging
 import os
 import sys
 import tempfile
@@ -58,6 +62,7 @@ class ServerConfig(BaseModel):
     GUNICORN_WORKER_TMP_DIR: str | None = (
         "/dev/shm" if os.path.isdir("/dev/shm") else None)  # noqa: S108  # nosec B108 # heartbeat
     FORWARDED_ALLOW_IPS: str = "127.0.0.1"
+    GUNICORN_GC_FREEZE: bool = True
 
     @model_validator(mode="after")
     def _drain_fits(self) -> ServerConfig:
@@ -171,12 +176,34 @@ def on_starting(server_: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Tell the app how many requests this worker handles at once (the saturation gauge)."""
+    """Tell the app how many requests this worker handles at once (the saturation gauge), then
+    freeze the start-up heap (GUNICORN_GC_FREEZE)."""
     telemetry = worker.wsgi.extensions.get("lookout.telemetry")
     if telemetry is not None and telemetry.metrics is not None:
         limit = {"gthread": threads, "gevent": worker.cfg.worker_connections}.get(
             server.GUNICORN_WORKER_CLASS, 1)
         telemetry.metrics.capacity.set(limit)
+    if server.GUNICORN_GC_FREEZE:
+        freeze_heap()
+
+
+def freeze_heap() -> int:
+    """Move every object alive now into the collector's permanent generation; return how many.
+
+    The app, its libraries and their caches (SQLAlchemy, marshmallow, OpenTelemetry) are a
+    large heap that lives as long as the worker, and every full collection walks all of it
+    while holding the GIL. Requests that allocate a lot (ORM rows, serialised pages) trigger
+    those collections often: ``make bench`` measures the users endpoint's throughput with and
+    without this. Frozen objects are never collected, so garbage is collected first; what
+    start-up keeps is kept for the worker's life anyway. This is the standard library's own
+    tool for the purpose (``gc.freeze``), run in the worker because the app is built there.
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logging.getLogger("gunicorn.error").info(
+        "gc.freeze: %d start-up objects moved to the permanent generation", frozen)
+    return frozen
 
 
 def on_reload(arbiter: Any) -> None:

@@ -116,6 +116,12 @@ def test_server_refuses_bad_server_setting():
     assert "GUNICORN_WORKERS" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_server_refuses_a_gc_freeze_setting_that_is_not_a_boolean():
+    result = _gunicorn_check({"LOOKOUT_ENV": "development", "GUNICORN_GC_FREEZE": "sometimes"})
+    assert result.returncode != 0
+    assert "GUNICORN_GC_FREEZE" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_server_config_passes_when_valid():
     result = _gunicorn_check({"LOOKOUT_ENV": "development"})
     assert result.returncode == 0, result.stderr

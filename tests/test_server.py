@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -57,3 +58,29 @@ def test_probes_and_docs_over_http(live_server):
 def test_sigterm_stops_the_server_cleanly(live_server):
     live_server.process.send_signal(signal.SIGTERM)
     assert live_server.process.wait(timeout=15) == 0
+
+
+def _freeze_lines(output: str) -> list[dict]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["message"].startswith("gc.freeze:")]
+
+
+@pytest.mark.parametrize("setting", [None, "false"])
+def test_worker_freezes_its_start_up_heap_unless_told_not_to(app, setting):
+    """GUNICORN_GC_FREEZE (default true): each worker freezes what it built before serving, and
+    the collector's work is on /metrics either way."""
+    env = {"DATABASE_URL": app.config["DATABASE_URL"]}
+    if setting is not None:
+        env["GUNICORN_GC_FREEZE"] = setting
+    with GunicornServer(env, workers=1) as server:
+        assert requests.get(f"{server.url}/api/v1/users", timeout=10).status_code in (200, 401)
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        server.stop()
+        frozen = _freeze_lines(server.output())
+    assert 'python_gc_collections_total{generation="2"}' in metrics
+    if setting is None:
+        assert len(frozen) == 1
+        count = int(frozen[0]["message"].split()[1])
+        assert count > 10_000, frozen  # the app and its libraries, not a handful of objects
+    else:
+        assert frozen == []

@@ -17,6 +17,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -53,6 +54,7 @@ class Metrics:
         if not self.multiprocess:  # multiprocess mode cannot collect these per process
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
+            GCCollector(registry=registry)  # collections per generation: "is it the GC?"
         labels = ("method", "route", "status")
         self.requests = Counter("http_server_requests", "HTTP requests answered.", labels,
                                 registry=registry)

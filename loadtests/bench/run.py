@@ -268,12 +268,18 @@ def trivial(sink: Sink, seconds: int, rounds: int, cores: Cores) -> str:
 
 def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
     path = "/api/v1/users?per_page=20"
+    export = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [
         Setup("telemetry off (TELEMETRY_ENABLED=false)", {"TELEMETRY_ENABLED": "false"}, path),
-        Setup("telemetry on, default sampling", {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}, path),
+        Setup("telemetry on, default sampling", export, path),
+        Setup("telemetry on, start-up heap not frozen (GUNICORN_GC_FREEZE=false)",
+              {**export, "GUNICORN_GC_FREEZE": "false"}, path),
     ]
     measure(setups, database_url, seconds, rounds, cores)
-    return table(setups) + "\n\n" + comparison("On/off", setups[1], setups[0], goal=0.92)
+    off, on, unfrozen = setups
+    return table(setups) + "\n\n" + "\n".join([
+        comparison("On/off", on, off, goal=0.92),
+        comparison("Heap frozen/not frozen, telemetry on", on, unfrozen)])
 
 
 def workers(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
