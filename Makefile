@@ -44,7 +44,7 @@ run: migrate ## Serve on 127.0.0.1:8000 under gunicorn
 test: venv ## Run the test suite
 	$(BIN)/pytest
 
-bench: venv ## Measure what telemetry costs per request (needs wrk; BENCH_DATABASE_URL for PostgreSQL parts)
+bench: venv ## Measure what telemetry costs per request (needs wrk, valgrind; BENCH_DATABASE_URL for PostgreSQL parts)
 	$(BIN)/python -m loadtests.bench.run $(BENCH_ARGS)
 
 lint: venv ## Ruff and mypy

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import service_missing
 
-from loadtests.bench import run, wrk
+from loadtests.bench import instructions, run, wrk
 
 SAMPLE = (Path(__file__).parent / "fixtures" / "wrk-latency.txt").read_text()
 
@@ -159,3 +159,39 @@ def test_table_compares_each_setup_with_the_first_round_by_round():
     table = run.table([base, slower])
     assert "| base | 1000 | 10.0 | 1500 | 1.00 | 1.00 |" in table
     assert "| slower | 800 | 10.0 | 1875 | 0.80 | 1.25 |" in table
+
+
+VALGRIND_SUMMARY = """==4711== Cachegrind, a high-precision tracing profiler
+==4711== Command: python -m loadtests.bench.instructions bare / 10
+==4711==
+==4711== I refs:        4,829,291,583
+"""
+
+
+def test_valgrind_instruction_count_is_parsed():
+    assert instructions.parse(VALGRIND_SUMMARY) == 4_829_291_583
+
+
+def test_valgrind_output_without_a_count_is_refused():
+    with pytest.raises(ValueError, match="no instruction count"):
+        instructions.parse("==4711== error: cannot execute binary file")
+
+
+@pytest.mark.slow
+def test_instruction_counts_tell_the_apps_apart_and_subtract_start_up():
+    """Two real counts: bare Flask and (b). Start-up (hundreds of millions of instructions)
+    cancels, so a request counts in the hundreds of thousands, and (b)'s instrumentation shows."""
+    if not instructions.available():
+        service_missing("valgrind is not installed")
+    bare = instructions.count("bare", "bare", "/", {}, 30)
+    common = instructions.count("common", "common", "/", {}, 30)
+    assert 50_000 < bare.per_request < 5_000_000, bare
+    assert common.per_request > 1.5 * bare.per_request, (bare, common)
+
+
+def test_a_request_that_fails_is_not_counted(tmp_path):
+    """The counted requests must be the ones meant: a 404 path stops the run."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-m", "loadtests.bench.instructions", "bare", "/nowhere", "2"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0 and "answered 404" in result.stderr

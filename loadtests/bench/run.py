@@ -1,8 +1,8 @@
 """``make bench``: throughput and p99 of each setup, and their ratios, measured in one run.
 
 Usage:
-    python -m loadtests.bench.run [--seconds 3] [--rounds 10] [--only trivial,users,workers,models,scrape]
-                                  [--no-pin]
+    python -m loadtests.bench.run [--seconds 3] [--rounds 10] [--requests 100] [--no-pin]
+                                  [--only trivial,users,workers,models,scrape,instructions]
 
 Reads BENCH_DATABASE_URL (else TEST_DATABASE_URL): a PostgreSQL server on which a throwaway
 database is created for the users-endpoint parts; without one those parts are skipped.
@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from loadtests.bench import scrape, wrk
+from loadtests.bench import instructions, scrape, wrk
 from loadtests.bench.sink import Sink
-from loadtests.server import GunicornServer
+from loadtests.server import PRODUCTION_SECRETS, GunicornServer
 
 IDLE_CPU_SECONDS = 0.005  # a server that used less than this in IDLE_WINDOW is idle
 IDLE_WINDOW = 0.25
@@ -302,6 +302,38 @@ def process_models(sink: Sink, database_url: str, seconds: int, rounds: int) -> 
     return table(setups)
 
 
+def instruction_counts(database_url: str | None, requests: int) -> str:
+    """In-process instructions per request (valgrind): exact where throughput is noisy."""
+    lookout = {"LOOKOUT_ENV": "production", **PRODUCTION_SECRETS}
+    counts = []
+    with sqlite_database() as url:
+        counts.append(instructions.count("(a) Flask alone", "bare", "/", {}, requests * 3))
+        counts.append(instructions.count("(b) prometheus_flask_exporter + FlaskInstrumentor, 100%",
+                                         "common", "/", {}, requests * 3))
+        counts.append(instructions.count("(c) Lookout, default sampling", "lookout", "/",
+                                         {**lookout, "DATABASE_URL": url}, requests * 3))
+        counts.append(instructions.count("(c) with tracing off (OTEL_SDK_DISABLED=true)", "lookout", "/",
+                                         {**lookout, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"},
+                                         requests * 3))
+    a, b, c, untraced = counts
+    lines = [f"- (c)/(b): {b.per_request / c.per_request:.3f}",
+             f"- (c)/(a): {a.per_request / c.per_request:.3f}",
+             f"- (c) with tracing off/(b): {b.per_request / untraced.per_request:.3f}"]
+    if database_url:
+        path = "/api/v1/users?per_page=20"
+        env = {**lookout, "DATABASE_URL": database_url}
+        off = instructions.count("users endpoint, telemetry off", "lookout", path,
+                                 {**env, "TELEMETRY_ENABLED": "false"}, requests)
+        on = instructions.count("users endpoint, telemetry on, default sampling", "lookout", path, env,
+                                requests)
+        counts += [off, on]
+        lines.append(f"- users endpoint on/off: {off.per_request / on.per_request:.3f}")
+    rows = ["| setup | instructions per request (millions) |", "|---|---:|"]
+    rows += [f"| {x.name} | {x.per_request / 1e6:.3f} |" for x in counts]
+    return ("\n".join(rows) + "\n\nRatios of requests per instruction (what throughput would be "
+            "if nothing but this code ran):\n" + "\n".join(lines))
+
+
 def scrapes() -> str:
     rows = ["| workers' files | files on disk | scrape ms |", "|---:|---:|---:|"]
     for count, files, seconds in scrape.measure():
@@ -314,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=3, help="per setup and round")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--only", default="trivial,users,workers,models,scrape")
+    parser.add_argument("--only", default="trivial,users,workers,models,scrape,instructions")
+    parser.add_argument("--requests", type=int, default=100,
+                        help="users-endpoint requests per instruction count (3x for GET /)")
     parser.add_argument("--no-pin", action="store_true", help="leave servers and wrk to the scheduler")
     args = parser.parse_args(argv)
     cores = Cores() if args.no_pin else Cores.split()
@@ -347,6 +381,15 @@ def main(argv: list[str] | None = None) -> int:
                     if "models" in parts:
                         print("## Process models on the users endpoint\n", flush=True)
                         print(process_models(sink, url, args.seconds, args.rounds) + "\n", flush=True)
+        if "instructions" in parts:
+            print("## Instructions per request (in-process, valgrind)\n", flush=True)
+            if not instructions.available():
+                print("Skipped: valgrind is needed (apt-get install valgrind).\n")
+            elif database:
+                with postgres_database(database) as url:
+                    print(instruction_counts(url, args.requests) + "\n", flush=True)
+            else:
+                print(instruction_counts(None, args.requests) + "\n", flush=True)
         if "scrape" in parts:
             print("## Multiprocess scrape time against worker files\n", flush=True)
             print(scrapes() + "\n", flush=True)

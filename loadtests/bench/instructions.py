@@ -1,0 +1,113 @@
+"""Instructions per request, counted by valgrind: the one figure this machine's noise cannot move.
+
+Throughput ratios need many paired rounds on a shared VM and still spread by ±10%. Counting the
+instructions one thread executes to answer a request is exact to a fraction of a percent from
+a single run, so the in-process part of a cost (what the app, its libraries and their
+instrumentation do per request, without gunicorn, threads or contention) is settled here and
+the throughput parts can be read against it.
+
+Each setup is run twice under ``valgrind --tool=cachegrind --cache-sim=no`` (counting only):
+once building the app and warming it up, once doing the same and then answering ``requests``
+requests through its WSGI callable. The difference over ``requests`` is the count per request;
+start-up, which differs between setups, cancels. No exporter runs: a span processor exports on
+a timer from its own thread, which would make the count depend on the run's length.
+
+    python -m loadtests.bench.instructions APP PATH REQUESTS   (what valgrind runs)
+
+APP: ``bare`` (a), ``common`` (b), ``lookout`` (this service, by its own env).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WARM_UP = 20
+REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def available() -> bool:
+    return shutil.which("valgrind") is not None
+
+
+def parse(report: str) -> int:
+    """The instruction count from valgrind's summary (``==123== I refs: 1,234``)."""
+    match = REFS.search(report)
+    if match is None:
+        raise ValueError(f"no instruction count in valgrind's output:\n{report[-2000:]}")
+    return int(match.group(1).replace(",", ""))
+
+
+@dataclass(frozen=True)
+class Count:
+    name: str
+    per_request: float  # instructions
+
+
+def run_once(app: str, path: str, requests: int, env: dict[str, str]) -> int:
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+               sys.executable, "-m", "loadtests.bench.instructions", app, path, str(requests)]
+    full_env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT), **env}
+    result = subprocess.run(command, env=full_env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=900, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{app} {path} under valgrind exited {result.returncode}:\n"
+                           f"{result.stderr[-3000:]}")
+    return parse(result.stderr)
+
+
+def count(name: str, app: str, path: str, env: dict[str, str], requests: int) -> Count:
+    """Instructions per request: two runs, with and without the requests, side by side."""
+    with ThreadPoolExecutor(2) as pool:
+        without = pool.submit(run_once, app, path, 0, env)
+        with_requests = pool.submit(run_once, app, path, requests, env)
+        return Count(name, (with_requests.result() - without.result()) / requests)
+
+
+def _build(app: str) -> object:
+    if app == "lookout":
+        from app import create_app
+
+        return create_app()
+    from loadtests.bench import baseline
+
+    return baseline._common() if app == "common" else baseline._flask()
+
+
+def serve(app_name: str, path: str, requests: int) -> None:
+    """What runs under valgrind: build, warm up, then answer ``requests`` requests in-process."""
+    from werkzeug.test import EnvironBuilder
+
+    app = _build(app_name)
+    route, _, query = path.partition("?")
+    environ: dict[str, object] = EnvironBuilder(path=route, query_string=query, base_url="http://127.0.0.1:8000",
+                             headers=[("User-Agent", "wrk"), ("Accept", "*/*")]).get_environ()
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: object, exc_info: object = None) -> None:
+        statuses.append(status)
+
+    def answer(times: int) -> None:
+        for _ in range(times):
+            for _chunk in app(dict(environ), start_response):  # type: ignore[operator]
+                pass
+
+    answer(WARM_UP)
+    gc.collect()
+    gc.freeze()  # as each gunicorn worker does before serving (GUNICORN_GC_FREEZE)
+    answer(requests)
+    failed = [s for s in statuses if not s.startswith("200")]
+    if failed:
+        sys.exit(f"{path} answered {failed[0]}: the count would not be of the request meant")
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))
