@@ -55,7 +55,11 @@ class Count:
 def run_once(app: str, path: str, requests: int, env: dict[str, str]) -> int:
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                sys.executable, "-m", "loadtests.bench.instructions", app, path, str(requests)]
-    full_env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT), **env}
+    # The caller's OTEL_* settings (an exporter, above all) and telemetry switch stay out: each
+    # setup says what it runs with.
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith("OTEL_") and k != "TELEMETRY_ENABLED"}
+    full_env = {**inherited, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT), **env}
     result = subprocess.run(command, env=full_env, cwd=ROOT, capture_output=True, text=True,
                             timeout=900, check=False)
     if result.returncode != 0:
