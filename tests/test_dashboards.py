@@ -108,7 +108,7 @@ def test_the_overview_shows_what_the_issue_asks_for():
     overview = {q.panel: q for q in dashboard_queries([HERE / "lookout-overview.json"])}
     for title in ("Request rate per route", "Error ratio per route (5xx)", "Requests in flight",
                   "Database statement latency (p95, p99)", "Pods: ready, desired, autoscaler maximum",
-                  "CPU per pod", "Memory per pod"):
+                  "CPU per pod", "Memory per pod", "Garbage collections per pod"):
         assert title in overview
     latency = [q for q in dashboard_queries([HERE / "lookout-overview.json"])
                if q.panel == "Request latency per route (p50, p95, p99)"]

@@ -173,6 +173,12 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             f"sum by (pod) (container_memory_working_set_bytes{{{pods}}})", "{{pod}}")], width=8,
             description="Working set of each pod's app container (cAdvisor); the kernel kills at the "
                         "limit."))
+        .with_panel(graph("Garbage collections per pod", "ops", [query(
+            f"sum by (pod, generation) (rate(python_gc_collections_total{{{app}}}[{RATE}]))",
+            "{{pod}} generation {{generation}}")], width=24, height=6,
+            description="Python garbage collections per second by generation. A full collection "
+                        "(generation 2) pauses every request in flight on that pod; workers freeze "
+                        "their start-up heap (GUNICORN_GC_FREEZE) so these stay rare and short."))
         .with_row(Row("Users and authentication"))
         .with_panel(graph("Users created and refused authentications", "ops", [
             query(f"sum(rate(lookout_users_created_total{{{app}}}[{RATE}]))", "users created"),
