@@ -92,8 +92,9 @@ def serve(app_name: str, path: str, requests: int) -> None:
 
     app = _build(app_name)
     route, _, query = path.partition("?")
-    environ: dict[str, object] = EnvironBuilder(path=route, query_string=query, base_url="http://127.0.0.1:8000",
-                             headers=[("User-Agent", "wrk"), ("Accept", "*/*")]).get_environ()
+    builder = EnvironBuilder(path=route, query_string=query, base_url="http://127.0.0.1:8000",
+                             headers=[("User-Agent", "wrk"), ("Accept", "*/*")])
+    environ: dict[str, object] = builder.get_environ()
     statuses: list[str] = []
 
     def start_response(status: str, headers: object, exc_info: object = None) -> None:

@@ -31,7 +31,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from loadtests.bench import instructions, scrape, wrk
@@ -41,6 +41,7 @@ from loadtests.server import PRODUCTION_SECRETS, GunicornServer
 IDLE_CPU_SECONDS = 0.005  # a server that used less than this in IDLE_WINDOW is idle
 IDLE_WINDOW = 0.25
 IDLE_TIMEOUT = 8.0  # past the span processor's 5 s export schedule
+USERS_PATH = "/api/v1/users?per_page=20"  # every users-endpoint part measures this page
 
 
 @dataclass
@@ -267,13 +268,12 @@ def trivial(sink: Sink, seconds: int, rounds: int, cores: Cores) -> str:
 
 
 def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
-    path = "/api/v1/users?per_page=20"
     export = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [
-        Setup("telemetry off (TELEMETRY_ENABLED=false)", {"TELEMETRY_ENABLED": "false"}, path),
-        Setup("telemetry on, default sampling", export, path),
+        Setup("telemetry off (TELEMETRY_ENABLED=false)", {"TELEMETRY_ENABLED": "false"}, USERS_PATH),
+        Setup("telemetry on, default sampling", export, USERS_PATH),
         Setup("telemetry on, start-up heap not frozen (GUNICORN_GC_FREEZE=false)",
-              {**export, "GUNICORN_GC_FREEZE": "false"}, path),
+              {**export, "GUNICORN_GC_FREEZE": "false"}, USERS_PATH),
     ]
     measure(setups, database_url, seconds, rounds, cores)
     off, on, unfrozen = setups
@@ -283,9 +283,8 @@ def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores
 
 
 def workers(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
-    path = "/api/v1/users?per_page=20"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
-    setups = [Setup(f"{kind} (1 worker{', 8 threads' if kind == 'gthread' else ''})", env, path,
+    setups = [Setup(f"{kind} (1 worker{', 8 threads' if kind == 'gthread' else ''})", env, USERS_PATH,
                     worker_class=kind) for kind in ("gthread", "sync", "gevent")]
     measure(setups, database_url, seconds, rounds, cores)
     return table(setups)
@@ -294,10 +293,10 @@ def workers(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cor
 def process_models(sink: Sink, database_url: str, seconds: int, rounds: int) -> str:
     """The exemplar trade-off: one worker with threads, or several workers in multiprocess mode.
     Not pinned: a second worker's point is a second core."""
-    path = "/api/v1/users?per_page=20"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
-    setups = [Setup("1 worker x 8 threads (exemplars, Kubernetes default)", env, path),
-              Setup("2 workers x 4 threads (multiprocess, no exemplars)", env, path, workers=2, threads=4)]
+    setups = [Setup("1 worker x 8 threads (exemplars, Kubernetes default)", env, USERS_PATH),
+              Setup("2 workers x 4 threads (multiprocess, no exemplars)", env, USERS_PATH,
+                    workers=2, threads=4)]
     measure(setups, database_url, seconds, rounds, Cores())
     return table(setups)
 
@@ -305,27 +304,24 @@ def process_models(sink: Sink, database_url: str, seconds: int, rounds: int) -> 
 def instruction_counts(database_url: str | None, requests: int) -> str:
     """In-process instructions per request (valgrind): exact where throughput is noisy."""
     lookout = {"LOOKOUT_ENV": "production", **PRODUCTION_SECRETS}
-    counts = []
     with sqlite_database() as url:
-        counts.append(instructions.count("(a) Flask alone", "bare", "/", {}, requests * 3))
-        counts.append(instructions.count("(b) prometheus_flask_exporter + FlaskInstrumentor, 100%",
-                                         "common", "/", {}, requests * 3))
-        counts.append(instructions.count("(c) Lookout, default sampling", "lookout", "/",
-                                         {**lookout, "DATABASE_URL": url}, requests * 3))
-        counts.append(instructions.count("(c) with tracing off (OTEL_SDK_DISABLED=true)", "lookout", "/",
-                                         {**lookout, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"},
-                                         requests * 3))
+        # (name, app, env) on GET /, which is cheap: three times the requests for the same precision
+        small = [("(a) Flask alone", "bare", {}),
+                 ("(b) prometheus_flask_exporter + FlaskInstrumentor, 100%", "common", {}),
+                 ("(c) Lookout, default sampling", "lookout", {**lookout, "DATABASE_URL": url}),
+                 ("(c) with tracing off (OTEL_SDK_DISABLED=true)", "lookout",
+                  {**lookout, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"})]
+        counts = [instructions.count(name, app, "/", env, requests * 3) for name, app, env in small]
     a, b, c, untraced = counts
     lines = [f"- (c)/(b): {b.per_request / c.per_request:.3f}",
              f"- (c)/(a): {a.per_request / c.per_request:.3f}",
              f"- (c) with tracing off/(b): {b.per_request / untraced.per_request:.3f}"]
     if database_url:
-        path = "/api/v1/users?per_page=20"
         env = {**lookout, "DATABASE_URL": database_url}
-        off = instructions.count("users endpoint, telemetry off", "lookout", path,
+        off = instructions.count("users endpoint, telemetry off", "lookout", USERS_PATH,
                                  {**env, "TELEMETRY_ENABLED": "false"}, requests)
-        on = instructions.count("users endpoint, telemetry on, default sampling", "lookout", path, env,
-                                requests)
+        on = instructions.count("users endpoint, telemetry on, default sampling", "lookout", USERS_PATH,
+                                env, requests)
         counts += [off, on]
         lines.append(f"- users endpoint on/off: {off.per_request / on.per_request:.3f}")
     rows = ["| setup | instructions per request (millions) |", "|---|---:|"]
@@ -373,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 with postgres_database(database) as url:
                     if "users" in parts:
-                        print("## Users endpoint on PostgreSQL (GET /api/v1/users?per_page=20)\n", flush=True)
+                        print(f"## Users endpoint on PostgreSQL (GET {USERS_PATH})\n", flush=True)
                         print(users(sink, url, args.seconds, args.rounds, cores) + "\n", flush=True)
                     if "workers" in parts:
                         print("## Worker classes on the users endpoint\n", flush=True)
@@ -385,11 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             print("## Instructions per request (in-process, valgrind)\n", flush=True)
             if not instructions.available():
                 print("Skipped: valgrind is needed (apt-get install valgrind).\n")
-            elif database:
-                with postgres_database(database) as url:
-                    print(instruction_counts(url, args.requests) + "\n", flush=True)
             else:
-                print(instruction_counts(None, args.requests) + "\n", flush=True)
+                with postgres_database(database) if database else nullcontext(None) as url:
+                    print(instruction_counts(url, args.requests) + "\n", flush=True)
         if "scrape" in parts:
             print("## Multiprocess scrape time against worker files\n", flush=True)
             print(scrapes() + "\n", flush=True)
