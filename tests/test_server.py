@@ -60,6 +60,17 @@ def test_sigterm_stops_the_server_cleanly(live_server):
     assert live_server.process.wait(timeout=15) == 0
 
 
+def test_start_up_log_holds_only_the_servers_own_lines(live_server):
+    """A production start, two workers: every line is JSON from gunicorn or Lookout, none from a
+    library announcing itself (alembic registers its plugins at INFO in every worker)."""
+    assert requests.get(f"{live_server.url}/livez", timeout=10).status_code == 200
+    live_server.stop()
+    lines = [json.loads(line) for line in live_server.output().splitlines()]
+    assert any(line["message"].startswith("Booting worker") for line in lines)
+    foreign = [line for line in lines if not line["logger"].startswith(("gunicorn.", "app.", "lookout."))]
+    assert foreign == []
+
+
 def _freeze_lines(output: str) -> list[dict]:
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return [line for line in lines if line["message"].startswith("gc.freeze:")]

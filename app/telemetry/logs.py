@@ -197,5 +197,9 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": handler, "propagate": False},
             "gunicorn.access": {"level": level, "handlers": handler, "propagate": False},
+            # Flask-Migrate imports alembic in every worker, and alembic (1.18+) announces each of
+            # its built-in plugins at INFO as it registers them: seven lines per worker start that
+            # tell an operator nothing. Its warnings still come through.
+            "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
