@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import logging.config
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -46,6 +48,17 @@ def test_access_line_fields(traced_app, span_exporter, log_lines):
     server = next(s for s in span_exporter.get_finished_spans() if s.name.startswith("GET"))
     assert line["trace_id"] == format(server.context.trace_id, "032x")
     assert line["span_id"] == format(server.context.span_id, "016x")
+
+
+def test_time_is_utc_to_the_millisecond(log_lines):
+    before = datetime.now(timezone.utc)
+    time.sleep(0.002)  # a line's time is truncated to the millisecond
+    logging.getLogger("app.test").info("now")
+    [line] = log_lines()
+    assert len(line["time"]) == len("2026-11-23T08:35:52.123Z") and line["time"].endswith("Z")
+    stamped = datetime.fromisoformat(line["time"])
+    assert stamped.utcoffset() == timedelta(0)
+    assert before <= stamped <= datetime.now(timezone.utc)
 
 
 def test_request_id_is_accepted_and_echoed(client, log_lines):

@@ -16,16 +16,31 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 import weakref
 from typing import Any, TextIO
 
 from flask import g, has_request_context
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from .tracing import current_trace_ids
 
 FIELDS = "{asctime}{levelname}{name}{message}"
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+class JsonFormatter(OrjsonFormatter):
+    """python-json-logger's orjson formatter (a third of the standard json one's cost per line
+    here), its ``time`` in UTC to the millisecond: ``2026-11-23T08:35:52.123Z``. Lines from
+    several processes, each written in batches, interleave on stdout; their times order them.
+    Set through logging.Formatter's own knobs (``converter`` and the default time formats,
+    which ``formatTime`` uses when no ``datefmt`` is given): ``time.strftime`` has no
+    sub-second field."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
 
 
 class ContextFilter(logging.Filter):
@@ -179,15 +194,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
         "formatters": {
-            "json": {
-                # python-json-logger's formatter on orjson: a third of the standard json one's
-                # cost per line here.
-                "()": "pythonjsonlogger.orjson.OrjsonFormatter",
-                "fmt": FIELDS,
-                "style": "{",
-                "rename_fields": RENAMED,
-                "datefmt": "%Y-%m-%dT%H:%M:%S%z",
-            }
+            "json": {"()": JsonFormatter, "fmt": FIELDS, "style": "{", "rename_fields": RENAMED}
         },
         "handlers": {
             "json": {"class": "app.telemetry.logs.BackgroundStreamHandler", "stream": "ext://sys.stdout",
