@@ -7,7 +7,7 @@ import json
 import logging
 import logging.config
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -51,14 +51,14 @@ def test_access_line_fields(traced_app, span_exporter, log_lines):
 
 
 def test_time_is_utc_to_the_millisecond(log_lines):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     time.sleep(0.002)  # a line's time is truncated to the millisecond
     logging.getLogger("app.test").info("now")
     [line] = log_lines()
     assert len(line["time"]) == len("2026-11-23T08:35:52.123Z") and line["time"].endswith("Z")
     stamped = datetime.fromisoformat(line["time"])
     assert stamped.utcoffset() == timedelta(0)
-    assert before <= stamped <= datetime.now(timezone.utc)
+    assert before <= stamped <= datetime.now(UTC)
 
 
 def test_request_id_is_accepted_and_echoed(client, log_lines):
