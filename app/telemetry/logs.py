@@ -38,7 +38,7 @@ class JsonFormatter(OrjsonFormatter):
     which ``formatTime`` uses when no ``datefmt`` is given): ``time.strftime`` has no
     sub-second field."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
 
