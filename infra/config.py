@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 import pulumi
 
 from app.config import Config as AppConfig
+from dashboards import duration_seconds
 
 ARGON2_MIB = AppConfig.model_fields["PASSWORD_HASH_MEMORY_KIB"].default // 1024  # per concurrent hash
 WORKER_BASELINE_MIB = 128  # one gunicorn worker with Flask, SQLAlchemy and OpenTelemetry loaded
@@ -81,9 +82,11 @@ class Settings:
     monitoring_namespace: str
     grafana_service_type: str
     prometheus_retention: str
+    prometheus_storage_size: str
     traces_export_endpoint: str
     trace_store: bool
     trace_retention: str
+    trace_storage_size: str
     loadtest_enabled: bool
     loadtest_workers: int
     loadtest_users: int
@@ -135,6 +138,14 @@ class Settings:
             raise ConfigError(f"loadtestRunTime: {self.loadtest_run_time!r} "
                               "is not a duration such as 10m or 1h30m")
         parse_quantity("databaseStorageSize", self.database_storage_size)
+        for key in ("prometheusStorageSize", "traceStorageSize"):
+            if getattr(self, _attribute(key)):
+                self.quantity(key)
+        try:
+            duration_seconds(self.prometheus_retention)
+        except ValueError:
+            raise ConfigError(f"prometheusRetention: {self.prometheus_retention!r} "
+                              "is not a Prometheus duration such as 15d or 12h") from None
 
     @property
     def memory_needed_mib(self) -> int:
@@ -142,8 +153,12 @@ class Settings:
         return self.gunicorn_workers * (self.gunicorn_threads * ARGON2_MIB + WORKER_BASELINE_MIB)
 
     def quantity(self, key: str) -> Decimal:
-        attribute = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        return parse_quantity(key, getattr(self, attribute))
+        return parse_quantity(key, getattr(self, _attribute(key)))
+
+
+def _attribute(key: str) -> str:
+    """The Settings attribute of a config key: memoryLimit -> memory_limit."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
 def _one_of(key: str, value: str, *allowed: str) -> None:
@@ -206,9 +221,11 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         monitoring_namespace=c.require("monitoringNamespace"),
         grafana_service_type=c.require("grafanaServiceType"),
         prometheus_retention=c.require("prometheusRetention"),
+        prometheus_storage_size=c.require("prometheusStorageSize"),
         traces_export_endpoint=c.require("tracesExportEndpoint"),
         trace_store=c.require_bool("traceStore"),
         trace_retention=c.require("traceRetention"),
+        trace_storage_size=c.require("traceStorageSize"),
         loadtest_enabled=c.require_bool("loadtestEnabled"),
         loadtest_workers=c.require_int("loadtestWorkers"),
         loadtest_users=c.require_int("loadtestUsers"),

@@ -83,8 +83,9 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         namespace=s.monitoring_namespace, dashboard_files=files.dashboards, rule_files=files.rules,
         targets=(ScrapeTarget(APP, s.namespace, selector(APP, "metrics"), port="metrics"),),
         grafana_service_type=s.grafana_service_type, prometheus_retention=s.prometheus_retention,
-        traces_export_endpoint=s.traces_export_endpoint, trace_store=s.trace_store,
-        trace_retention=s.trace_retention))
+        prometheus_storage_size=s.prometheus_storage_size, traces_export_endpoint=s.traces_export_endpoint,
+        trace_store=s.trace_store, trace_retention=s.trace_retention,
+        trace_storage_size=s.trace_storage_size))
     database = Database(f"{APP}-db", DatabaseArgs(
         mode=s.database_mode, port=s.database_port, external_url=s.database_url,
         external_cidrs=s.database_egress_cidrs, instances=s.database_instances,

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
+from infra.config import parse_quantity
 
 KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.github.io/helm-charts")
 OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")
@@ -33,6 +35,10 @@ COLLECTOR = "otel-collector"
 # (the one tracesExportEndpoint sends to) under it, and the latency panel's exemplars link to traces.
 TRACES_DATASOURCE_UID = "traces"
 OTLP_HTTP_PORT = 4318
+# Prometheus deletes whole blocks to stay under its size limit but counts the write-ahead log and
+# the head chunks in it, and a compaction writes its new block before deleting the old ones: the
+# limit leaves a fifth of the volume for those, so a full disk never stops ingestion.
+PROMETHEUS_VOLUME_SHARE = Decimal("0.8")
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,23 @@ class MonitoringArgs:
     targets: Sequence[ScrapeTarget]
     grafana_service_type: str = "ClusterIP"
     prometheus_retention: str = "7d"
+    prometheus_storage_size: str = ""  # a volume for Prometheus's data; empty: the pod's own disk
     traces_export_endpoint: str = ""  # a further OTLP/HTTP destination for traces; empty for none
     trace_store: bool = True  # Tempo in this namespace, Grafana's "traces" data source
     trace_retention: str = "72h"
+    trace_storage_size: str = ""  # a volume for Tempo's traces; empty: the pod's own disk
+
+
+def prometheus_retention_size(storage_size: str) -> str:
+    """Return Prometheus's size limit for a volume of ``storage_size`` (a Kubernetes quantity), in
+    Prometheus's units, which are powers of two: "50Gi" -> "40960MB"."""
+    limit = parse_quantity("prometheusStorageSize", storage_size) * PROMETHEUS_VOLUME_SHARE
+    return f"{int(limit) // 2**20}MB"
+
+
+def _volume_claim(size: str) -> dict[str, Any]:
+    """A PersistentVolumeClaim spec on the cluster's default storage class."""
+    return {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
 
 
 def dashboard_name(path: Path) -> str:
@@ -182,6 +202,10 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
         },
         "prometheus": {"prometheusSpec": {
             "retention": args.prometheus_retention,
+            # Without a volume the data lives on the pod's own disk and is gone when it moves.
+            **({"storageSpec": {"volumeClaimTemplate": {"spec": _volume_claim(args.prometheus_storage_size)}},
+                "retentionSize": prometheus_retention_size(args.prometheus_storage_size)}
+               if args.prometheus_storage_size else {}),
             "enableFeatures": ["exemplar-storage"],  # latency exemplars link to traces
             # Only objects labelled release=<release> are picked up (the chart's default, stated).
             "serviceMonitorSelectorNilUsesHelmValues": True,
@@ -205,6 +229,8 @@ def _tempo_values(args: MonitoringArgs) -> dict[str, Any]:
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         },
+        "persistence": {"enabled": True, "accessModes": ["ReadWriteOnce"], "size": args.trace_storage_size}
+        if args.trace_storage_size else {"enabled": False},
     }
 
 

@@ -12,9 +12,9 @@ import pulumi
 import pytest
 import yaml
 
-from dashboards import dashboard_files, rule_files
+from dashboards import dashboard_files, duration_seconds, load_slo, rule_files
 from infra.components import Monitoring, MonitoringArgs, ScrapeTarget
-from infra.components.monitoring import RELEASE, dashboard_name, rule_groups
+from infra.components.monitoring import RELEASE, dashboard_name, prometheus_retention_size, rule_groups
 from infra.mockrun import LB_ADDRESS, Rendered, run_program
 
 TARGET = ScrapeTarget(
@@ -132,6 +132,36 @@ def test_helm_charts_are_pinned_and_configured(synthetic: Rendered):
 
 def _release_values(rendered: Rendered, name: str) -> dict[str, Any]:
     return next(r for r in rendered.releases if r["name"] == name)["values"]
+
+
+def test_without_volumes_prometheus_and_tempo_keep_data_on_the_pods_disk(synthetic: Rendered):
+    spec = _release_values(synthetic, RELEASE)["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "7d"
+    assert "storageSpec" not in spec and "retentionSize" not in spec
+    assert _release_values(synthetic, "tempo")["persistence"] == {"enabled": False}
+
+
+def test_volumes_keep_prometheus_and_tempo_data_and_prometheus_stays_under_its_volume():
+    rendered = build(prometheus_storage_size="50Gi", trace_storage_size="10Gi")
+    spec = _release_values(rendered, RELEASE)["prometheus"]["prometheusSpec"]
+    claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}}
+    assert spec["retentionSize"] == "40960MB"  # 80% of 50 GiB; Prometheus's MB are MiB
+    persistence = _release_values(rendered, "tempo")["persistence"]
+    assert persistence == {"enabled": True, "accessModes": ["ReadWriteOnce"], "size": "10Gi"}
+
+
+@pytest.mark.parametrize(("volume", "limit"), [("50Gi", "40960MB"), ("1Gi", "819MB"), ("100G", "76293MB")])
+def test_prometheus_size_limit_is_four_fifths_of_its_volume(volume: str, limit: str):
+    assert prometheus_retention_size(volume) == limit
+
+
+def test_production_prometheus_keeps_the_whole_slo_window_on_a_volume(render_case):
+    """The SLO dashboard's 30-day budget and the 3-day burn-rate alert read this far back."""
+    spec = _release_values(render_case("prod"), RELEASE)["prometheus"]["prometheusSpec"]
+    assert duration_seconds(spec["retention"]) >= duration_seconds(load_slo().window)
+    assert spec["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
+    assert spec["retentionSize"]
 
 
 def test_traces_go_to_tempo_which_grafana_reads_for_exemplars(synthetic: Rendered):
