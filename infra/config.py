@@ -87,6 +87,8 @@ class Settings:
     trace_store: bool
     trace_retention: str
     trace_storage_size: str
+    alert_pagerduty_routing_key: pulumi.Output[str] | None
+    alert_slack_webhook_url: pulumi.Output[str] | None
     loadtest_enabled: bool
     loadtest_workers: int
     loadtest_users: int
@@ -226,6 +228,8 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         trace_store=c.require_bool("traceStore"),
         trace_retention=c.require("traceRetention"),
         trace_storage_size=c.require("traceStorageSize"),
+        alert_pagerduty_routing_key=_optional_secret(c, "alertPagerdutyRoutingKey"),
+        alert_slack_webhook_url=_optional_secret(c, "alertSlackWebhookUrl"),
         loadtest_enabled=c.require_bool("loadtestEnabled"),
         loadtest_workers=c.require_int("loadtestWorkers"),
         loadtest_users=c.require_int("loadtestUsers"),
@@ -234,3 +238,8 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         loadtest_image=c.require("loadtestImage"),
         loadtest_pip_packages=tuple(c.require_object("loadtestPipPackages")),
     )
+
+
+def _optional_secret(c: pulumi.Config, key: str) -> pulumi.Output[str] | None:
+    """The secret set for ``key``, still encrypted, or None where it is not set."""
+    return c.require_secret(key) if c.get(key) else None  # get() asks only whether it is set

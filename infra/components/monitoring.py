@@ -20,6 +20,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
+from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, alertmanager_config
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
 from infra.config import parse_quantity
@@ -66,6 +67,9 @@ class MonitoringArgs:
     trace_store: bool = True  # Tempo in this namespace, Grafana's "traces" data source
     trace_retention: str = "72h"
     trace_storage_size: str = ""  # a volume for Tempo's traces; empty: the pod's own disk
+    # Alert receivers' secrets (infra/components/alerting.py); None drops what would go there.
+    pagerduty_routing_key: pulumi.Input[str] | None = None
+    slack_webhook_url: pulumi.Input[str] | None = None
 
 
 def prometheus_retention_size(storage_size: str) -> str:
@@ -117,12 +121,18 @@ class Monitoring(pulumi.ComponentResource):
         admin = k8s.core.v1.Secret(f"{name}-grafana-admin", metadata={**meta, "name": "grafana-admin"},
                                    string_data={"admin-user": "admin", "admin-password": password.result},
                                    opts=in_ns)
+        receivers = {key: value for key, value in ((PAGERDUTY_KEY, args.pagerduty_routing_key),
+                                                   (SLACK_KEY, args.slack_webhook_url)) if value is not None}
+        # Always there, empty or not: Alertmanager's pod mounts it.
+        receiver_secret = k8s.core.v1.Secret(
+            f"{name}-alertmanager-receivers", metadata={**meta, "name": RECEIVERS_SECRET},
+            string_data=receivers, opts=in_ns)
         chart, version, repo = KPS_CHART
         stack = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack", name=RELEASE, chart=chart, version=version,
             repository_opts={"repo": repo}, namespace=args.namespace, values=_stack_values(args),
             timeout=900, cleanup_on_fail=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin, receiver_secret]))
         if args.trace_store:
             chart, version, repo = TEMPO_CHART
             k8s.helm.v3.Release(
@@ -212,8 +222,12 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
             "ruleSelectorNilUsesHelmValues": True,
             "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         }},
-        "alertmanager": {"alertmanagerSpec": {
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
+        "alertmanager": {
+            "config": alertmanager_config(pagerduty=args.pagerduty_routing_key is not None,
+                                          slack=args.slack_webhook_url is not None),
+            "alertmanagerSpec": {
+                "secrets": [RECEIVERS_SECRET],  # files the config names, never values in it
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
     }
 
 

@@ -25,7 +25,8 @@ def load(stack: str, **overrides: Any) -> tuple[Settings, dict[str, bool]]:
     def program() -> None:
         settings = load_settings()
         found["settings"] = settings
-        for name in ("secret_key", "jwt_secret_key", "database_url"):
+        for name in ("secret_key", "jwt_secret_key", "database_url", "alert_pagerduty_routing_key",
+                     "alert_slack_webhook_url"):
             if getattr(settings, name) is not None:
                 pulumi.export(name, getattr(settings, name))
 
@@ -57,6 +58,13 @@ def test_stacks_load_with_their_overrides():
     assert dev.database_url is None
     assert dev_secrets == {"secret_key": True, "jwt_secret_key": True}
     assert prod_secrets == {"secret_key": True, "jwt_secret_key": True, "database_url": True}
+
+
+def test_alert_receivers_are_read_as_secrets_and_only_when_set(dev: Settings):
+    assert dev.alert_pagerduty_routing_key is None and dev.alert_slack_webhook_url is None
+    _, secret = load("prod", alertPagerdutyRoutingKey="0123456789abcdef",
+                     alertSlackWebhookUrl="https://hooks.slack.com/services/T0/B0/x")
+    assert secret["alert_pagerduty_routing_key"] is True and secret["alert_slack_webhook_url"] is True
 
 
 def test_memory_sizing_follows_the_apps_argon2_cost(dev: Settings):

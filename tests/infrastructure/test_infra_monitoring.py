@@ -14,6 +14,7 @@ import yaml
 
 from dashboards import dashboard_files, duration_seconds, load_slo, rule_files
 from infra.components import Monitoring, MonitoringArgs, ScrapeTarget
+from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
 from infra.components.monitoring import RELEASE, dashboard_name, prometheus_retention_size, rule_groups
 from infra.mockrun import LB_ADDRESS, Rendered, run_program
 
@@ -122,7 +123,8 @@ def test_helm_charts_are_pinned_and_configured(synthetic: Rendered):
         "label": "grafana_dashboard",
         "labelValue": "1",
     }
-    assert stack["grafana"]["admin"]["existingSecret"] == synthetic.one("Secret")["metadata"]["name"]
+    admin = synthetic.one("Secret", "grafana-admin")
+    assert stack["grafana"]["admin"]["existingSecret"] == admin["metadata"]["name"]
     assert "exemplar-storage" in stack["prometheus"]["prometheusSpec"]["enableFeatures"]
     collector = releases["otel-collector"]["values"]
     assert collector["mode"] == "deployment"
@@ -132,6 +134,28 @@ def test_helm_charts_are_pinned_and_configured(synthetic: Rendered):
 
 def _release_values(rendered: Rendered, name: str) -> dict[str, Any]:
     return next(r for r in rendered.releases if r["name"] == name)["values"]
+
+
+def test_alert_receivers_come_from_a_secret_that_alertmanager_mounts():
+    rendered = build(pagerduty_routing_key="pd-routing-key-value",
+                     slack_webhook_url="https://hooks.slack.com/services/T0/B0/slack-value")
+    assert set(rendered.one("Secret", RECEIVERS_SECRET)["stringData"]) == {PAGERDUTY_KEY, SLACK_KEY}
+    alertmanager = _release_values(rendered, RELEASE)["alertmanager"]
+    assert alertmanager["alertmanagerSpec"]["secrets"] == [RECEIVERS_SECRET]
+    text = json.dumps(alertmanager)
+    assert "pd-routing-key-value" not in text and "slack-value" not in text
+    receivers = {r["name"]: r for r in alertmanager["config"]["receivers"]}
+    files = f"/etc/alertmanager/secrets/{RECEIVERS_SECRET}"
+    assert receivers["pager"]["pagerduty_configs"][0]["routing_key_file"] == f"{files}/{PAGERDUTY_KEY}"
+    assert receivers["chat"]["slack_configs"][0]["api_url_file"] == f"{files}/{SLACK_KEY}"
+    assert "monitoring-alertmanager-receivers" in rendered.depends_on["monitoring-kube-prometheus-stack"]
+
+
+def test_without_receivers_the_secret_is_empty_and_nothing_is_sent(synthetic: Rendered):
+    assert not synthetic.one("Secret", RECEIVERS_SECRET).get("stringData")
+    config = _release_values(synthetic, RELEASE)["alertmanager"]["config"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert receivers == {"null": {"name": "null"}, "pager": {"name": "pager"}, "chat": {"name": "chat"}}
 
 
 def test_without_volumes_prometheus_and_tempo_keep_data_on_the_pods_disk(synthetic: Rendered):

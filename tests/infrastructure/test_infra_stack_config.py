@@ -26,6 +26,7 @@ def test_every_key_has_a_type_a_description_and_a_default_unless_secret():
 def test_the_program_reads_exactly_the_declared_keys():
     source = (INFRA_DIR / "config.py").read_text()
     read = set(re.findall(r'c\.require(?:_int|_bool|_object|_secret)?\("(\w+)"\)', source))
+    read |= set(re.findall(r'_optional_secret\(c, "(\w+)"\)', source))
     assert read == set(schema())
 
 

@@ -1,0 +1,78 @@
+"""Where alerts go: Alertmanager's routes, receivers and inhibitions, as one config mapping.
+
+Pages (``severity: page``, and kube-prometheus-stack's own ``critical``) go to PagerDuty and, as a
+copy, to the chat channel; tickets (``ticket``, ``warning``) to the chat channel only; the
+stack's ``Watchdog``, ``InfoInhibitor`` and ``info`` alerts nowhere. A receiver whose secret is
+not set drops what reaches it, so the tree is the same on every stack.
+
+Secrets stay out of the config: Alertmanager reads the PagerDuty routing key and the Slack
+webhook URL from files (``routing_key_file``, ``api_url_file``), which the operator mounts from a
+Secret (``alertmanagerSpec.secrets``). The Go templates in the texts are Alertmanager's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RECEIVERS_SECRET = "alertmanager-receivers"  # noqa: S105 - a Secret's name; mounted at SECRETS_DIR/<name>/<key>
+SECRETS_DIR = "/etc/alertmanager/secrets"
+PAGERDUTY_KEY = "pagerduty-routing-key"
+SLACK_KEY = "slack-webhook-url"
+PAGES = "page|critical"  # this service's word, and the one kube-prometheus-stack's rules use
+TICKETS = "ticket|warning"
+BURN_RATE_ALERTS = "Lookout.+Burn.+"
+# Alerts that a service with no pod up raises anyway: noise next to LookoutNoTargetUp.
+AFTER_NO_TARGET = ("LookoutTargetDown", "LookoutReadinessFailing", "LookoutNoTraffic", "LookoutSaturated")
+
+_SUMMARY = "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}: {{ .CommonAnnotations.summary }}"
+_DETAILS = ("{{ range .Alerts }}{{ .Annotations.description }}\n"
+            "Runbook: {{ .Annotations.runbook }}\n{{ end }}")
+
+
+def alertmanager_config(*, pagerduty: bool, slack: bool, secrets_dir: str = SECRETS_DIR) -> dict[str, Any]:
+    """Return Alertmanager's configuration.
+
+    ``pagerduty`` and ``slack`` say whether the receivers' secrets exist (as files under
+    ``secrets_dir/RECEIVERS_SECRET/``); a receiver without one has no integration and drops.
+    """
+    files = f"{secrets_dir}/{RECEIVERS_SECRET}"
+    pager: dict[str, Any] = {"name": "pager"}
+    if pagerduty:
+        pager["pagerduty_configs"] = [{
+            "routing_key_file": f"{files}/{PAGERDUTY_KEY}", "send_resolved": True,
+            "severity": "critical", "description": _SUMMARY,
+            "details": {"runbook": "{{ .CommonAnnotations.runbook }}"},  # beside Alertmanager's own
+        }]
+    chat: dict[str, Any] = {"name": "chat"}
+    if slack:
+        chat["slack_configs"] = [{
+            "api_url_file": f"{files}/{SLACK_KEY}", "send_resolved": True,
+            "title": _SUMMARY, "text": _DETAILS,
+        }]
+    return {
+        "global": {"resolve_timeout": "5m"},
+        "route": {
+            "receiver": "null",  # anything no route below claims
+            # One notification per alert and SLO: the two SLOs' pages are separate incidents.
+            "group_by": ["alertname", "namespace", "slo"],
+            "group_wait": "30s", "group_interval": "5m", "repeat_interval": "24h",
+            "routes": [
+                {"matchers": ['alertname=~"Watchdog|InfoInhibitor"'], "receiver": "null"},
+                {"matchers": [f'severity=~"{PAGES}"'], "receiver": "pager", "repeat_interval": "4h",
+                 "continue": True},  # and on to the chat channel, so the team sees pages too
+                {"matchers": [f'severity=~"{PAGES}|{TICKETS}"'], "receiver": "chat"},
+            ],
+        },
+        "inhibit_rules": [
+            # A page for an SLO says it all: its slower ticket windows add nothing while it fires.
+            {"source_matchers": [f'alertname=~"{BURN_RATE_ALERTS}"', f'severity=~"{PAGES}"'],
+             "target_matchers": [f'alertname=~"{BURN_RATE_ALERTS}"', f'severity=~"{TICKETS}"'],
+             "equal": ["slo"]},
+            {"source_matchers": ['alertname="LookoutNoTargetUp"'],
+             "target_matchers": [f'alertname=~"{"|".join(AFTER_NO_TARGET)}"']},
+            # kube-prometheus-stack's convention for its own rules: the worse one of a pair wins.
+            {"source_matchers": [f'severity=~"{PAGES}"'], "target_matchers": [f'severity=~"{TICKETS}|info"'],
+             "equal": ["namespace", "alertname"]},
+        ],
+        "receivers": [{"name": "null"}, pager, chat],
+    }
