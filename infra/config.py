@@ -139,9 +139,9 @@ class Settings:
         if self.loadtest_run_time and not _DURATION.match(self.loadtest_run_time):
             raise ConfigError(f"loadtestRunTime: {self.loadtest_run_time!r} "
                               "is not a duration such as 10m or 1h30m")
-        parse_quantity("databaseStorageSize", self.database_storage_size)
+        self.quantity("databaseStorageSize")
         for key in ("prometheusStorageSize", "traceStorageSize"):
-            if getattr(self, _attribute(key)):
+            if getattr(self, _attribute(key)):  # empty: no volume
                 self.quantity(key)
         try:
             duration_seconds(self.prometheus_retention)
