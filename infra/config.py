@@ -87,6 +87,7 @@ class Settings:
     trace_store: bool
     trace_retention: str
     trace_storage_size: str
+    control_plane_monitoring: bool
     alert_pagerduty_routing_key: pulumi.Output[str] | None
     alert_slack_webhook_url: pulumi.Output[str] | None
     loadtest_enabled: bool
@@ -228,6 +229,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         trace_store=c.require_bool("traceStore"),
         trace_retention=c.require("traceRetention"),
         trace_storage_size=c.require("traceStorageSize"),
+        control_plane_monitoring=c.require_bool("controlPlaneMonitoring"),
         alert_pagerduty_routing_key=_optional_secret(c, "alertPagerdutyRoutingKey"),
         alert_slack_webhook_url=_optional_secret(c, "alertSlackWebhookUrl"),
         loadtest_enabled=c.require_bool("loadtestEnabled"),

@@ -1,9 +1,11 @@
 """Where alerts go: Alertmanager's routes, receivers and inhibitions, as one config mapping.
 
-Pages (``severity: page``, and kube-prometheus-stack's own ``critical``) go to PagerDuty and, as a
-copy, to the chat channel; tickets (``ticket``, ``warning``) to the chat channel only; the
-stack's ``Watchdog``, ``InfoInhibitor`` and ``info`` alerts nowhere. A receiver whose secret is
-not set drops what reaches it, so the tree is the same on every stack.
+Pages (``severity: page``: the SLO burning fast, no pod up) go to PagerDuty and, as a copy, to
+the chat channel; tickets (``ticket``) and kube-prometheus-stack's own ``critical`` and
+``warning`` alerts to the chat channel only: someone is woken for what users feel, not for a
+cause the cluster may absorb. The stack's ``Watchdog``, ``InfoInhibitor`` and ``info`` alerts
+go nowhere. A receiver whose secret is not set drops what reaches it, so the tree is the same on
+every stack.
 
 Secrets stay out of the config: Alertmanager reads the PagerDuty routing key and the Slack
 webhook URL from files (``routing_key_file``, ``api_url_file``), which the operator mounts from a
@@ -18,8 +20,7 @@ RECEIVERS_SECRET = "alertmanager-receivers"  # noqa: S105 - a Secret's name; mou
 SECRETS_DIR = "/etc/alertmanager/secrets"
 PAGERDUTY_KEY = "pagerduty-routing-key"
 SLACK_KEY = "slack-webhook-url"
-PAGES = "page|critical"  # this service's word, and the one kube-prometheus-stack's rules use
-TICKETS = "ticket|warning"
+CHAT = "page|ticket|critical|warning"  # kube-prometheus-stack's rules say critical and warning
 BURN_RATE_ALERTS = "Lookout.+Burn.+"
 # Alerts that a service with no pod up raises anyway: noise next to LookoutNoTargetUp.
 AFTER_NO_TARGET = ("LookoutTargetDown", "LookoutReadinessFailing", "LookoutNoTraffic", "LookoutSaturated")
@@ -58,20 +59,20 @@ def alertmanager_config(*, pagerduty: bool, slack: bool, secrets_dir: str = SECR
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "24h",
             "routes": [
                 {"matchers": ['alertname=~"Watchdog|InfoInhibitor"'], "receiver": "null"},
-                {"matchers": [f'severity=~"{PAGES}"'], "receiver": "pager", "repeat_interval": "4h",
+                {"matchers": ['severity="page"'], "receiver": "pager", "repeat_interval": "4h",
                  "continue": True},  # and on to the chat channel, so the team sees pages too
-                {"matchers": [f'severity=~"{PAGES}|{TICKETS}"'], "receiver": "chat"},
+                {"matchers": [f'severity=~"{CHAT}"'], "receiver": "chat"},
             ],
         },
         "inhibit_rules": [
             # A page for an SLO says it all: its slower ticket windows add nothing while it fires.
-            {"source_matchers": [f'alertname=~"{BURN_RATE_ALERTS}"', f'severity=~"{PAGES}"'],
-             "target_matchers": [f'alertname=~"{BURN_RATE_ALERTS}"', f'severity=~"{TICKETS}"'],
+            {"source_matchers": [f'alertname=~"{BURN_RATE_ALERTS}"', 'severity="page"'],
+             "target_matchers": [f'alertname=~"{BURN_RATE_ALERTS}"', 'severity="ticket"'],
              "equal": ["slo"]},
             {"source_matchers": ['alertname="LookoutNoTargetUp"'],
              "target_matchers": [f'alertname=~"{"|".join(AFTER_NO_TARGET)}"']},
             # kube-prometheus-stack's convention for its own rules: the worse one of a pair wins.
-            {"source_matchers": [f'severity=~"{PAGES}"'], "target_matchers": [f'severity=~"{TICKETS}|info"'],
+            {"source_matchers": ['severity="critical"'], "target_matchers": ['severity=~"warning|info"'],
              "equal": ["namespace", "alertname"]},
         ],
         "receivers": [{"name": "null"}, pager, chat],

@@ -67,6 +67,7 @@ class MonitoringArgs:
     trace_store: bool = True  # Tempo in this namespace, Grafana's "traces" data source
     trace_retention: str = "72h"
     trace_storage_size: str = ""  # a volume for Tempo's traces; empty: the pod's own disk
+    control_plane: bool = False  # scrape and alert on the controller manager, scheduler, etcd, kube-proxy
     # Alert receivers' secrets (infra/components/alerting.py); None drops what would go there.
     pagerduty_routing_key: pulumi.Input[str] | None = None
     slack_webhook_url: pulumi.Input[str] | None = None
@@ -196,6 +197,11 @@ def _monitoring_namespace(name: str) -> dict[str, Any]:
 def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
     return {
         "fullnameOverride": "kps",  # short object names: kps-prometheus, kps-alertmanager
+        # Managed control planes (EKS, GKE, AKS) and kind do not let Prometheus reach these: their
+        # scrapes fail and the chart's alerts on them (KubeSchedulerDown, ...) fire for ever. The
+        # chart's rules for each follow its switch.
+        **{component: {"enabled": args.control_plane}
+           for component in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")},
         "grafana": {
             "fullnameOverride": "grafana",
             "admin": {"existingSecret": "grafana-admin", "userKey": "admin-user",

@@ -158,6 +158,16 @@ def test_without_receivers_the_secret_is_empty_and_nothing_is_sent(synthetic: Re
     assert receivers == {"null": {"name": "null"}, "pager": {"name": "pager"}, "chat": {"name": "chat"}}
 
 
+CONTROL_PLANE = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+
+
+def test_the_control_plane_is_left_alone_unless_the_cluster_exposes_it(synthetic: Rendered):
+    hidden = _release_values(synthetic, RELEASE)
+    assert [hidden[c] for c in CONTROL_PLANE] == [{"enabled": False}] * len(CONTROL_PLANE)
+    exposed = _release_values(build(control_plane=True), RELEASE)
+    assert [exposed[c] for c in CONTROL_PLANE] == [{"enabled": True}] * len(CONTROL_PLANE)
+
+
 def test_without_volumes_prometheus_and_tempo_keep_data_on_the_pods_disk(synthetic: Rendered):
     spec = _release_values(synthetic, RELEASE)["prometheus"]["prometheusSpec"]
     assert spec["retention"] == "7d"
