@@ -90,6 +90,7 @@ class Settings:
     control_plane_monitoring: bool
     alert_pagerduty_routing_key: pulumi.Output[str] | None
     alert_slack_webhook_url: pulumi.Output[str] | None
+    alert_heartbeat_url: pulumi.Output[str] | None
     loadtest_enabled: bool
     loadtest_workers: int
     loadtest_users: int
@@ -232,6 +233,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         control_plane_monitoring=c.require_bool("controlPlaneMonitoring"),
         alert_pagerduty_routing_key=_optional_secret(c, "alertPagerdutyRoutingKey"),
         alert_slack_webhook_url=_optional_secret(c, "alertSlackWebhookUrl"),
+        alert_heartbeat_url=_optional_secret(c, "alertHeartbeatUrl"),
         loadtest_enabled=c.require_bool("loadtestEnabled"),
         loadtest_workers=c.require_int("loadtestWorkers"),
         loadtest_users=c.require_int("loadtestUsers"),

@@ -61,12 +61,15 @@ def receivers_for(amtool: str, config: Path, labels: dict[str, str]) -> set[str]
 
 @pytest.mark.parametrize(("pagerduty", "slack"), [(True, True), (True, False), (False, True), (False, False)])
 def test_amtool_accepts_the_config_with_and_without_each_receiver(amtool, tmp_path, pagerduty, slack):
-    config = write_config(tmp_path, alertmanager_config(pagerduty=pagerduty, slack=slack))
+    heartbeat = "https://hc-ping.com/0f0e0d0c" if pagerduty else None
+    config = write_config(tmp_path, alertmanager_config(pagerduty=pagerduty, slack=slack,
+                                                        heartbeat_url=heartbeat))
     result = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     receivers = {r["name"]: r for r in yaml.safe_load(config.read_text())["receivers"]}
     assert ("pagerduty_configs" in receivers["pager"]) is pagerduty
     assert ("slack_configs" in receivers["chat"]) is slack
+    assert ("webhook_configs" in receivers["heartbeat"]) is pagerduty
 
 
 def test_amtool_refuses_a_broken_config(amtool, tmp_path):
@@ -94,10 +97,11 @@ def test_every_alert_of_the_rule_files_reaches_someone(amtool, tmp_path):
         assert receivers_for(amtool, config, {"alertname": name, **labels}) == expected, name
 
 
-def test_an_unknown_severity_or_the_watchdog_is_dropped(amtool, tmp_path):
+def test_an_unknown_severity_is_dropped_and_the_watchdog_is_a_heartbeat(amtool, tmp_path):
     config = write_config(tmp_path, alertmanager_config(pagerduty=True, slack=True))
     assert receivers_for(amtool, config, {"alertname": "LookoutSomething", "severity": "urgent"}) == {"null"}
-    assert receivers_for(amtool, config, {"alertname": "Watchdog", "severity": "none"}) == {"null"}
+    assert receivers_for(amtool, config, {"alertname": "InfoInhibitor", "severity": "none"}) == {"null"}
+    assert receivers_for(amtool, config, {"alertname": "Watchdog", "severity": "none"}) == {"heartbeat"}
     # kube-prometheus-stack's own rules say critical and warning: the chat channel, no page
     assert receivers_for(amtool, config, {"alertname": "KubeNodeNotReady", "severity": "warning"}) == {"chat"}
     assert receivers_for(amtool, config, {"alertname": "KubeletDown", "severity": "critical"}) == {"chat"}
@@ -129,7 +133,11 @@ class Sink:
         """The alert name of each notification that reached ``path``, in order."""
         found = []
         for where, body in list(self.received):
-            if where == path:
+            if where != path:
+                continue
+            if path == "/heartbeat":  # a plain webhook: Alertmanager's own payload
+                found += [f"[{body['status'].upper()}] {a['labels']['alertname']}" for a in body["alerts"]]
+            else:
                 text = body["payload"]["summary"] if path == "/pagerduty" else body["attachments"][0]["title"]
                 found.append(text.split(":")[0])
         return found
@@ -145,7 +153,8 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, Sink]]:
     secrets.mkdir(parents=True)
     (secrets / PAGERDUTY_KEY).write_text(ROUTING_KEY)
     (secrets / SLACK_KEY).write_text(f"{sink.url}/slack")
-    config = alertmanager_config(pagerduty=True, slack=True, secrets_dir=str(tmp_path / "secrets"))
+    config = alertmanager_config(pagerduty=True, slack=True, heartbeat_url=f"{sink.url}/heartbeat",
+                                 secrets_dir=str(tmp_path / "secrets"))
     config["global"]["pagerduty_url"] = f"{sink.url}/pagerduty"
     # Seconds, not the production half-minute and minutes: the grouping is what is under test.
     config["route"] |= {"group_wait": "1s", "group_interval": "1s"}
@@ -202,12 +211,15 @@ def test_alertmanager_pages_tickets_and_holds_back_what_a_page_covers(alertmanag
     pages = {"[FIRING] LookoutAvailabilityBurn1h", "[FIRING] LookoutNoTargetUp"}
     chat = pages | {"[FIRING] LookoutLatencyBurn1d"}
     deadline = time.monotonic() + 30
-    while (set(sink.titles("/pagerduty")), set(sink.titles("/slack"))) != (pages, chat):
+    heartbeat = {"[FIRING] Watchdog"}
+    while (set(sink.titles("/pagerduty")), set(sink.titles("/slack")), set(sink.titles("/heartbeat"))) != (
+            pages, chat, heartbeat):
         assert time.monotonic() < deadline, sink.received
         time.sleep(0.2)
     time.sleep(3)  # three group intervals: anything held back would have been sent by now
     assert sorted(sink.titles("/pagerduty")) == sorted(pages)
     assert sorted(sink.titles("/slack")) == sorted(chat)
+    assert sink.titles("/heartbeat") == ["[FIRING] Watchdog"]  # once: its repeat is a minute away
 
     event = next(body for path, body in sink.received if path == "/pagerduty")
     assert event["routing_key"] == ROUTING_KEY and event["event_action"] == "trigger"

@@ -3,18 +3,24 @@
 Pages (``severity: page``: the SLO burning fast, no pod up) go to PagerDuty and, as a copy, to
 the chat channel; tickets (``ticket``) and kube-prometheus-stack's own ``critical`` and
 ``warning`` alerts to the chat channel only: someone is woken for what users feel, not for a
-cause the cluster may absorb. The stack's ``Watchdog``, ``InfoInhibitor`` and ``info`` alerts
-go nowhere. A receiver whose secret is not set drops what reaches it, so the tree is the same on
-every stack.
+cause the cluster may absorb. The stack's ``Watchdog`` (always firing while Prometheus and
+Alertmanager work) goes to a heartbeat URL every minute, a dead man's switch that raises the
+alarm elsewhere when the pings stop; ``InfoInhibitor`` and ``info`` alerts go nowhere. A
+receiver whose secret is not set drops what reaches it, so the tree is the same on every stack.
 
 Secrets stay out of the config: Alertmanager reads the PagerDuty routing key and the Slack
 webhook URL from files (``routing_key_file``, ``api_url_file``), which the operator mounts from a
-Secret (``alertmanagerSpec.secrets``). The Go templates in the texts are Alertmanager's own.
+Secret (``alertmanagerSpec.secrets``). The heartbeat URL is the exception: a webhook reads its URL
+from a file only from Alertmanager 0.26, newer than the one the tests run, so it is written into
+the config (which the chart keeps in a Secret); it can only claim the stack is alive. The Go
+templates in the texts are Alertmanager's own.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import pulumi
 
 RECEIVERS_SECRET = "alertmanager-receivers"  # noqa: S105 - a Secret's name; mounted at SECRETS_DIR/<name>/<key>
 SECRETS_DIR = "/etc/alertmanager/secrets"
@@ -30,12 +36,17 @@ _DETAILS = ("{{ range .Alerts }}{{ .Annotations.description }}\n"
             "Runbook: {{ .Annotations.runbook }}\n{{ end }}")
 
 
-def alertmanager_config(*, pagerduty: bool, slack: bool, secrets_dir: str = SECRETS_DIR) -> dict[str, Any]:
+def alertmanager_config(*, pagerduty: bool, slack: bool, heartbeat_url: pulumi.Input[str] | None = None,
+                        secrets_dir: str = SECRETS_DIR) -> dict[str, Any]:
     """Return Alertmanager's configuration.
 
     ``pagerduty`` and ``slack`` say whether the receivers' secrets exist (as files under
     ``secrets_dir/RECEIVERS_SECRET/``); a receiver without one has no integration and drops.
+    ``heartbeat_url`` receives the Watchdog alert every minute; None drops it.
     """
+    heartbeat: dict[str, Any] = {"name": "heartbeat"}
+    if heartbeat_url is not None:
+        heartbeat["webhook_configs"] = [{"url": heartbeat_url, "send_resolved": False}]
     files = f"{secrets_dir}/{RECEIVERS_SECRET}"
     pager: dict[str, Any] = {"name": "pager"}
     if pagerduty:
@@ -58,7 +69,9 @@ def alertmanager_config(*, pagerduty: bool, slack: bool, secrets_dir: str = SECR
             "group_by": ["alertname", "namespace", "slo"],
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "24h",
             "routes": [
-                {"matchers": ['alertname=~"Watchdog|InfoInhibitor"'], "receiver": "null"},
+                {"matchers": ['alertname="Watchdog"'], "receiver": "heartbeat",
+                 "group_wait": "0s", "group_interval": "1m", "repeat_interval": "1m"},
+                {"matchers": ['alertname="InfoInhibitor"'], "receiver": "null"},
                 {"matchers": ['severity="page"'], "receiver": "pager", "repeat_interval": "4h",
                  "continue": True},  # and on to the chat channel, so the team sees pages too
                 {"matchers": [f'severity=~"{CHAT}"'], "receiver": "chat"},
@@ -75,5 +88,5 @@ def alertmanager_config(*, pagerduty: bool, slack: bool, secrets_dir: str = SECR
             {"source_matchers": ['severity="critical"'], "target_matchers": ['severity=~"warning|info"'],
              "equal": ["namespace", "alertname"]},
         ],
-        "receivers": [{"name": "null"}, pager, chat],
+        "receivers": [{"name": "null"}, pager, chat, heartbeat],
     }

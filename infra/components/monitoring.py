@@ -71,6 +71,7 @@ class MonitoringArgs:
     # Alert receivers' secrets (infra/components/alerting.py); None drops what would go there.
     pagerduty_routing_key: pulumi.Input[str] | None = None
     slack_webhook_url: pulumi.Input[str] | None = None
+    heartbeat_url: pulumi.Input[str] | None = None
 
 
 def prometheus_retention_size(storage_size: str) -> str:
@@ -230,7 +231,8 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
         }},
         "alertmanager": {
             "config": alertmanager_config(pagerduty=args.pagerduty_routing_key is not None,
-                                          slack=args.slack_webhook_url is not None),
+                                          slack=args.slack_webhook_url is not None,
+                                          heartbeat_url=args.heartbeat_url),
             "alertmanagerSpec": {
                 "secrets": [RECEIVERS_SECRET],  # files the config names, never values in it
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},

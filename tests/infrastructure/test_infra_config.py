@@ -26,7 +26,7 @@ def load(stack: str, **overrides: Any) -> tuple[Settings, dict[str, bool]]:
         settings = load_settings()
         found["settings"] = settings
         for name in ("secret_key", "jwt_secret_key", "database_url", "alert_pagerduty_routing_key",
-                     "alert_slack_webhook_url"):
+                     "alert_slack_webhook_url", "alert_heartbeat_url"):
             if getattr(settings, name) is not None:
                 pulumi.export(name, getattr(settings, name))
 
@@ -61,10 +61,13 @@ def test_stacks_load_with_their_overrides():
 
 
 def test_alert_receivers_are_read_as_secrets_and_only_when_set(dev: Settings):
-    assert dev.alert_pagerduty_routing_key is None and dev.alert_slack_webhook_url is None
+    assert (dev.alert_pagerduty_routing_key, dev.alert_slack_webhook_url, dev.alert_heartbeat_url) == (
+        None, None, None)
     _, secret = load("prod", alertPagerdutyRoutingKey="0123456789abcdef",
-                     alertSlackWebhookUrl="https://hooks.slack.com/services/T0/B0/x")
+                     alertSlackWebhookUrl="https://hooks.slack.com/services/T0/B0/x",
+                     alertHeartbeatUrl="https://hc-ping.com/0f0e0d0c")
     assert secret["alert_pagerduty_routing_key"] is True and secret["alert_slack_webhook_url"] is True
+    assert secret["alert_heartbeat_url"] is True
 
 
 def test_memory_sizing_follows_the_apps_argon2_cost(dev: Settings):

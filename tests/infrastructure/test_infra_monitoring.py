@@ -151,11 +151,19 @@ def test_alert_receivers_come_from_a_secret_that_alertmanager_mounts():
     assert "monitoring-alertmanager-receivers" in rendered.depends_on["monitoring-kube-prometheus-stack"]
 
 
+def test_the_watchdog_pings_the_heartbeat_url():
+    rendered = build(heartbeat_url="https://hc-ping.com/0f0e0d0c")
+    config = _release_values(rendered, RELEASE)["alertmanager"]["config"]
+    (heartbeat,) = [r for r in config["receivers"] if r["name"] == "heartbeat"]
+    assert heartbeat["webhook_configs"] == [{"url": "https://hc-ping.com/0f0e0d0c", "send_resolved": False}]
+
+
 def test_without_receivers_the_secret_is_empty_and_nothing_is_sent(synthetic: Rendered):
     assert not synthetic.one("Secret", RECEIVERS_SECRET).get("stringData")
     config = _release_values(synthetic, RELEASE)["alertmanager"]["config"]
     receivers = {r["name"]: r for r in config["receivers"]}
-    assert receivers == {"null": {"name": "null"}, "pager": {"name": "pager"}, "chat": {"name": "chat"}}
+    assert receivers == {"null": {"name": "null"}, "pager": {"name": "pager"}, "chat": {"name": "chat"},
+                         "heartbeat": {"name": "heartbeat"}}
 
 
 CONTROL_PLANE = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
