@@ -58,6 +58,11 @@ class SLO:
     latency_threshold_seconds: float
     loadtest: LoadTestThresholds
     burn_rate_alerts: tuple[BurnRateAlert, ...] = ()
+    runbooks: str = "README.md"  # the page whose sections the alerts' runbook_url point at
+
+    def runbook_url(self, section: str) -> str:
+        """The link to a section of the runbooks page (GitHub's anchor for its heading)."""
+        return f"{self.runbooks}#{section}"
 
     def error_budget(self, objective: str) -> float:
         """Return the share of requests allowed to be bad: 1 - target, without float noise."""
@@ -105,6 +110,7 @@ def load_slo(path: Path = SLO_FILE) -> SLO:
         loadtest=LoadTestThresholds(max_failure_ratio=round(1 - availability, 12), p95_seconds=p95,
                                     p99_seconds=threshold),
         burn_rate_alerts=alerts,
+        runbooks=raw["runbooks"],
     )
     duration_seconds(slo.window)
     return slo

@@ -193,7 +193,7 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, Sink]]:
 def _alert(name: str, **labels: str) -> dict[str, Any]:
     return {"labels": {"alertname": name, **labels},
             "annotations": {"summary": f"{name} summary", "description": f"{name} description",
-                            "runbook": f"{name} runbook"}}
+                            "runbook": f"{name} runbook", "runbook_url": f"https://runbooks.example/{name}"}}
 
 
 def test_alertmanager_pages_tickets_and_holds_back_what_a_page_covers(alertmanager):
@@ -226,8 +226,10 @@ def test_alertmanager_pages_tickets_and_holds_back_what_a_page_covers(alertmanag
     assert event["payload"]["severity"] == "critical"
     details = event["payload"]["custom_details"]
     assert details["runbook"].endswith("runbook") and "firing" in details  # beside Alertmanager's own
+    assert details["runbook_url"].startswith("https://runbooks.example/Lookout")
     message = next(body for path, body in sink.received if path == "/slack")["attachments"][0]
     assert "description" in message["text"] and "Runbook: " in message["text"]
+    assert message["title_link"] == "https://runbooks.example/" + message["title"].split()[1].rstrip(":")
 
     held = requests.get(f"{url}/api/v2/alerts", timeout=10).json()
     state = {alert["labels"]["alertname"]: alert["status"] for alert in held}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import service_missing
 
-from dashboards import HERE, duration_seconds, rule_files, rule_groups
+from dashboards import HERE, duration_seconds, load_slo, rule_files, rule_groups
 
 ROOT = HERE.parent
 UNIT_TESTS = sorted((ROOT / "tests" / "promtool").glob("*.yaml"))
@@ -172,7 +172,7 @@ def test_every_alert_has_a_severity_and_a_runbook_that_says_what_to_check_and_do
     annotations = rule["annotations"]
     assert {"summary", "description", "runbook", "runbook_url"} <= set(annotations)
     assert annotations["runbook"].startswith("Check") and " Do: " in annotations["runbook"]
-    assert annotations["runbook_url"].startswith("README.md#")
+    assert annotations["runbook_url"].startswith(f"{load_slo().runbooks}#")
 
 
 def github_anchors(markdown: str) -> set[str]:
@@ -185,7 +185,8 @@ def github_anchors(markdown: str) -> set[str]:
 
 def test_every_runbook_url_points_at_a_readme_section():
     anchors = github_anchors((ROOT / "README.md").read_text())
-    missing = {r["annotations"]["runbook_url"] for r in alerts()} - {f"README.md#{a}" for a in anchors}
+    sections = {load_slo().runbook_url(anchor) for anchor in anchors}
+    missing = {r["annotations"]["runbook_url"] for r in alerts()} - sections
     assert missing == set()
 
 

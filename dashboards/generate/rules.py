@@ -15,7 +15,6 @@ from dashboards import SLO, BurnRateAlert, duration_seconds
 from .target import TARGET, Target, le, number
 
 OBJECTIVES = ("availability", "latency")
-RUNBOOK = "README.md#{anchor}"  # the README section each alert's runbook_url points at
 REQUESTS = "http_server_requests_total"
 DURATION = "http_server_request_duration_seconds"
 
@@ -94,7 +93,7 @@ def burn_rate_alerts(slo: SLO) -> list[dict[str, Any]]:
                         f"{number(100 * budget)}%. At {number(alert.burn_rate)}x, {spent}% of the "
                         f"{slo.window} budget goes in {alert.long}."),
                     "runbook": RUNBOOKS[objective],
-                    "runbook_url": RUNBOOK.format(anchor=f"{objective}-burn-rate-alerts"),
+                    "runbook_url": slo.runbook_url(f"{objective}-burn-rate-alerts"),
                 },
             })
     return rules
@@ -130,12 +129,11 @@ class Operational:
     description: str
     runbook: str
 
-    def rule(self) -> dict[str, Any]:
+    def rule(self, slo: SLO) -> dict[str, Any]:
         return {"alert": self.name, "expr": self.expr, "for": self.for_,
                 "labels": {"severity": self.severity},
                 "annotations": {"summary": self.summary, "description": self.description,
-                                "runbook": self.runbook,
-                                "runbook_url": RUNBOOK.format(anchor=self.name.lower())}}
+                                "runbook": self.runbook, "runbook_url": slo.runbook_url(self.name.lower())}}
 
 
 def operational_alerts(t: Target = TARGET) -> list[Operational]:
@@ -224,6 +222,6 @@ def rule_files(slo: SLO, t: Target = TARGET) -> dict[str, dict[str, Any]]:
             {"name": "lookout-slo", "rules": sli_recordings(slo, t) + burn_rate_alerts(slo)},
         ]},
         "operational.yaml": {"groups": [
-            {"name": "lookout-operational", "rules": [a.rule() for a in operational_alerts(t)]},
+            {"name": "lookout-operational", "rules": [a.rule(slo) for a in operational_alerts(t)]},
         ]},
     }

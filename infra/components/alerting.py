@@ -53,13 +53,15 @@ def alertmanager_config(*, pagerduty: bool, slack: bool, heartbeat_url: pulumi.I
         pager["pagerduty_configs"] = [{
             "routing_key_file": f"{files}/{PAGERDUTY_KEY}", "send_resolved": True,
             "severity": "critical", "description": _SUMMARY,
-            "details": {"runbook": "{{ .CommonAnnotations.runbook }}"},  # beside Alertmanager's own
+            # beside Alertmanager's own details
+            "details": {"runbook": "{{ .CommonAnnotations.runbook }}",
+                        "runbook_url": "{{ .CommonAnnotations.runbook_url }}"},
         }]
     chat: dict[str, Any] = {"name": "chat"}
     if slack:
         chat["slack_configs"] = [{
             "api_url_file": f"{files}/{SLACK_KEY}", "send_resolved": True,
-            "title": _SUMMARY, "text": _DETAILS,
+            "title": _SUMMARY, "title_link": "{{ .CommonAnnotations.runbook_url }}", "text": _DETAILS,
         }]
     return {
         "global": {"resolve_timeout": "5m"},
