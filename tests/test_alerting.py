@@ -108,7 +108,8 @@ def test_an_unknown_severity_is_dropped_and_the_watchdog_is_a_heartbeat(amtool, 
 
 
 class Sink:
-    """An HTTP server on 127.0.0.1 that stands in for PagerDuty and Slack: it keeps every POST."""
+    """An HTTP server on 127.0.0.1 that stands in for PagerDuty, Slack and the heartbeat's dead
+    man's switch: it keeps every POST."""
 
     def __init__(self) -> None:
         received: list[tuple[str, dict[str, Any]]] = []
@@ -210,8 +211,8 @@ def test_alertmanager_pages_tickets_and_holds_back_what_a_page_covers(alertmanag
 
     pages = {"[FIRING] LookoutAvailabilityBurn1h", "[FIRING] LookoutNoTargetUp"}
     chat = pages | {"[FIRING] LookoutLatencyBurn1d"}
-    deadline = time.monotonic() + 30
     heartbeat = {"[FIRING] Watchdog"}
+    deadline = time.monotonic() + 30
     while (set(sink.titles("/pagerduty")), set(sink.titles("/slack")), set(sink.titles("/heartbeat"))) != (
             pages, chat, heartbeat):
         assert time.monotonic() < deadline, sink.received
