@@ -87,6 +87,7 @@ class Settings:
     trace_store: bool
     trace_retention: str
     trace_storage_size: str
+    alertmanager_replicas: int
     control_plane_monitoring: bool
     alert_pagerduty_routing_key: pulumi.Output[str] | None
     alert_slack_webhook_url: pulumi.Output[str] | None
@@ -110,7 +111,8 @@ class Settings:
                   gunicornThreads=self.gunicorn_threads, databaseInstances=self.database_instances,
                   loadtestWorkers=self.loadtest_workers, loadtestUsers=self.loadtest_users,
                   loadtestSpawnRate=self.loadtest_spawn_rate,
-                  gunicornGracefulTimeout=self.gunicorn_graceful_timeout)
+                  gunicornGracefulTimeout=self.gunicorn_graceful_timeout,
+                  alertmanagerReplicas=self.alertmanager_replicas)
         _at_least(0, targetRequestsPerSecond=self.target_requests_per_second,
                   preStopSeconds=self.pre_stop_seconds,
                   scaleDownStabilizationSeconds=self.scale_down_stabilization_seconds)
@@ -230,6 +232,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         trace_store=c.require_bool("traceStore"),
         trace_retention=c.require("traceRetention"),
         trace_storage_size=c.require("traceStorageSize"),
+        alertmanager_replicas=c.require_int("alertmanagerReplicas"),
         control_plane_monitoring=c.require_bool("controlPlaneMonitoring"),
         alert_pagerduty_routing_key=_optional_secret(c, "alertPagerdutyRoutingKey"),
         alert_slack_webhook_url=_optional_secret(c, "alertSlackWebhookUrl"),

@@ -85,7 +85,8 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         grafana_service_type=s.grafana_service_type, prometheus_retention=s.prometheus_retention,
         prometheus_storage_size=s.prometheus_storage_size, traces_export_endpoint=s.traces_export_endpoint,
         trace_store=s.trace_store, trace_retention=s.trace_retention,
-        trace_storage_size=s.trace_storage_size, control_plane=s.control_plane_monitoring,
+        trace_storage_size=s.trace_storage_size, alertmanager_replicas=s.alertmanager_replicas,
+        control_plane=s.control_plane_monitoring,
         pagerduty_routing_key=s.alert_pagerduty_routing_key,
         slack_webhook_url=s.alert_slack_webhook_url, heartbeat_url=s.alert_heartbeat_url))
     database = Database(f"{APP}-db", DatabaseArgs(

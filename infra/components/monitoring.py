@@ -67,6 +67,9 @@ class MonitoringArgs:
     trace_store: bool = True  # Tempo in this namespace, Grafana's "traces" data source
     trace_retention: str = "72h"
     trace_storage_size: str = ""  # a volume for Tempo's traces; empty: the pod's own disk
+    # Alertmanagers gossip silences and what they have sent: with two, a restart loses neither and
+    # no alert waits for a pod to come back.
+    alertmanager_replicas: int = 1
     control_plane: bool = False  # scrape and alert on the controller manager, scheduler, etcd, kube-proxy
     # Alert receivers' secrets (infra/components/alerting.py); None drops what would go there.
     pagerduty_routing_key: pulumi.Input[str] | None = None
@@ -233,7 +236,10 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
             "config": alertmanager_config(pagerduty=args.pagerduty_routing_key is not None,
                                           slack=args.slack_webhook_url is not None,
                                           heartbeat_url=args.heartbeat_url),
+            # One of a pair stays up through a node drain.
+            "podDisruptionBudget": {"enabled": args.alertmanager_replicas > 1, "minAvailable": 1},
             "alertmanagerSpec": {
+                "replicas": args.alertmanager_replicas,
                 "secrets": [RECEIVERS_SECRET],  # files the config names, never values in it
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
     }

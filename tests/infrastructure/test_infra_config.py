@@ -106,6 +106,7 @@ def test_memory_sizing_follows_the_apps_argon2_cost(dev: Settings):
         ({"database_mode": "external"}, "databaseEgressCidrs: an external database needs"),
         ({"loadtest_run_time": "ten minutes"}, "loadtestRunTime"),
         ({"loadtest_workers": 0}, "loadtestWorkers must be at least 1"),
+        ({"alertmanager_replicas": 0}, "alertmanagerReplicas must be at least 1"),
         ({"database_storage_size": "big"}, "databaseStorageSize"),
         ({"prometheus_storage_size": "50 GB"}, "prometheusStorageSize: '50 GB' is not a Kubernetes quantity"),
         ({"trace_storage_size": "lots"}, "traceStorageSize: 'lots' is not a Kubernetes quantity"),

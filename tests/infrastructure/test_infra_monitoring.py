@@ -166,6 +166,14 @@ def test_without_receivers_the_secret_is_empty_and_nothing_is_sent(synthetic: Re
                          "heartbeat": {"name": "heartbeat"}}
 
 
+def test_alertmanager_runs_alone_by_default_and_as_a_guarded_pair_in_production(synthetic, render_case):
+    alone = _release_values(synthetic, RELEASE)["alertmanager"]
+    assert alone["alertmanagerSpec"]["replicas"] == 1 and alone["podDisruptionBudget"]["enabled"] is False
+    pair = _release_values(render_case("prod"), RELEASE)["alertmanager"]
+    assert pair["alertmanagerSpec"]["replicas"] == 2
+    assert pair["podDisruptionBudget"] == {"enabled": True, "minAvailable": 1}
+
+
 CONTROL_PLANE = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
 
 
