@@ -44,6 +44,8 @@ class Role(enum.StrEnum):
 
 class User(db.Model):  # type: ignore[name-defined]
     __tablename__ = "users"
+    # Ids are never reused: PostgreSQL's sequence already behaves so; SQLite needs AUTOINCREMENT.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)

@@ -33,6 +33,36 @@ def test_migrations_match_models_on_sqlite(tmp_path):
     assert schema_diff(f"sqlite:///{tmp_path / 'm.db'}") == []
 
 
+def test_sqlite_rebuild_keeps_rows_and_references_and_stops_reusing_ids(tmp_path):
+    """The AUTOINCREMENT migration rebuilds the table on SQLite: every row and created_by stays,
+    foreign keys are enforced again afterwards."""
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"})
+    with app.app_context():
+        upgrade(revision="c2cbd7ad8c42")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO users"
+                " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
+                " VALUES (1, 'a@x.example', 'A', 'admin', 'h', NULL, '2026-01-01', '2026-01-01'),"
+                " (2, 'b@x.example', 'B', 'user', 'h', 1, '2026-01-01', '2026-01-01'),"
+                " (3, 'c@x.example', 'C', 'user', 'h', 2, '2026-01-01', '2026-01-01')")
+        upgrade()
+        with db.engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT id, created_by_id FROM users ORDER BY id").fetchall() == [
+                (1, None), (2, 1), (3, 2)]
+            assert "AUTOINCREMENT" in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'users'").scalar()
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            conn.exec_driver_sql("DELETE FROM users WHERE id = 3")
+            conn.exec_driver_sql(
+                "INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
+                " VALUES ('d@x.example', 'D', 'user', 'h', '2026-01-01', '2026-01-01')")
+            assert conn.exec_driver_sql("SELECT max(id) FROM users").scalar() == 4
+        downgrade(revision="base")
+        assert inspect(db.engine).get_table_names() == ["alembic_version"]
+        db.engine.dispose()
+
+
 def test_the_check_can_fail(tmp_path):
     """A model change without a migration shows up as a difference."""
     from sqlalchemy import Column, Integer, Table

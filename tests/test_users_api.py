@@ -126,6 +126,15 @@ def test_delete_needs_admin(client, make_user, admin_headers):
     assert_problem(client.delete(f"/api/v1/users/{victim.id}", headers=admin_headers), 404)
 
 
+def test_a_deleted_users_id_is_never_given_again(client, admin_headers):
+    """A client still holding the id (or retrying its DELETE) must not reach someone else."""
+    newest = client.post("/api/v1/users", json=NEW, headers=admin_headers).get_json()
+    assert client.delete(f"/api/v1/users/{newest['id']}", headers=admin_headers).status_code == 204
+    again = client.post("/api/v1/users", json=NEW, headers=admin_headers).get_json()
+    assert again["id"] > newest["id"]
+    assert_problem(client.get(f"/api/v1/users/{newest['id']}"), 404)
+
+
 def test_deleting_creator_keeps_created_users(client, make_user, admin_headers):
     creator = make_user()
     created = client.post("/api/v1/users", json=NEW, headers=bearer(creator)).get_json()
