@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.telemetry.logs import logging_config
+from app.telemetry.logs import JsonFormatter, logging_config
 
 
 @pytest.fixture
@@ -48,6 +48,19 @@ def test_access_line_fields(traced_app, span_exporter, log_lines):
     server = next(s for s in span_exporter.get_finished_spans() if s.name.startswith("GET"))
     assert line["trace_id"] == format(server.context.trace_id, "032x")
     assert line["span_id"] == format(server.context.span_id, "016x")
+
+
+def test_time_follows_each_record_across_seconds():
+    """The second's text is reused within a second and renewed at the next (and going back)."""
+    formatter = JsonFormatter()
+    times = [(1_795_000_000, 125), (1_795_000_000, 875), (1_795_000_001, 0), (1_794_999_999, 250)]
+    stamps = []
+    for second, millis in times:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = second + millis / 1000, millis  # binary-exact fractions
+        stamps.append(formatter.formatTime(record))
+    assert stamps == [datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
+                      for second, millis in times]
 
 
 def test_time_is_utc_to_the_millisecond(log_lines):

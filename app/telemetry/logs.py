@@ -34,13 +34,22 @@ class JsonFormatter(OrjsonFormatter):
     """python-json-logger's orjson formatter (a third of the standard json one's cost per line
     here), its ``time`` in UTC to the millisecond: ``2026-11-23T08:35:52.123Z``. Lines from
     several processes, each written in batches, interleave on stdout; their times order them.
-    Set through logging.Formatter's own knobs (``converter`` and the default time formats,
-    which ``formatTime`` uses when no ``datefmt`` is given): ``time.strftime`` has no
-    sub-second field."""
 
-    converter = staticmethod(time.gmtime)
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
+    ``formatTime`` is its own because logging.Formatter's (``time.strftime`` on every record,
+    which has no sub-second field, then the milliseconds pasted on) made each line 0.45 µs dearer
+    than the seconds-only stamp it replaced; this one formats a second's text once and reuses
+    it, 0.45 µs cheaper than that stamp (timeit, one run, 4.04 / 4.49 / 3.59 µs a line).
+    """
+
+    _second: tuple[int, str] = (-1, "")  # one tuple, swapped whole: threads see a matching pair
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second, text = self._second
+        if int(record.created) != second:
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
 
 class ContextFilter(logging.Filter):
