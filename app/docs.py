@@ -89,7 +89,9 @@ def describe_problems(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
             for status, response in responses.items():
                 if status[0] in "45" and "application/json" in response.get("content", {}):
                     response["content"] = {PROBLEM: response["content"]["application/json"]}
-    spec["components"]["schemas"]["UserPatch"]["minProperties"] = 1
+    # At least one field to change; current_password alone changes nothing.
+    patch = spec["components"]["schemas"]["UserPatch"]
+    patch["anyOf"] = [{"required": [name]} for name in patch["properties"] if name != "current_password"]
     return spec
 
 

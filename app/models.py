@@ -56,6 +56,9 @@ class User(db.Model):  # type: ignore[name-defined]
         default=Role.USER,
     )
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Raised when the password changes: every token issued before carries a lower one and
+    # stops working at once (tokens hold it in their "ver" claim).
+    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_by_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )

@@ -74,10 +74,14 @@ class UserPatch(UserBase):
     name = String(validate=NAME_RULES, metadata=NAME_PATTERN)
     password = String(load_only=True, validate=PASSWORD_RULES, metadata=PRINTABLE)
     role = Enum(Role, by_value=True)
+    current_password = String(
+        load_only=True, validate=[Length(min=1, max=PASSWORD_MAX), printable],
+        metadata={**PRINTABLE, "description": "Required with `password` when changing your own password."},
+    )
 
     @validates_schema
     def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not data:
+        if not data.keys() - {"current_password"}:
             raise ValidationError("Give at least one field to update.", "_schema")
 
 

@@ -197,7 +197,7 @@ def make_user(app: Any) -> Callable[..., User]:
 
 
 def bearer(user: User) -> dict[str, str]:
-    token, _ = issue_token(user.id, user.role.value)
+    token, _ = issue_token(user.id, user.role.value, user.token_version)
     return {"Authorization": f"Bearer {token}"}
 
 

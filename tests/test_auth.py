@@ -122,6 +122,27 @@ def test_a_deleted_users_token_does_not_pass_for_whoever_gets_the_id_next(client
     assert client.get(f"/api/v1/users/{created.get_json()['id']}").get_json()["name"] == "Next"
 
 
+def test_a_token_carries_the_users_version_and_only_that_version_passes(client, make_user, app):
+    """Tokens from before versions existed (no "ver") pass as version 0, so a rolling deploy logs
+    nobody out; after a password change only tokens of the new version pass."""
+    from app.extensions import db
+
+    user = make_user()
+    token = client.post("/api/v1/auth/token", json={"email": user.email, "password": PASSWORD}).get_json()
+    assert decode_token(token["access_token"])["ver"] == 0
+
+    def patch_with(claims: dict):
+        headers = {"Authorization": f"Bearer {_signed(app, claims)}"}
+        return client.patch(f"/api/v1/users/{user.id}", json={"name": "Me"}, headers=headers)
+
+    assert patch_with(_claims(app, user.id)).status_code == 200  # no "ver" claim
+    user.token_version = 3
+    db.session.commit()
+    for stale in (None, 0, 2, 4, "3"):
+        assert_problem(patch_with(_claims(app, user.id, ver=stale)), 401)
+    assert patch_with(_claims(app, user.id, ver=3)).status_code == 200
+
+
 def test_tokens_expire_after_ttl(app, make_user, monkeypatch):
     user = make_user()
     issued_at = time.time() - app.config["JWT_TTL_SECONDS"] - app.config["JWT_LEEWAY_SECONDS"] - 1

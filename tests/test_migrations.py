@@ -83,3 +83,28 @@ def test_downgrade_to_base_removes_everything(new_postgres_database):
         downgrade(revision="base")
         assert inspect(db.engine).get_table_names() == ["alembic_version"]
         db.engine.dispose()
+
+
+def test_token_versions_start_at_zero_and_the_downgrade_keeps_autoincrement(tmp_path):
+    """Existing users get token version 0 (their tokens, which carry none, stay valid); going
+    back a revision on SQLite rebuilds the table without the column, AUTOINCREMENT kept."""
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"})
+    with app.app_context():
+        upgrade(revision="7e3f1b2c9d40")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO users"
+                " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
+                " VALUES (1, 'a@x.example', 'A', 'admin', 'h', NULL, '2026-01-01', '2026-01-01'),"
+                " (2, 'b@x.example', 'B', 'user', 'h', 1, '2026-01-01', '2026-01-01')")
+        upgrade(revision="3b9d5e2a7c11")
+        with db.engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT id, token_version FROM users ORDER BY id").fetchall() == [
+                (1, 0), (2, 0)]
+        downgrade(revision="7e3f1b2c9d40")
+        with db.engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT id, created_by_id FROM users ORDER BY id").fetchall() == [
+                (1, None), (2, 1)]
+            table_sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'users'").scalar()
+            assert "AUTOINCREMENT" in table_sql and "token_version" not in table_sql
+        db.engine.dispose()

@@ -27,6 +27,24 @@ def test_each_schema_is_a_single_component(spec_client):
     assert [n for n in names if n[-1].isdigit()] == []
 
 
+@pytest.mark.parametrize("body, valid", [
+    ({}, False),
+    ({"current_password": "secret-enough"}, False),  # changes nothing: refused by the service too
+    ({"name": "Ada"}, True),
+    ({"password": "a-new-password", "current_password": "the-old-one"}, True),
+])
+def test_the_patch_schema_asks_for_a_change_as_the_service_does(spec_client, body, valid):
+    from jsonschema import Draft4Validator
+
+    spec = spec_client.get("/openapi.json").get_json()
+    assert Draft4Validator(spec["components"]["schemas"]["UserPatch"]).is_valid(body) is valid
+    app = spec_client.application
+    with app.app_context():
+        from app.schemas import UserPatch
+
+        assert (UserPatch().validate(body) == {}) is valid
+
+
 def test_every_api_route_is_documented(spec_client):
     spec = spec_client.get("/openapi.json").get_json()
     app = spec_client.application

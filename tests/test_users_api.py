@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from conftest import PASSWORD, assert_problem, bearer
+import pytest
+from conftest import PASSWORD, assert_problem, bearer, metric_value
 
 from app.models import Role
 
@@ -82,13 +83,74 @@ def test_owner_can_patch_user_they_created(client, make_user):
     assert body["updated_at"] >= created["updated_at"]
 
 
-def test_user_can_patch_self_and_change_own_password(client, make_user):
+def login(client, email: str, password: str) -> dict[str, str] | None:
+    response = client.post("/api/v1/auth/token", json={"email": email, "password": password})
+    if response.status_code != 200:
+        return None
+    return {"Authorization": f"Bearer {response.get_json()['access_token']}"}
+
+
+def test_user_changes_own_password_with_the_current_one_and_every_earlier_token_ends(client, make_user):
     me = make_user()
-    response = client.patch(f"/api/v1/users/{me.id}", json={"password": "a-new-password"},
-                            headers=bearer(me))
-    assert response.status_code == 200
-    token = client.post("/api/v1/auth/token", json={"email": me.email, "password": "a-new-password"})
-    assert token.status_code == 200
+    earlier, mine = login(client, me.email, PASSWORD), login(client, me.email, PASSWORD)
+    response = client.patch(f"/api/v1/users/{me.id}", headers=mine,
+                            json={"password": "a-new-password", "current_password": PASSWORD})
+    assert response.status_code == 200, response.get_json()
+    for headers in (earlier, mine):  # another device's login and the caller's own
+        assert_problem(client.patch(f"/api/v1/users/{me.id}", json={"name": "x"}, headers=headers), 401)
+    assert login(client, me.email, PASSWORD) is None
+    fresh = login(client, me.email, "a-new-password")
+    assert fresh is not None
+    assert client.patch(f"/api/v1/users/{me.id}", json={"name": "Me Again"}, headers=fresh).status_code == 200
+
+
+@pytest.mark.parametrize("current", [None, "not-my-password"], ids=["missing", "wrong"])
+def test_own_password_change_needs_the_current_password(app, client, make_user, current):
+    """A stolen token alone does not take the account over; the refused change changes nothing."""
+    me = make_user()
+    headers = bearer(me)
+    changes = {"password": "hijacked-password", "name": "Hijacked"}
+    if current is not None:
+        changes["current_password"] = current
+    response = client.patch(f"/api/v1/users/{me.id}", json=changes, headers=headers)
+    detail = assert_problem(response, 403)["detail"]
+    if current is None:
+        assert detail == "Changing your own password needs your current_password too."
+    else:
+        assert detail == "The current password is wrong."
+        assert metric_value(app, "lookout_auth_failures_total", {"reason": "credentials"}) == 1
+    assert client.get(f"/api/v1/users/{me.id}").get_json()["name"] == "Test User"
+    assert login(client, me.email, PASSWORD) is not None
+    still_mine = client.patch(f"/api/v1/users/{me.id}", json={"name": "Still Me"}, headers=headers)
+    assert still_mine.status_code == 200
+
+
+def test_admin_resets_a_password_without_it_and_the_users_tokens_end(client, make_user, admin_headers):
+    user = make_user()
+    headers = login(client, user.email, PASSWORD)
+    response = client.patch(f"/api/v1/users/{user.id}", json={"password": "reset-by-admin"},
+                            headers=admin_headers)
+    assert response.status_code == 200, response.get_json()
+    assert_problem(client.patch(f"/api/v1/users/{user.id}", json={"name": "x"}, headers=headers), 401)
+    assert login(client, user.email, "reset-by-admin") is not None
+    # The admin's own token is untouched: only the changed user's tokens end.
+    admin_still = client.patch(f"/api/v1/users/{user.id}", json={"name": "y"}, headers=admin_headers)
+    assert admin_still.status_code == 200
+
+
+def test_other_changes_keep_tokens(client, make_user):
+    me = make_user()
+    headers = login(client, me.email, PASSWORD)
+    for changes in ({"name": "Renamed"}, {"email": "renamed@example.com"}):
+        assert client.patch(f"/api/v1/users/{me.id}", json=changes, headers=headers).status_code == 200
+    assert client.patch(f"/api/v1/users/{me.id}", json={"name": "Again"}, headers=headers).status_code == 200
+
+
+def test_current_password_alone_changes_nothing(client, make_user):
+    me = make_user()
+    body = assert_problem(client.patch(f"/api/v1/users/{me.id}", json={"current_password": PASSWORD},
+                                       headers=bearer(me)), 422)
+    assert body["errors"][0]["message"] == "Give at least one field to update."
 
 
 def test_patch_email_conflict_is_409(client, make_user, admin_headers):

@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..auth import auth, current_user
-from ..auth.passwords import hash_password
+from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..models import Role, User
 from ..schemas import PageQuery, UserIn, UserOut, UserPatch, UsersPage
-from ..telemetry import count_user_created
+from ..telemetry import count_auth_failure, count_user_created
 from . import bp
 
 DUPLICATE_EMAIL = "A user with this email already exists."
@@ -78,8 +78,11 @@ def create_user(data: dict[str, Any]) -> tuple[User, int, dict[str, str]]:
 @bp.output(UserOut)
 @bp.doc(summary="Change some fields of a user",
         description="Allowed for admins, the user themself and the user's creator. "
-                    "Changing a role needs an admin; changing a password needs an admin or the user.",
-        responses={403: "Not allowed to change this user", 409: DUPLICATE_EMAIL})
+                    "Changing a role needs an admin; changing a password needs an admin or the user, "
+                    "and the user's `current_password` when they change their own. A password change "
+                    "ends every token issued to the user before it, the caller's own included.",
+        responses={403: "Not allowed to change this user, or `current_password` missing or wrong",
+                   409: DUPLICATE_EMAIL})
 def update_user(user_id: int, changes: dict[str, Any]) -> User:
     actor, user = current_user(), get_user_or_404(user_id)
     is_self = actor.id == user.id
@@ -87,10 +90,20 @@ def update_user(user_id: int, changes: dict[str, Any]) -> User:
         abort(403, "You can change only yourself and users you created.")
     if "role" in changes and changes["role"] != user.role and not actor.is_admin:
         abort(403, "Only an admin can change a role.")
-    if "password" in changes and not (actor.is_admin or is_self):
-        abort(403, "Only the user or an admin can change a password.")
+    current_password = changes.pop("current_password", None)
     if "password" in changes:
+        if not (actor.is_admin or is_self):
+            abort(403, "Only the user or an admin can change a password.")
+        if is_self:  # a stolen token alone must not be enough to take the account over
+            if current_password is None:
+                abort(403, "Changing your own password needs your current_password too.")
+            if not verify_password(user.password_hash, current_password)[0]:
+                count_auth_failure("credentials")
+                abort(403, "The current password is wrong.")
         user.password_hash = hash_password(changes.pop("password"))
+        # Every token issued so far stops working, the caller's too. Raised in SQL, so two
+        # changes at once cannot both write the same new version.
+        user.token_version = User.token_version + 1
     for field, value in changes.items():
         setattr(user, field, value)
     commit_or_409()

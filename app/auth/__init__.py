@@ -33,6 +33,10 @@ def _verify(token: str) -> User | None:
     leeway = current_app.config["JWT_LEEWAY_SECONDS"]
     if user is None or claims["iat"] + leeway < int(user.created_at.timestamp()):
         return None
+    # A password change raises the user's token version: tokens issued before it (and tokens
+    # from before versions existed, which count as 0) stop working.
+    if claims.get("ver", 0) != user.token_version:
+        return None
     return user
 
 
@@ -69,5 +73,5 @@ def create_token(credentials: dict[str, str]) -> dict[str, object]:
     if new_hash:
         user.password_hash = new_hash
         db.session.commit()
-    token, ttl = issue_token(user.id, Role(user.role).value)
+    token, ttl = issue_token(user.id, Role(user.role).value, user.token_version)
     return {"access_token": token, "token_type": auth.scheme, "expires_in": ttl}

@@ -12,8 +12,11 @@ from flask import current_app
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 
 
-def issue_token(user_id: int, role: str) -> tuple[str, int]:
-    """Return a signed access token for the user and its lifetime in seconds."""
+def issue_token(user_id: int, role: str, version: int = 0) -> tuple[str, int]:
+    """Return a signed access token for the user and its lifetime in seconds.
+
+    ``version`` is the user's token version; raising it (a password change) revokes the token.
+    """
     config = current_app.config
     now = int(time.time())
     ttl = config["JWT_TTL_SECONDS"]
@@ -26,6 +29,7 @@ def issue_token(user_id: int, role: str) -> tuple[str, int]:
         "iss": config["JWT_ISSUER"],
         "aud": config["JWT_AUDIENCE"],
         "jti": uuid.uuid4().hex,
+        "ver": version,
     }
     return jwt.encode(claims, config["JWT_SECRET_KEY"], algorithm=config["JWT_ALGORITHM"]), ttl
 

@@ -121,7 +121,7 @@ def count_user_created() -> None:
 
 
 def count_auth_failure(reason: str) -> None:
-    """Count a refused authentication: ``credentials``, ``token`` or ``forbidden``."""
+    """Count a refused authentication: ``credentials`` (a wrong password), ``token`` or ``forbidden``."""
     if (metrics := _metrics()) is not None:
         metrics.auth_failures.labels(reason).inc()
 
