@@ -75,6 +75,29 @@ def env_of(objects: Sequence[Obj], namespace: str, container: Obj) -> dict[str, 
     return env
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "redis": 6379,
+                 "rediss": 6379}
+
+
+def settings_of(objects: Sequence[Obj], namespace: str, template: Obj, container: Obj) -> dict[str, str]:
+    """Return what a container is configured with: its environment, and for each ``<NAME>_FILE``
+    that points into a mounted Secret, ``<NAME>`` with the Secret's value (how the app reads secrets)."""
+    settings = env_of(objects, namespace, container)
+    volumes = {v["name"]: (v.get("secret") or {}).get("secretName")
+               for v in template["spec"].get("volumes") or []}
+    mounts = {m["mountPath"].rstrip("/"): volumes.get(m["name"]) for m in container.get("volumeMounts") or []}
+    for name, path in list(settings.items()):
+        directory, _, key = path.rpartition("/")
+        if not name.endswith("_FILE") or not mounts.get(directory):
+            continue
+        for secret in objects:
+            meta = secret["metadata"]
+            if secret["kind"] == "Secret" and meta.get("name") == mounts[directory] \
+                    and meta.get("namespace") == namespace and key in (secret.get("stringData") or {}):
+                settings[name.removesuffix("_FILE")] = secret["stringData"][key]
+    return settings
+
+
 def _ref(obj: Obj) -> str:
     namespace = obj["metadata"].get("namespace")
     return f"{obj['kind']} {namespace + '/' if namespace else ''}{obj['metadata']['name']}"
@@ -235,7 +258,8 @@ def _policies_for(objects: Sequence[Obj], namespace: str, labels: dict[str, str]
 
 
 def network_problems(objects: Sequence[Obj]) -> list[str]:
-    """Policies admit DNS, the OTLP exporter's collector, and Prometheus's scrapes of monitored pods."""
+    """Policies admit DNS, every server a pod's settings name by URL (the OTLP collector, the
+    database, the rate-limit store), and Prometheus's scrapes of monitored pods."""
     problems = []
     for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
         if "Egress" in policy["spec"].get("policyTypes", []):
@@ -246,13 +270,53 @@ def network_problems(objects: Sequence[Obj]) -> list[str]:
         ns, labels = w["metadata"]["namespace"], _labels(template)
         egress = _policies_for(objects, ns, labels, "egress")
         for c in containers(template, init=False):
-            endpoint = env_of(objects, ns, c).get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            if endpoint and egress is not None:
-                url = urlsplit(endpoint)
-                host = (url.hostname or "").split(".")
-                if not _admits(egress, url.port or 4318, "TCP", host[1] if len(host) > 1 else ns, "to"):
-                    problems.append(f"{_ref(w)}: egress to the OTLP collector {endpoint} is blocked")
+            for name, value in settings_of(objects, ns, template, c).items():
+                url = urlsplit(value) if "://" in value else None
+                if url is None or url.scheme not in DEFAULT_PORTS or not url.hostname:
+                    continue
+                otlp = name == "OTEL_EXPORTER_OTLP_ENDPOINT"
+                port = url.port or (4318 if otlp else DEFAULT_PORTS[url.scheme])
+                what = f"{'the OTLP collector' if otlp else name} ({url.hostname}:{port})"
+                spaces = _namespaces(url.hostname, ns)
+                if egress is not None and not any(_admits(egress, port, "TCP", space, "to")
+                                                  for space in spaces):
+                    problems.append(f"{_ref(w)}: egress to {what} is blocked")
+                problems += [f"{_ref(target)}: ingress refuses {_ref(w)}'s {what}"
+                             for target in _refusing(objects, url.hostname, port, spaces[0], ns)]
     return problems + _scrape_problems(objects)
+
+
+def _refusing(objects: Sequence[Obj], hostname: str, port: int, namespace: str | None,
+              source: str) -> list[Obj]:
+    """Return the workloads behind the in-cluster Service ``hostname`` whose ingress policies
+    refuse ``port`` from the ``source`` namespace."""
+    name = hostname.split(".")[0]
+    refusing = []
+    for svc in objects:
+        if svc["kind"] != "Service" or svc["metadata"]["name"] != name or \
+                svc["metadata"].get("namespace") != namespace or not svc["spec"].get("selector"):
+            continue
+        for service_port in (p for p in svc["spec"]["ports"] if p["port"] == port):
+            target = service_port.get("targetPort", port)
+            for w, template in pods_selected(objects, namespace, svc["spec"]["selector"]):
+                number = next((cp["containerPort"] for c in containers(template, init=False)
+                               for cp in c.get("ports") or []
+                               if target in (cp.get("name"), cp["containerPort"])), None)
+                ingress = _policies_for(objects, namespace, _labels(template), "ingress")
+                if number and ingress is not None and not _admits(ingress, number, "TCP", source, "from"):
+                    refusing.append(w)
+    return refusing
+
+
+def _namespaces(hostname: str, own: str) -> list[str | None]:
+    """Where a host may live: a Service is <service>[.<namespace>[.svc...]]; a longer name is
+    outside the cluster (None); two labels may be either."""
+    labels = hostname.split(".")
+    if len(labels) == 1:
+        return [own]
+    if len(labels) == 2:
+        return [labels[1], None]
+    return [labels[1]] if labels[2] == "svc" else [None]
 
 
 def _scrape_problems(objects: Sequence[Obj]) -> list[str]:

@@ -56,6 +56,7 @@ class Settings:
     namespace: str
     service_type: str
     load_balancer_source_ranges: tuple[str, ...]
+    external_traffic_policy: str
     min_replicas: int
     max_replicas: int
     target_cpu_utilization: int
@@ -79,6 +80,7 @@ class Settings:
     database_port: int
     database_storage_size: str
     database_instances: int
+    rate_limit_storage: str
     monitoring_namespace: str
     grafana_service_type: str
     prometheus_retention: str
@@ -105,6 +107,8 @@ class Settings:
         _one_of("serviceType", self.service_type, "LoadBalancer", "ClusterIP")
         _one_of("grafanaServiceType", self.grafana_service_type, "LoadBalancer", "ClusterIP")
         _one_of("databaseMode", self.database_mode, "external", "incluster")
+        _one_of("externalTrafficPolicy", self.external_traffic_policy, "Local", "Cluster")
+        _one_of("rateLimitStorage", self.rate_limit_storage, "redis", "memory")
         _cidrs("loadBalancerSourceRanges", self.load_balancer_source_ranges)
         _cidrs("databaseEgressCidrs", self.database_egress_cidrs)
         _at_least(1, minReplicas=self.min_replicas, gunicornWorkers=self.gunicorn_workers,
@@ -200,6 +204,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         namespace=c.require("namespace"),
         service_type=c.require("serviceType"),
         load_balancer_source_ranges=tuple(c.require_object("loadBalancerSourceRanges")),
+        external_traffic_policy=c.require("externalTrafficPolicy"),
         min_replicas=c.require_int("minReplicas"),
         max_replicas=c.require_int("maxReplicas"),
         target_cpu_utilization=c.require_int("targetCpuUtilization"),
@@ -224,6 +229,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         database_port=c.require_int("databasePort"),
         database_storage_size=c.require("databaseStorageSize"),
         database_instances=c.require_int("databaseInstances"),
+        rate_limit_storage=c.require("rateLimitStorage"),
         monitoring_namespace=c.require("monitoringNamespace"),
         grafana_service_type=c.require("grafanaServiceType"),
         prometheus_retention=c.require("prometheusRetention"),

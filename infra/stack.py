@@ -1,7 +1,7 @@
 """The whole deployment: settings in, components wired together, stack outputs out.
 
 Monitoring comes first (the service needs the collector's address), then the database, the
-service, and the optional load generator aimed at the service.
+rate-limit store, the service, and the optional load generator aimed at the service.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from infra.components import (
     MonitoringArgs,
     ObservableService,
     Peer,
+    RateLimitStore,
+    RateLimitStoreArgs,
     Resources,
     Scaling,
     ScrapeTarget,
@@ -94,6 +96,15 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         external_cidrs=s.database_egress_cidrs, instances=s.database_instances,
         storage_size=s.database_storage_size))
 
+    secrets: dict[str, pulumi.Input[str]] = {
+        "SECRET_KEY": s.secret_key, "JWT_SECRET_KEY": s.jwt_secret_key, "DATABASE_URL": database.url}
+    egress = [database.peer, monitoring.collector]
+    if s.rate_limit_storage == "redis":
+        counts = RateLimitStore(f"{APP}-ratelimit", RateLimitStoreArgs(
+            client_namespace=s.namespace, client_labels=selector(APP, "server")))
+        secrets["RATE_LIMIT_STORAGE_URL"] = counts.url
+        egress.append(counts.peer)
+
     writable = [WritableDir("tmp", "/tmp", "64Mi", in_memory=True)]  # noqa: S108
     if s.gunicorn_workers > 1:
         writable.append(WritableDir("metrics", METRICS_DIR, "256Mi"))
@@ -107,10 +118,9 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         shutdown=Shutdown(s.pre_stop_seconds, s.gunicorn_graceful_timeout,
                           s.termination_grace_period_seconds),
         settings=app_settings(s, monitoring.collector_endpoint),
-        secrets={"SECRET_KEY": s.secret_key, "JWT_SECRET_KEY": s.jwt_secret_key,
-                 "DATABASE_URL": database.url},
-        scrape_namespace=s.monitoring_namespace, egress=(database.peer, monitoring.collector),
+        secrets=secrets, scrape_namespace=s.monitoring_namespace, egress=tuple(egress),
         service_type=s.service_type, source_ranges=s.load_balancer_source_ranges,
+        external_traffic_policy=s.external_traffic_policy,
         writable_dirs=tuple(writable), migration_command=("flask", "--app", "app", "db", "upgrade"),
         skips=skips))
 

@@ -1,14 +1,16 @@
-"""Pulumi components: ObservableService, Monitoring, Database and LoadGenerator, with their Args."""
+"""Pulumi components: ObservableService, Monitoring, Database, RateLimitStore and LoadGenerator, with
+their Args."""
 
 from infra.components.database import Database, DatabaseArgs
 from infra.components.loadgen import LoadGenerator, LoadGeneratorArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from infra.components.network import Peer
 from infra.components.pods import Resources, WritableDir
+from infra.components.ratelimits import RateLimitStore, RateLimitStoreArgs
 from infra.components.service import ObservableService, Scaling, ServiceArgs, Shutdown
 
 __all__ = [
     "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring", "MonitoringArgs",
-    "ObservableService", "Peer", "Resources", "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown",
-    "WritableDir",
+    "ObservableService", "Peer", "RateLimitStore", "RateLimitStoreArgs", "Resources", "Scaling",
+    "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
 ]

@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from infra.components.network import Peer, policy_spec
 from infra.components.pods import (
+    RELEASE_TAG_SKIPS,
     Resources,
     WritableDir,
     app_labels,
@@ -35,10 +36,6 @@ _SCRATCH = (WritableDir("tmp", "/tmp", "64Mi"), WritableDir("deps", DEPS_DIR, "1
 MASTER_RESOURCES = Resources("250m", "1", "256Mi", "512Mi")
 WORKER_RESOURCES = Resources("500m", "1", "256Mi", "512Mi")  # one gevent process: one core
 PIP_RESOURCES = Resources("100m", "500m", "128Mi", "256Mi")
-IMAGE_SKIPS = {
-    "CKV_K8S_43": "the official image is pinned by version; the tag names the release",
-    "CKV_K8S_15": "a release tag is never re-pushed: pulling it on each start only spends the rate limit",
-}
 WORKER_SKIPS = {
     "CKV_K8S_8": "workers listen on no port; the master drops a worker whose heartbeats stop",
     "CKV_K8S_9": "workers serve no traffic; the master hands them users once they connect",
@@ -150,7 +147,7 @@ class LoadGenerator(pulumi.ComponentResource):
         init = [{"name": "deps", **base, "command": pip, "env": env[:1], "resources": PIP_RESOURCES.spec(),
                  "volumeMounts": mounts[1:]}] if args.pip_packages else []
         items = [{"key": configmap_key(path), "path": path} for path in sorted(args.files)]
-        annotations = skip_annotations({**(skips or {}), **IMAGE_SKIPS})
+        annotations = skip_annotations({**(skips or {}), **RELEASE_TAG_SKIPS})
         k8s.apps.v1.Deployment(f"{self._name}-{role}", metadata=self._meta(
             role, name=f"{self._name}-{role}", annotations=annotations),
             spec={

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 RUN_AS_USER = 10001  # a high UID, clear of host users (and of the image's own numeric user, if any)
+# checkov's image checks, for official images run by their release tag.
+RELEASE_TAG_SKIPS = {
+    "CKV_K8S_43": "the official image is pinned by version; the tag names the release",
+    "CKV_K8S_15": "a release tag is never re-pushed: pulling it on each start only spends the rate limit",
+}
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/audit": "restricted",

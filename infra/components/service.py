@@ -62,6 +62,8 @@ class ServiceArgs:
     service_port: int = 80
     service_type: str = "LoadBalancer"
     source_ranges: Sequence[str] = ()
+    # Local: the pods see the client's address (per-address rate limits); Cluster: a node's.
+    external_traffic_policy: str = "Local"
     writable_dirs: Sequence[WritableDir] = (WritableDir("tmp", "/tmp", "64Mi", in_memory=True),)  # noqa: S108
     migration_command: Sequence[str] | None = None  # run to completion before new pods roll out
     liveness_path: str = "/livez"
@@ -129,8 +131,10 @@ class ObservableService(pulumi.ComponentResource):
         service_spec: dict[str, Any] = {
             "type": args.service_type, "selector": self.pod_labels,
             "ports": [{"name": "http", "port": args.service_port, "targetPort": "http", "protocol": "TCP"}]}
-        if args.service_type == "LoadBalancer" and args.source_ranges:
-            service_spec["loadBalancerSourceRanges"] = list(args.source_ranges)
+        if args.service_type == "LoadBalancer":
+            service_spec["externalTrafficPolicy"] = args.external_traffic_policy
+            if args.source_ranges:
+                service_spec["loadBalancerSourceRanges"] = list(args.source_ranges)
         service = k8s.core.v1.Service(f"{name}-service", metadata=self._meta("server", name=name),
                                       spec=service_spec, opts=in_ns)
         # Metrics get a cluster-internal Service of their own: the public one never carries them.

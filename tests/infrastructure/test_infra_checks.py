@@ -105,6 +105,19 @@ def _drop_collector(o: Objects) -> None:
     _policy(o)["egress"] = [r for r in _policy(o)["egress"] if r["ports"][0]["port"] != 4318]
 
 
+def _drop_egress_to(port: int) -> Callable[[Objects], None]:
+    def mutate(o: Objects) -> None:
+        _policy(o)["egress"] = [r for r in _policy(o)["egress"] if r["ports"][0]["port"] != port]
+
+    return mutate
+
+
+def _close_rate_limit_store(o: Objects) -> None:
+    store = _one(o, "NetworkPolicy", "lookout-ratelimit")["spec"]
+    elsewhere = {"matchLabels": {"kubernetes.io/metadata.name": "elsewhere"}}
+    store["ingress"][0]["from"][0]["namespaceSelector"] = elsewhere
+
+
 def _close_ingress(o: Objects) -> None:
     _policy(o)["ingress"] = [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8000}]}]
 
@@ -207,6 +220,12 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
     "NetworkPolicy without DNS": ("network", _drop_dns, "DNS (53/UDP"),
     "NetworkPolicy with DNS over TCP only": ("network", _drop_dns_udp, "53/UDP"),
     "NetworkPolicy without the collector": ("network", _drop_collector, "OTLP collector"),
+    "NetworkPolicy without the database": (
+        "network", _drop_egress_to(5432), "egress to DATABASE_URL (lookout-db-rw.lookout-db"),
+    "NetworkPolicy without the rate-limit store": (
+        "network", _drop_egress_to(6379), "egress to RATE_LIMIT_STORAGE_URL (lookout-ratelimit."),
+    "rate-limit store closed to the service": (
+        "network", _close_rate_limit_store, "ingress refuses Deployment lookout/lookout's RATE_LIMIT"),
     "NetworkPolicy without scrapes": ("network", _close_ingress, "Prometheus scrapes from monitoring"),
     "preStop + graceful >= grace": (
         "shutdown",

@@ -103,6 +103,8 @@ def test_memory_sizing_follows_the_apps_argon2_cost(dev: Settings):
         ({"service_type": "NodePort"}, "serviceType: 'NodePort' is not one of LoadBalancer, ClusterIP"),
         ({"image_pull_policy": "Sometimes"}, "imagePullPolicy"),
         ({"database_mode": "sqlite"}, "databaseMode"),
+        ({"external_traffic_policy": "local"}, "externalTrafficPolicy: 'local' is not one of Local, Cluster"),
+        ({"rate_limit_storage": "memcached"}, "rateLimitStorage: 'memcached' is not one of redis, memory"),
         ({"database_mode": "external"}, "databaseEgressCidrs: an external database needs"),
         ({"loadtest_run_time": "ten minutes"}, "loadtestRunTime"),
         ({"loadtest_workers": 0}, "loadtestWorkers must be at least 1"),

@@ -177,10 +177,19 @@ def test_load_balancer_with_source_ranges(rendered: Rendered):
     assert rendered.outputs["url"] == "http://billing.billing.svc.cluster.local:80"
 
 
+def test_the_load_balancer_keeps_client_addresses_unless_told_otherwise(rendered: Rendered):
+    """Local: pods see the client's address, so per-address rate limits and access logs mean a
+    client and not a node."""
+    assert rendered.one("Service", "billing")["spec"]["externalTrafficPolicy"] == "Local"
+    cluster = build(external_traffic_policy="Cluster").one("Service", "billing")["spec"]
+    assert cluster["externalTrafficPolicy"] == "Cluster"
+
+
 def test_cluster_ip_for_local_clusters():
     rendered = build(service_type="ClusterIP", source_ranges=("198.51.100.0/24",))
     assert rendered.one("Service", "billing")["spec"]["type"] == "ClusterIP"
     assert "loadBalancerSourceRanges" not in rendered.one("Service", "billing")["spec"]
+    assert "externalTrafficPolicy" not in rendered.one("Service", "billing")["spec"]  # external only
     assert rendered.outputs["address"] == "billing.billing.svc.cluster.local"
 
 
