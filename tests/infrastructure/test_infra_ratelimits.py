@@ -6,7 +6,6 @@ real redis-server on 127.0.0.1, and two instances of the app count against one b
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pulumi
 import pytest
 import redis
+from faults import redis_server_binary
 
 from app import create_app
 from infra.checks import _admits, _policies_for
@@ -88,9 +88,9 @@ def test_the_memory_bound_must_fit_in_the_container(max_memory_mib):
 @pytest.fixture
 def server(tmp_path: Path):
     """A real redis-server on 127.0.0.1 running the rendered configuration; stopped by its PID."""
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
-        reason = "redis-server is not installed (Debian: redis-server)"
+        reason = "redis-server not found (Debian package redis-server); set REDIS_SERVER"
         if REQUIRE_SERVICES:
             pytest.fail(f"{reason}; LOOKOUT_REQUIRE_SERVICES=1 makes it mandatory")
         pytest.skip(reason)
