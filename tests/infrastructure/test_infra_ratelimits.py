@@ -98,7 +98,8 @@ def server(tmp_path: Path):
     data.mkdir()
     conf = tmp_path / "valkey.conf"
     conf.write_text(server_conf(password, 64, port=port, data_dir=str(data), bind="127.0.0.1"))
-    process = subprocess.Popen([binary, str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = (tmp_path / "server.log").open("wb")  # a file, not a pipe nobody reads
+    process = subprocess.Popen([binary, str(conf)], stdout=log, stderr=subprocess.STDOUT)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     try:
         deadline = time.monotonic() + 10
@@ -114,6 +115,7 @@ def server(tmp_path: Path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+        log.close()
 
 
 def test_the_rendered_configuration_runs_and_keeps_nothing(server):
