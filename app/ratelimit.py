@@ -14,6 +14,8 @@ and pod), in process memory otherwise (each process counts alone). When Redis fa
 process falls back to its own memory with the same limits, logs it, keeps answering, and
 returns to Redis when a periodic check (exponential back-off) finds it again. Every Redis call
 is bounded by RATE_LIMIT_STORAGE_TIMEOUT, so a black-holed Redis costs a request at most that.
+``lookout_rate_limit_fallback`` is 1 while a process counts alone (the LookoutRateLimitFallback
+alert watches it); it changes on writes, the only requests the limiter sees.
 """
 
 from __future__ import annotations
@@ -93,8 +95,28 @@ def init_app(app: Flask) -> Limiter | None:
                          methods=WRITE_METHODS)(api.bp)
     limiter.init_app(app)
     _check_writes_only(app, limiter)
+    _report_fallback(app, limiter)
     app.extensions[KEY] = limiter
     return limiter
+
+
+def _report_fallback(app: Flask, limiter: Limiter) -> None:
+    """After each write, publish whether this process counts alone (its store failed).
+
+    Flask-Limiter (4.1) has no public flag or hook for its in-memory fallback; it logs the switch
+    and keeps the state in ``_storage_dead``, read here. Checked at start, so a release that
+    renames it stops the app rather than leaving the metric at 0 (tests/test_ratelimit.py).
+    """
+    if not limiter.enabled:
+        return
+    if not isinstance(getattr(limiter, "_storage_dead", None), bool):
+        raise RuntimeError("Flask-Limiter no longer keeps _storage_dead; see app/ratelimit.py")
+    from .telemetry import set_rate_limit_fallback
+
+    @app.teardown_request
+    def _fallback(exc: BaseException | None) -> None:
+        if request.method in WRITE_METHODS:
+            set_rate_limit_fallback(limiter._storage_dead)
 
 
 def _check_writes_only(app: Flask, limiter: Limiter) -> None:

@@ -179,3 +179,57 @@ def test_redis_storage_shares_one_budget_between_processes(app, make_user, datab
     keys = storage.keys(f"*{prefix}*")
     assert keys, "nothing was stored in Redis"
     storage.delete(*keys)
+
+
+def test_a_process_counting_alone_says_so_until_its_store_is_back(app, make_user, database_url, redis_url):
+    """lookout_rate_limit_fallback: 0 on Redis, 1 while the store does not answer, 0 again after."""
+    import time
+    import uuid
+    from urllib.parse import urlsplit
+
+    from faults import TCPProxy
+
+    make_user()
+    upstream = urlsplit(redis_url)
+    with TCPProxy(upstream.port or 6379) as proxy:
+        limited = create_app({
+            "DATABASE_URL": database_url,
+            "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:{proxy.port}{upstream.path or '/0'}",
+            "RATE_LIMIT_STORAGE_TIMEOUT": "0.3",
+            "RATE_LIMIT_KEY_PREFIX": f"lookout-test-{uuid.uuid4().hex[:8]}",
+        })
+        client = limited.test_client()
+
+        def refused_login() -> float | None:
+            login = {"email": "nobody@example.com", "password": "x"}
+            response = client.post("/api/v1/auth/token", json=login)
+            assert response.status_code == 401, response.get_data(as_text=True)
+            return metric_value(limited, "lookout_rate_limit_fallback")
+
+        assert metric_value(limited, "lookout_rate_limit_fallback") == 0  # exposed before any write
+        assert refused_login() == 0
+        proxy.cut()
+        assert refused_login() == 1
+        assert client.get("/api/v1/users").status_code in (200, 401)  # reads leave it as it is
+        assert metric_value(limited, "lookout_rate_limit_fallback") == 1
+        proxy.restore()
+        deadline = time.monotonic() + 30  # Flask-Limiter retries the store with back-off from 1 s
+        while refused_login() != 0:
+            assert time.monotonic() < deadline, "the process never went back to its store"
+            time.sleep(0.5)
+
+
+def test_the_app_refuses_to_start_when_flask_limiter_hides_its_fallback_state(database_url, monkeypatch):
+    """A Flask-Limiter that no longer keeps ``_storage_dead`` would leave the metric at 0 for ever."""
+    import flask_limiter
+
+    from app import ratelimit
+
+    class Renamed(flask_limiter.Limiter):
+        def init_app(self, app):
+            super().init_app(app)
+            del self._storage_dead
+
+    monkeypatch.setattr(ratelimit, "Limiter", Renamed)
+    with pytest.raises(RuntimeError, match="_storage_dead"):
+        create_app({"DATABASE_URL": database_url})

@@ -11,6 +11,7 @@ import redis
 import requests
 from conftest import service_missing
 from faults import RedisServer, TCPProxy, redis_server_binary
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.server import GunicornServer
 
@@ -48,11 +49,19 @@ def attempts(url: str, count: int) -> list[tuple[int, float]]:
     return answers
 
 
+def counting_alone(url: str) -> float:
+    """lookout_rate_limit_fallback summed over the workers (multiprocess livesum)."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return next(sample.value for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name == "lookout_rate_limit_fallback")
+
+
 def until_redis_counts_again(url: str, storage: redis.Redis, timeout: float = 60) -> None:
-    """Poll (one attempt a second) until the service writes its counts to Redis again."""
+    """Poll (one attempt a second) until the service writes its counts to Redis again and no
+    worker reports counting alone."""
     storage.flushall()
     deadline = time.monotonic() + timeout
-    while not storage.dbsize():
+    while not storage.dbsize() or counting_alone(url):
         assert time.monotonic() < deadline, "the service never went back to Redis"
         attempts(url, 1)
         time.sleep(1)
@@ -76,6 +85,7 @@ def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_serv
         statuses = [status for status, _ in attempts(server.url, 2 * LIMIT)]
         assert statuses == [401] * LIMIT + [429] * LIMIT
         assert storage.dbsize() > 0
+        assert counting_alone(server.url) == 0
 
         # Black-holed: nothing answers. Each worker pays the storage timeout once, then falls
         # back to its own memory: at most LIMIT per worker, none of them a server error.
@@ -85,6 +95,7 @@ def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_serv
         assert all(status in (401, 429) for status, _ in answers), answers
         assert LIMIT <= sum(status == 401 for status, _ in answers) <= 2 * LIMIT
         assert max(seconds for _, seconds in answers) < STORAGE_TIMEOUT * 4 + 1
+        assert 1 <= counting_alone(server.url) <= 2  # the workers that took an attempt say so
         assert requests.get(f"{server.url}/api/v1/users", timeout=10).status_code == 200
         proxy.restore()
         until_redis_counts_again(server.url, storage)
@@ -94,6 +105,7 @@ def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_serv
         answers = attempts(server.url, 4 * LIMIT)
         assert all(status in (401, 429) for status, _ in answers), answers
         assert max(seconds for _, seconds in answers) < STORAGE_TIMEOUT * 4 + 1
+        assert counting_alone(server.url) >= 1
         redis_server.start()
         until_redis_counts_again(server.url, storage)
         log = server.output()

@@ -130,3 +130,9 @@ def count_rate_limited(limit: str) -> None:
     """Count a request refused by a rate limit: ``login``, ``login-failures`` or ``writes``."""
     if (metrics := _metrics()) is not None:
         metrics.rate_limited.labels(limit).inc()
+
+
+def set_rate_limit_fallback(on: bool) -> None:
+    """Say whether this process counts rate limits alone (the shared store failed) or not."""
+    if (metrics := _metrics()) is not None:
+        metrics.rate_limit_fallback.set(1 if on else 0)

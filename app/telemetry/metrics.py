@@ -87,6 +87,10 @@ class Metrics:
                                     ("limit",), registry=registry)
         for limit in RATE_LIMITS:
             self.rate_limited.labels(limit)
+        self.rate_limit_fallback = Gauge(
+            "lookout_rate_limit_fallback",
+            "1 while this process counts rate limits in its own memory because the shared store failed.",
+            registry=registry, multiprocess_mode="livesum")
         self.build.labels(app.extensions["lookout.version"], app.config["GIT_COMMIT"],
                           app.config["LOOKOUT_ENV"]).set(1)
         self.capacity.set(1)  # gunicorn's post_worker_init sets the real figure per worker

@@ -184,9 +184,16 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             query(f"sum(rate(lookout_users_created_total{{{app}}}[{RATE}]))", "users created"),
             query(f"sum by (reason) (rate(lookout_auth_failures_total{{{app}}}[{RATE}]))",
                   "refused: {{reason}}")],
-            width=24, height=7,
+            width=12, height=7,
             description="Domain counters: users created through the API; refused credentials, tokens and "
                         "roles (a burst of refusals may be an attack)."))
+        .with_panel(graph("Rate limits", "short", [
+            query(f"sum by (limit) (rate(lookout_rate_limited_total{{{app}}}[{RATE}]))", "429/s: {{limit}}"),
+            query(f"sum(lookout_rate_limit_fallback{{{app}}})", "processes counting alone")],
+            width=12, height=7,
+            description="Requests refused with 429 per second, by limit; and processes counting limits "
+                        "in their own memory because the rate-limit store fails them (each then grants "
+                        "the full limits alone; LookoutRateLimitFallback fires after 10 minutes)."))
     )
     return board
 

@@ -137,7 +137,8 @@ class Operational:
 
 
 def operational_alerts(t: Target = TARGET) -> list[Operational]:
-    """Target down, no traffic, readiness, saturation, crash loops and the HPA's ceiling."""
+    """Target down, no traffic, readiness, saturation, crash loops, the HPA's ceiling and rate
+    limits counted per pod."""
     hpa = f'namespace="{t.namespace}", horizontalpodautoscaler="{t.hpa}"'
     on_hpa = "on (namespace, horizontalpodautoscaler)"
     by_container = "max by (namespace, pod, container)"
@@ -210,6 +211,18 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             "Check the overview: is the load real (request rate) or are pods slow (CPU per pod, database "
             "latency)? Do: raise maxReplicas if the cluster has room; otherwise find what makes pods "
             "slow."),
+        Operational(
+            "LookoutRateLimitFallback",
+            f"count(lookout_rate_limit_fallback{{{t.app}}} > 0) > 0",
+            "10m", "ticket",
+            "Lookout pods count rate limits alone: the rate-limit store fails them",
+            "{{ $value }} Lookout pods have counted rate limits in their own memory for 10 minutes, so "
+            "each grants the full limits by itself: N pods allow N times the login and write budgets.",
+            "Check the store (kubectl -n lookout-ratelimit get pods; logs deploy/lookout-ratelimit), the "
+            "app's log line \"Rate limit storage unreachable\", the NetworkPolicies of both namespaces "
+            "and the RATE_LIMIT_STORAGE_URL secret. Do: restore the store or its policy (a new store pod "
+            "starts with empty counts); each pod returns to it on a write within a minute of it "
+            "answering."),
     ]
 
 
