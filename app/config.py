@@ -35,6 +35,17 @@ class ConfigError(RuntimeError):
     """A setting is missing or invalid; the message names the setting."""
 
 
+def check_rate_limit(value: str) -> str:
+    """Return ``value`` if Flask-Limiter can read it ("10 per minute", "5/second;100/hour")."""
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit such as '10 per minute'") from None
+    return value
+
+
 class Config(BaseModel):
     """Settings shared by every environment; subclasses change defaults only."""
 
@@ -99,13 +110,7 @@ class Config(BaseModel):
     @field_validator("RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        from limits import parse_many
-
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a rate limit such as '10 per minute'") from None
-        return value
+        return check_rate_limit(value)
 
     @field_validator("RATE_LIMIT_STORAGE_URL")
     @classmethod

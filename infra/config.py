@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 import pulumi
 
 from app.config import Config as AppConfig
+from app.config import check_rate_limit
 from dashboards import duration_seconds
 
 ARGON2_MIB = AppConfig.model_fields["PASSWORD_HASH_MEMORY_KIB"].default // 1024  # per concurrent hash
@@ -81,6 +82,9 @@ class Settings:
     database_storage_size: str
     database_instances: int
     rate_limit_storage: str
+    rate_limit_login: str
+    rate_limit_login_failures: str
+    rate_limit_writes: str
     monitoring_namespace: str
     grafana_service_type: str
     prometheus_retention: str
@@ -109,6 +113,13 @@ class Settings:
         _one_of("databaseMode", self.database_mode, "external", "incluster")
         _one_of("externalTrafficPolicy", self.external_traffic_policy, "Local", "Cluster")
         _one_of("rateLimitStorage", self.rate_limit_storage, "redis", "memory")
+        for key, limit in (("rateLimitLogin", self.rate_limit_login),
+                           ("rateLimitLoginFailures", self.rate_limit_login_failures),
+                           ("rateLimitWrites", self.rate_limit_writes)):
+            try:
+                check_rate_limit(limit)
+            except ValueError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
         _cidrs("loadBalancerSourceRanges", self.load_balancer_source_ranges)
         _cidrs("databaseEgressCidrs", self.database_egress_cidrs)
         _at_least(1, minReplicas=self.min_replicas, gunicornWorkers=self.gunicorn_workers,
@@ -230,6 +241,9 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         database_storage_size=c.require("databaseStorageSize"),
         database_instances=c.require_int("databaseInstances"),
         rate_limit_storage=c.require("rateLimitStorage"),
+        rate_limit_login=c.require("rateLimitLogin"),
+        rate_limit_login_failures=c.require("rateLimitLoginFailures"),
+        rate_limit_writes=c.require("rateLimitWrites"),
         monitoring_namespace=c.require("monitoringNamespace"),
         grafana_service_type=c.require("grafanaServiceType"),
         prometheus_retention=c.require("prometheusRetention"),

@@ -73,6 +73,9 @@ def app_settings(s: Settings, collector_endpoint: str) -> dict[str, str]:
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": s.otel_traces_sampler_ratio,
         "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment={s.stack}",
+        "RATE_LIMIT_LOGIN": s.rate_limit_login,
+        "RATE_LIMIT_LOGIN_FAILURES": s.rate_limit_login_failures,
+        "RATE_LIMIT_WRITES": s.rate_limit_writes,
     }
     if s.gunicorn_workers > 1:  # one worker keeps plain metrics, and with them exemplars
         env["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR

@@ -162,3 +162,25 @@ def test_every_stack_counts_in_the_store_and_memory_leaves_it_out(case, render_c
     secrets = next(o for o in alone.objects
                    if o["kind"] == "Secret" and o["metadata"]["name"].startswith("lookout-secrets"))
     assert "RATE_LIMIT_STORAGE_URL" not in secrets["stringData"]
+
+
+@pytest.mark.parametrize(("key", "setting"), [("rateLimitLogin", "RATE_LIMIT_LOGIN"),
+                                              ("rateLimitLoginFailures", "RATE_LIMIT_LOGIN_FAILURES"),
+                                              ("rateLimitWrites", "RATE_LIMIT_WRITES")])
+def test_the_limits_are_stack_settings_whose_defaults_are_the_apps(key, setting):
+    """The app's defaults unless a stack says otherwise (an in-cluster load test needs more)."""
+    from app.config import Config as AppConfig
+    from infra.stack_config import PROJECT_FILE, schema
+
+    default = schema(PROJECT_FILE)[key].default
+    assert default == AppConfig.model_fields[setting].default
+
+    def app_settings(rendered) -> dict[str, str]:
+        return next(o for o in rendered.objects if o["kind"] == "ConfigMap"
+                    and o["metadata"]["name"].startswith("lookout-settings"))["data"]
+
+    assert app_settings(render("dev", {}, repo_files()))[setting] == default
+    raised = app_settings(render("dev", {key: "1000 per minute"}, repo_files()))
+    assert raised[setting] == "1000 per minute"
+    app = create_app({"DATABASE_URL": "sqlite://", setting: raised[setting]})  # the app reads it
+    assert app.config[setting] == "1000 per minute"
