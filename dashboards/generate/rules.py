@@ -216,8 +216,8 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             f"count(lookout_rate_limit_fallback{{{t.app}}} > 0) > 0",
             "10m", "ticket",
             "Lookout pods count rate limits alone: the rate-limit store fails them",
-            "{{ $value }} Lookout pods have counted rate limits in their own memory for 10 minutes, so "
-            "each grants the full limits by itself: N pods allow N times the login and write budgets.",
+            "Lookout pods counting rate limits in their own memory for 10 minutes: {{ $value }}. Each "
+            "grants the full limits by itself, so N pods allow N times the login and write budgets.",
             "Check the store (kubectl -n lookout-ratelimit get pods; logs deploy/lookout-ratelimit), the "
             "app's log line \"Rate limit storage unreachable\", the NetworkPolicies of both namespaces "
             "and the RATE_LIMIT_STORAGE_URL secret. Do: restore the store or its policy (a new store pod "
