@@ -204,6 +204,82 @@ def test_deleting_creator_keeps_created_users(client, make_user, admin_headers):
     assert client.get(f"/api/v1/users/{created['id']}").get_json()["created_by"] is None
 
 
+def test_the_last_admin_can_be_neither_deleted_nor_demoted(client, make_user, app):
+    """Nobody could manage roles or delete users afterwards; a second admin makes both possible."""
+    from app.extensions import db
+    from app.models import User
+
+    admin = make_user(Role.ADMIN)
+    headers = bearer(admin)
+    body = assert_problem(client.delete(f"/api/v1/users/{admin.id}", headers=headers), 409)
+    assert "last admin" in body["detail"]
+    refused = client.patch(f"/api/v1/users/{admin.id}", json={"role": "user", "name": "Renamed"},
+                           headers=headers)
+    body = assert_problem(refused, 409)
+    assert "last admin" in body["detail"]
+    db.session.expire_all()
+    kept = db.session.get(User, admin.id)
+    assert (kept.role, kept.name) == (Role.ADMIN, "Test User")  # nothing of the refused change stays
+
+    second = make_user(Role.ADMIN)
+    demoted = client.patch(f"/api/v1/users/{admin.id}", json={"role": "user"}, headers=headers)
+    assert demoted.status_code == 200 and demoted.get_json()["role"] == "user"
+    assert_problem(client.delete(f"/api/v1/users/{second.id}", headers=bearer(second)), 409)
+    promoted = client.patch(f"/api/v1/users/{admin.id}", json={"role": "admin"}, headers=bearer(second))
+    assert promoted.status_code == 200
+    assert client.delete(f"/api/v1/users/{second.id}", headers=bearer(admin)).status_code == 204
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(make_user, app, monkeypatch):
+    """The second request waits for the first (row locks on PostgreSQL, the write lock on SQLite)
+    and then finds it would remove the last admin."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.api import users
+    from app.extensions import db
+    from app.models import User
+
+    first, second = make_user(Role.ADMIN), make_user(Role.ADMIN)
+    flushed, release = threading.Event(), threading.Event()
+    check = users.refuse_if_no_admin_left
+
+    def held_after_flush() -> None:  # the first request holds its locks here until released
+        db.session.flush()
+        if not flushed.is_set():
+            flushed.set()
+            assert release.wait(10)
+        check()
+
+    monkeypatch.setattr(users, "refuse_if_no_admin_left", held_after_flush)
+
+    def demote(target: int, headers: dict[str, str]) -> int:
+        return app.test_client().patch(f"/api/v1/users/{target}", json={"role": "user"},
+                                       headers=headers).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        one = pool.submit(demote, second.id, bearer(first))
+        assert flushed.wait(10), one.result()
+        other = pool.submit(demote, first.id, bearer(second))
+        try:
+            assert not _finished_within(other, 1.0), "the second did not wait"
+        finally:
+            release.set()
+        assert (one.result(timeout=10), other.result(timeout=10)) == (200, 409)
+    db.session.expire_all()
+    assert [u.id for u in db.session.scalars(db.select(User).where(User.role == Role.ADMIN))] == [first.id]
+
+
+def _finished_within(future, seconds: float) -> bool:
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    try:
+        future.result(timeout=seconds)
+    except FutureTimeout:
+        return False
+    return True
+
+
 def test_writes_need_a_token(client, make_user):
     user = make_user()
     for response in (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from apiflask import abort, pagination_builder
 from flask import url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..auth import auth, current_user
@@ -21,6 +22,27 @@ DUPLICATE_EMAIL = "A user with this email already exists."
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; a larger one cannot exist (and overflows SQLite)
 
 
+LAST_ADMIN = ("That is the last admin: make another user an admin first, or nobody could manage "
+              "roles or delete users.")
+
+
+def lock_admins() -> None:
+    """Lock the admin rows until the transaction ends (PostgreSQL), so requests that may remove
+    an admin run one after another and each counts what the one before left. SQLite ignores
+    FOR UPDATE; there the write a caller flushes next takes the database's write lock, which
+    makes the count after it exact just the same."""
+    db.session.execute(select(User.id).where(User.role == Role.ADMIN).order_by(User.id).with_for_update())
+
+
+def refuse_if_no_admin_left() -> None:
+    """After the change is flushed: 409, and the change rolled back, if no admin is left."""
+    db.session.flush()
+    admins = db.session.scalar(select(func.count()).select_from(User).where(User.role == Role.ADMIN))
+    if not admins:
+        db.session.rollback()
+        abort(409, LAST_ADMIN)
+
+
 def get_user_or_404(user_id: int) -> User:
     user = db.session.get(User, user_id) if user_id <= MAX_ID else None
     if user is None:
@@ -28,8 +50,11 @@ def get_user_or_404(user_id: int) -> User:
     return user
 
 
-def commit_or_409() -> None:
+def commit_or_409(check: Callable[[], None] | None = None) -> None:
+    """Commit, or 409 on a duplicate email; ``check`` runs first (it may flush and refuse)."""
     try:
+        if check is not None:
+            check()
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -82,7 +107,7 @@ def create_user(data: dict[str, Any]) -> tuple[User, int, dict[str, str]]:
                     "and the user's `current_password` when they change their own. A password change "
                     "ends every token issued to the user before it, the caller's own included.",
         responses={403: "Not allowed to change this user, or `current_password` missing or wrong",
-                   409: DUPLICATE_EMAIL})
+                   409: f"{DUPLICATE_EMAIL} Or the change would demote the last admin."})
 def update_user(user_id: int, changes: dict[str, Any]) -> User:
     actor, user = current_user(), get_user_or_404(user_id)
     is_self = actor.id == user.id
@@ -104,17 +129,27 @@ def update_user(user_id: int, changes: dict[str, Any]) -> User:
         # Every token issued so far stops working, the caller's too. Raised in SQL, so two
         # changes at once cannot both write the same new version.
         user.token_version = User.token_version + 1
+    demotes = changes.get("role") == Role.USER
+    if demotes:
+        lock_admins()
     for field, value in changes.items():
         setattr(user, field, value)
-    commit_or_409()
+    commit_or_409(refuse_if_no_admin_left if demotes else None)
     return user
 
 
 @bp.delete("/users/<int:user_id>")
 @bp.auth_required(auth, roles=[Role.ADMIN.value])
 @bp.output({}, status_code=204)
-@bp.doc(summary="Delete a user (admins only)", responses={403: "Only admins delete users"})
+@bp.doc(summary="Delete a user (admins only)",
+        responses={403: "Only admins delete users", 409: "That is the last admin"})
 def delete_user(user_id: int) -> tuple[str, int]:
-    db.session.delete(get_user_or_404(user_id))
+    user = get_user_or_404(user_id)
+    admin = user.is_admin
+    if admin:
+        lock_admins()
+    db.session.delete(user)
+    if admin:
+        refuse_if_no_admin_left()
     db.session.commit()
     return "", 204
