@@ -262,7 +262,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(make_user, app, 
         assert flushed.wait(10), one.result()
         other = pool.submit(demote, first.id, bearer(second))
         try:
-            assert not _finished_within(other, 1.0), "the second did not wait"
+            assert not _finished_within(other, 0.5), "the second did not wait"
         finally:
             release.set()
         assert (one.result(timeout=10), other.result(timeout=10)) == (200, 409)
