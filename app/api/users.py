@@ -115,6 +115,9 @@ def update_user(user_id: int, changes: dict[str, Any]) -> User:
         abort(403, "You can change only yourself and users you created.")
     if "role" in changes and changes["role"] != user.role and not actor.is_admin:
         abort(403, "Only an admin can change a role.")
+    demotes = changes.get("role") == Role.USER
+    if demotes:  # before any change is flushed: every such request takes its locks in one order
+        lock_admins()
     current_password = changes.pop("current_password", None)
     if "password" in changes:
         if not (actor.is_admin or is_self):
@@ -129,9 +132,6 @@ def update_user(user_id: int, changes: dict[str, Any]) -> User:
         # Every token issued so far stops working, the caller's too. Raised in SQL, so two
         # changes at once cannot both write the same new version.
         user.token_version = User.token_version + 1
-    demotes = changes.get("role") == Role.USER
-    if demotes:
-        lock_admins()
     for field, value in changes.items():
         setattr(user, field, value)
     commit_or_409(refuse_if_no_admin_left if demotes else None)
