@@ -33,19 +33,24 @@ def test_migrations_match_models_on_sqlite(tmp_path):
     assert schema_diff(f"sqlite:///{tmp_path / 'm.db'}") == []
 
 
+def insert_users(*rows: tuple[int, str, int | None]) -> None:
+    """Insert users (id, role, created_by_id) with the columns every revision since the first has,
+    as rows an older revision holds: ids 1, 2, 3 are a@, b@, c@x.example named A, B, C."""
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO users"
+            " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 'h', ?, '2026-01-01', '2026-01-01')",
+            [(id_, f"{chr(96 + id_)}@x.example", chr(64 + id_), role, by) for id_, role, by in rows])
+
+
 def test_sqlite_rebuild_keeps_rows_and_references_and_stops_reusing_ids(tmp_path):
     """The AUTOINCREMENT migration rebuilds the table on SQLite: every row and created_by stays,
     foreign keys are enforced again afterwards."""
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"})
     with app.app_context():
         upgrade(revision="c2cbd7ad8c42")
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO users"
-                " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
-                " VALUES (1, 'a@x.example', 'A', 'admin', 'h', NULL, '2026-01-01', '2026-01-01'),"
-                " (2, 'b@x.example', 'B', 'user', 'h', 1, '2026-01-01', '2026-01-01'),"
-                " (3, 'c@x.example', 'C', 'user', 'h', 2, '2026-01-01', '2026-01-01')")
+        insert_users((1, "admin", None), (2, "user", 1), (3, "user", 2))
         upgrade()
         with db.engine.begin() as conn:
             assert conn.exec_driver_sql("SELECT id, created_by_id FROM users ORDER BY id").fetchall() == [
@@ -91,12 +96,7 @@ def test_token_versions_start_at_zero_and_the_downgrade_keeps_autoincrement(tmp_
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"})
     with app.app_context():
         upgrade(revision="7e3f1b2c9d40")
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO users"
-                " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
-                " VALUES (1, 'a@x.example', 'A', 'admin', 'h', NULL, '2026-01-01', '2026-01-01'),"
-                " (2, 'b@x.example', 'B', 'user', 'h', 1, '2026-01-01', '2026-01-01')")
+        insert_users((1, "admin", None), (2, "user", 1))
         upgrade(revision="3b9d5e2a7c11")
         with db.engine.begin() as conn:
             assert conn.exec_driver_sql("SELECT id, token_version FROM users ORDER BY id").fetchall() == [

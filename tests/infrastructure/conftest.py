@@ -4,6 +4,7 @@
     case_files(name)   -> RepoFiles  the dashboards, rules and locust files that case deployed
     synthetic_files    -> RepoFiles  two dashboards, two rule files and a locust package (tmp dirs)
     checkov            -> Path       checkov from .venv-checkov (make checkov)
+    render_with_url(make) -> (Rendered, component)  a component with a secret ``url``, rendered alone
 
 Environment:
     LOOKOUT_REQUIRE_SERVICES=1  a missing checkov fails instead of skipping (CI)
@@ -17,15 +18,31 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import pulumi
 import pytest
 import yaml
 
-from infra.mockrun import Rendered, render
+from infra.mockrun import Rendered, render, run_program
 from infra.stack import REPO_ROOT, RepoFiles, repo_files
 from infrastructure.infra_cases import CASES, SYNTHETIC_LOCUST, SYNTHETIC_RULES
 
 REQUIRE_SERVICES = os.environ.get("LOOKOUT_REQUIRE_SERVICES") == "1"
+Component = TypeVar("Component", bound=pulumi.ComponentResource)
+
+
+def render_with_url(make: Callable[[], Component]) -> tuple[Rendered, Component]:
+    """Render the component ``make`` declares, exporting its ``url`` as ``url`` (as Pulumi keeps
+    it, secret) and as ``url_plain`` (its value)."""
+    found: dict[str, Any] = {}
+
+    def program() -> None:
+        found["component"] = component = make()
+        pulumi.export("url", component.url)
+        pulumi.export("url_plain", pulumi.Output.unsecret(component.url))
+
+    return run_program(program, "test"), found["component"]
 
 
 @pytest.fixture(scope="session")

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pulumi
 import pytest
 
 from infra.components import Database, DatabaseArgs
 from infra.components.database import CNPG_CHART
-from infra.mockrun import Rendered, run_program
+from infra.mockrun import Rendered
+from infrastructure.conftest import render_with_url
 
 
 def build(args: DatabaseArgs) -> tuple[Rendered, Database]:
-    found: dict[str, Any] = {}
-
-    def program() -> None:
-        found["db"] = Database("shop-db", args)
-        pulumi.export("url", found["db"].url)
-        pulumi.export("url_plain", pulumi.Output.unsecret(found["db"].url))
-
-    return run_program(program, "test"), found["db"]
+    return render_with_url(lambda: Database("shop-db", args))
 
 
 def test_in_cluster_database_with_a_generated_password():

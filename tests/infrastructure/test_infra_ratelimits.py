@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
 import redis
 from faults import redis_server_binary
@@ -20,23 +19,16 @@ from app import create_app
 from infra.checks import _admits, _policies_for
 from infra.components import RateLimitStore, RateLimitStoreArgs, Resources
 from infra.components.ratelimits import PORT, server_conf
-from infra.mockrun import Rendered, render, run_program
+from infra.mockrun import Rendered, render
 from infra.stack import repo_files
-from infrastructure.conftest import REQUIRE_SERVICES
+from infrastructure.conftest import REQUIRE_SERVICES, render_with_url
 from loadtests.server import free_port
 
 CLIENTS = {"app.kubernetes.io/name": "shop", "app.kubernetes.io/component": "server"}
 
 
 def build(args: RateLimitStoreArgs) -> tuple[Rendered, RateLimitStore]:
-    found: dict[str, Any] = {}
-
-    def program() -> None:
-        found["store"] = RateLimitStore("shop-ratelimit", args)
-        pulumi.export("url", found["store"].url)
-        pulumi.export("url_plain", pulumi.Output.unsecret(found["store"].url))
-
-    return run_program(program, "test"), found["store"]
+    return render_with_url(lambda: RateLimitStore("shop-ratelimit", args))
 
 
 def test_a_password_protected_server_without_disk_that_only_the_service_reaches():
