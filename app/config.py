@@ -91,7 +91,7 @@ class Config(BaseModel):
     RATE_LIMIT_STORAGE_TIMEOUT: float = Field(default=0.5, gt=0, le=10)  # seconds per Redis call
     RATE_LIMIT_KEY_PREFIX: str = Field(default="lookout", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     RATE_LIMIT_LOGIN: str = "30 per minute"  # POST /auth/token, per client address
-    RATE_LIMIT_LOGIN_FAILURES: str = "10 per minute"  # refused logins, per account email
+    RATE_LIMIT_LOGIN_FAILURES: str = "10 per minute"  # refused logins per email, current_passwords per user
     RATE_LIMIT_WRITES: str = "120 per minute"  # POST/PATCH/DELETE, per user (or address)
     CORS_ORIGINS: tuple[str, ...] = ()  # comma-separated in the environment; empty: CORS closed
     HSTS_SECONDS: int = Field(default=31_536_000, ge=0)  # Strict-Transport-Security; 0: not sent

@@ -8,6 +8,9 @@ RATE_LIMIT_KEY_PREFIX, RATE_LIMIT_LOGIN, RATE_LIMIT_LOGIN_FAILURES, RATE_LIMIT_W
   password from many addresses is slowed while its owner's successful logins cost nothing).
 - ``POST``, ``PATCH``, ``DELETE`` under ``/api/v1``: RATE_LIMIT_WRITES per user (the token's
   subject), or per client address for a request without a valid token.
+- ``PATCH`` under ``/api/v1``: RATE_LIMIT_LOGIN_FAILURES per user, counting the requests refused
+  for a wrong ``current_password`` only: a stolen token buys no faster password guessing than
+  the token endpoint allows. Spent, it refuses the user's PATCH requests until it refills.
 
 Counts live in Redis when RATE_LIMIT_STORAGE_URL is a redis:// URL (shared by every process
 and pod), in process memory otherwise (each process counts alone). When Redis fails, each
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
@@ -64,6 +67,15 @@ def refused(response: Response) -> bool:
     return response.status_code == 401
 
 
+def refuse_password() -> None:
+    """Mark this request as refused for a wrong password (the view then answers 403)."""
+    g.password_refused = True
+
+
+def password_refused(response: Response) -> bool:
+    return response.status_code == 403 and g.get("password_refused", False)
+
+
 def init_app(app: Flask) -> Limiter | None:
     """Attach a limiter to ``app`` with the configured limits (one per app, so tests can build
     many apps with different settings in one process)."""
@@ -93,6 +105,9 @@ def init_app(app: Flask) -> Limiter | None:
                          methods=["POST"], deduct_when=refused)(auth.bp)
     limiter.shared_limit(config["RATE_LIMIT_WRITES"], "writes", key_func=principal,
                          methods=WRITE_METHODS)(api.bp)
+    # The same scope as the token endpoint's refused attempts, keyed by user, not by email.
+    limiter.shared_limit(config["RATE_LIMIT_LOGIN_FAILURES"], "login-failures", key_func=principal,
+                         methods=["PATCH"], deduct_when=password_refused)(api.bp)
     limiter.init_app(app)
     _check_writes_only(app, limiter)
     _report_fallback(app, limiter)

@@ -76,7 +76,7 @@ class UserPatch(UserBase):
     role = Enum(Role, by_value=True)
     current_password = String(
         load_only=True, validate=[Length(min=1, max=PASSWORD_MAX), printable],
-        metadata={**PRINTABLE, "description": "Required with `password` when changing your own password."},
+        metadata={**PRINTABLE, "description": "Required when changing your own `password` or `email`."},
     )
 
     @validates_schema

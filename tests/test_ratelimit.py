@@ -93,6 +93,29 @@ def test_refused_logins_are_limited_per_account(app, make_user, limited_app):
     assert ok.status_code == 200
 
 
+def test_wrong_current_passwords_are_limited_per_user(app, make_user, limited_app):
+    """Guessing through PATCH's current_password with a stolen token is as slow as at login."""
+    me, bystander = make_user(email="me@example.com"), make_user(email="bystander@example.com")
+    limited = limited_app(RATE_LIMIT_LOGIN_FAILURES="2 per minute")
+    client = limited.test_client()
+    with limited.app_context():
+        mine, theirs = bearer(me), bearer(bystander)
+    path = f"/api/v1/users/{me.id}"
+    for changes in ({"name": "Renamed"}, {"password": "no-current-one"}, {"role": "admin"}) * 2:
+        assert client.patch(path, json=changes, headers=mine).status_code in (200, 403)  # cost nothing
+    for _ in range(2):
+        wrong = client.patch(path, json={"password": "new-password", "current_password": "guess-guess"},
+                             headers=mine)
+        assert assert_problem(wrong, 403)["detail"] == "The current password is wrong."
+    right = client.patch(path, json={"password": "new-password", "current_password": PASSWORD}, headers=mine)
+    assert_rate_limited(right, "login-failures", limited)
+    assert_rate_limited(client.patch(path, json={"name": "x"}, headers=mine), "login-failures", limited)
+    others = client.patch(f"/api/v1/users/{bystander.id}", json={"name": "y"}, headers=theirs)
+    assert others.status_code == 200  # another user's budget
+    login = client.post("/api/v1/auth/token", json={"email": me.email, "password": PASSWORD})
+    assert login.status_code == 200  # the token endpoint's, per email
+
+
 def test_writes_are_limited_per_user(app, make_user, limited_app):
     first, second = make_user(Role.ADMIN, email="a@example.com"), make_user(Role.ADMIN, email="b@example.com")
     limited = limited_app(RATE_LIMIT_WRITES="2 per minute")

@@ -105,17 +105,21 @@ def test_user_changes_own_password_with_the_current_one_and_every_earlier_token_
 
 
 @pytest.mark.parametrize("current", [None, "not-my-password"], ids=["missing", "wrong"])
-def test_own_password_change_needs_the_current_password(app, client, make_user, current):
-    """A stolen token alone does not take the account over; the refused change changes nothing."""
+@pytest.mark.parametrize("credential, value", [("password", "hijacked-password"),
+                                               ("email", "thief@example.com")])
+def test_own_password_or_email_change_needs_the_current_password(app, client, make_user, credential,
+                                                                  value, current):
+    """A stolen token alone neither takes the account over nor moves its login elsewhere; the
+    refused change changes nothing."""
     me = make_user()
     headers = bearer(me)
-    changes = {"password": "hijacked-password", "name": "Hijacked"}
+    changes = {credential: value, "name": "Hijacked"}
     if current is not None:
         changes["current_password"] = current
     response = client.patch(f"/api/v1/users/{me.id}", json=changes, headers=headers)
     detail = assert_problem(response, 403)["detail"]
     if current is None:
-        assert detail == "Changing your own password needs your current_password too."
+        assert detail == f"Changing your own {credential} needs your current_password too."
     else:
         assert detail == "The current password is wrong."
         assert metric_value(app, "lookout_auth_failures_total", {"reason": "credentials"}) == 1
@@ -140,10 +144,31 @@ def test_admin_resets_a_password_without_it_and_the_users_tokens_end(client, mak
 
 def test_other_changes_keep_tokens(client, make_user):
     me = make_user()
-    headers = login(client, me.email, PASSWORD)
-    for changes in ({"name": "Renamed"}, {"email": "renamed@example.com"}):
+    old_email = me.email
+    headers = login(client, old_email, PASSWORD)
+    new_email = {"email": "renamed@example.com", "current_password": PASSWORD}
+    for changes in ({"name": "Renamed"}, new_email):
         assert client.patch(f"/api/v1/users/{me.id}", json=changes, headers=headers).status_code == 200
     assert client.patch(f"/api/v1/users/{me.id}", json={"name": "Again"}, headers=headers).status_code == 200
+    assert login(client, "renamed@example.com", PASSWORD) is not None
+    assert login(client, old_email, PASSWORD) is None
+
+
+def test_own_email_sent_unchanged_needs_no_password(client, make_user):
+    me = make_user()
+    response = client.patch(f"/api/v1/users/{me.id}", json={"email": f" {me.email.upper()}", "name": "Same"},
+                            headers=bearer(me))
+    assert response.status_code == 200, response.get_json()
+
+
+def test_admins_and_creators_change_a_users_email_without_its_password(client, make_user, admin_headers):
+    creator = make_user()
+    created = client.post("/api/v1/users", json=NEW, headers=bearer(creator)).get_json()
+    changers = ((bearer(creator), "by-creator@example.com"), (admin_headers, "by-admin@example.com"))
+    for headers, email in changers:
+        response = client.patch(f"/api/v1/users/{created['id']}", json={"email": email}, headers=headers)
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["email"] == email
 
 
 def test_current_password_alone_changes_nothing(client, make_user):

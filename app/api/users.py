@@ -14,6 +14,7 @@ from ..auth import auth, current_user
 from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..models import Role, User
+from ..ratelimit import refuse_password
 from ..schemas import PageQuery, UserIn, UserOut, UserPatch, UsersPage
 from ..telemetry import count_auth_failure, count_user_created
 from . import bp
@@ -103,9 +104,10 @@ def create_user(data: dict[str, Any]) -> tuple[User, int, dict[str, str]]:
 @bp.output(UserOut)
 @bp.doc(summary="Change some fields of a user",
         description="Allowed for admins, the user themself and the user's creator. "
-                    "Changing a role needs an admin; changing a password needs an admin or the user, "
-                    "and the user's `current_password` when they change their own. A password change "
-                    "ends every token issued to the user before it, the caller's own included.",
+                    "Changing a role needs an admin; changing a password needs an admin or the user. "
+                    "Users changing their own password or email send their `current_password` too. "
+                    "A password change ends every token issued to the user before it, the caller's "
+                    "own included.",
         responses={403: "Not allowed to change this user, or `current_password` missing or wrong",
                    409: f"{DUPLICATE_EMAIL} Or the change would demote the last admin."})
 def update_user(user_id: int, changes: dict[str, Any]) -> User:
@@ -119,15 +121,20 @@ def update_user(user_id: int, changes: dict[str, Any]) -> User:
     if demotes:  # before any change is flushed: every such request takes its locks in one order
         lock_admins()
     current_password = changes.pop("current_password", None)
+    if "password" in changes and not (actor.is_admin or is_self):
+        abort(403, "Only the user or an admin can change a password.")
+    # A stolen token alone must neither take the account over (a new password) nor move its
+    # login to another address, locking the owner out (a new email).
+    new_email = changes.get("email", user.email) != user.email
+    if is_self and ("password" in changes or new_email):
+        if current_password is None:
+            what = "password" if "password" in changes else "email"
+            abort(403, f"Changing your own {what} needs your current_password too.")
+        if not verify_password(user.password_hash, current_password)[0]:
+            count_auth_failure("credentials")
+            refuse_password()  # counted against RATE_LIMIT_LOGIN_FAILURES, as a refused login is
+            abort(403, "The current password is wrong.")
     if "password" in changes:
-        if not (actor.is_admin or is_self):
-            abort(403, "Only the user or an admin can change a password.")
-        if is_self:  # a stolen token alone must not be enough to take the account over
-            if current_password is None:
-                abort(403, "Changing your own password needs your current_password too.")
-            if not verify_password(user.password_hash, current_password)[0]:
-                count_auth_failure("credentials")
-                abort(403, "The current password is wrong.")
         user.password_hash = hash_password(changes.pop("password"))
         # Every token issued so far stops working, the caller's too. Raised in SQL, so two
         # changes at once cannot both write the same new version.
