@@ -57,6 +57,19 @@ def test_list_is_paginated_in_stable_order(client, make_user):
     assert client.get("/api/v1/users?page=9&per_page=3").get_json()["items"] == []
 
 
+@pytest.mark.parametrize("users", [0, 1, 7])
+def test_every_pagination_link_can_be_followed(client, make_user, users):
+    for _ in range(users):
+        make_user()
+    for page in (1, 2, 3, 9):
+        pagination = client.get(f"/api/v1/users?per_page=3&page={page}").get_json()["pagination"]
+        for name in ("first", "last", "next", "prev", "current"):
+            if pagination[name]:
+                followed = client.get(pagination[name])
+                assert followed.status_code == 200, (users, page, name, followed.get_json())
+        assert pagination["first"] and pagination["last"] and pagination["current"]
+
+
 def test_page_size_is_capped(client, app, make_user):
     for _ in range(3):
         make_user()

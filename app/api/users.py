@@ -71,7 +71,10 @@ def list_users(query: dict[str, int]) -> dict[str, Any]:
                        per_page=query["per_page"], error_out=False)
     # Flask-SQLAlchemy's Pagination has read-only properties where APIFlask's protocol type
     # declares plain attributes; at run time it is exactly what pagination_builder reads.
-    return {"items": page.items, "pagination": pagination_builder(page)}  # type: ignore[arg-type]
+    links: dict[str, Any] = pagination_builder(page)  # type: ignore[arg-type, assignment]
+    if page.pages == 0:  # no users: its "last" would be page 0, which no request may ask for
+        links["last"] = links["first"]
+    return {"items": page.items, "pagination": links}
 
 
 @bp.get("/users/<int:user_id>")
