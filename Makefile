@@ -41,8 +41,8 @@ migrate: $(APP_STAMP) ## Apply database migrations (SQLite file by default, DATA
 run: migrate ## Serve on 127.0.0.1:8000 under gunicorn
 	$(RUN_ENV) exec $(BIN)/gunicorn -c python:app.gunicorn_conf app.wsgi:app
 
-test: venv ## Run the test suite
-	$(BIN)/pytest
+test: venv ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips the ones that start real processes)
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: venv ## Measure what telemetry costs per request (needs wrk, valgrind; BENCH_DATABASE_URL for PostgreSQL parts)
 	$(BIN)/python -m loadtests.bench.run $(BENCH_ARGS)
