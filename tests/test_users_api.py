@@ -68,6 +68,8 @@ def test_every_pagination_link_can_be_followed(client, make_user, users):
                 followed = client.get(pagination[name])
                 assert followed.status_code == 200, (users, page, name, followed.get_json())
         assert pagination["first"] and pagination["last"] and pagination["current"]
+        if page > max(pagination["pages"], 1):
+            assert pagination["prev"] == pagination["last"]  # not to another empty page
 
 
 def test_page_size_is_capped(client, app, make_user):

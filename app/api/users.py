@@ -74,6 +74,8 @@ def list_users(query: dict[str, int]) -> dict[str, Any]:
     links: dict[str, Any] = pagination_builder(page)  # type: ignore[arg-type, assignment]
     if page.pages == 0:  # no users: its "last" would be page 0, which no request may ask for
         links["last"] = links["first"]
+    if page.page > max(page.pages, 1):  # past the end: back to the last page, not to page - 1
+        links["prev"] = links["last"]
     return {"items": page.items, "pagination": links}
 
 
