@@ -141,6 +141,11 @@ def rule_groups(paths: list[Path] | None = None) -> list[dict[str, Any]]:
             for g in (yaml.safe_load(p.read_text()) or {}).get("groups") or []]
 
 
+def alert_names(paths: list[Path] | None = None) -> list[str]:
+    """Return the name of every alerting rule of the rule files, in file order."""
+    return [rule["alert"] for group in rule_groups(paths) for rule in group["rules"] if "alert" in rule]
+
+
 @dataclass(frozen=True)
 class PanelQuery:
     """One PromQL target of a dashboard panel."""

@@ -19,7 +19,7 @@ import pulumi
 
 from app.config import Config as AppConfig
 from app.config import check_rate_limit
-from dashboards import duration_seconds
+from dashboards import alert_names, duration_seconds
 
 ARGON2_MIB = AppConfig.model_fields["PASSWORD_HASH_MEMORY_KIB"].default // 1024  # per concurrent hash
 WORKER_BASELINE_MIB = 128  # one gunicorn worker with Flask, SQLAlchemy and OpenTelemetry loaded
@@ -98,6 +98,7 @@ class Settings:
     alert_pagerduty_routing_key: pulumi.Output[str] | None
     alert_slack_webhook_url: pulumi.Output[str] | None
     alert_heartbeat_url: pulumi.Output[str] | None
+    alerts_muted: tuple[str, ...]
     loadtest_enabled: bool
     loadtest_workers: int
     loadtest_users: int
@@ -158,6 +159,8 @@ class Settings:
         if self.loadtest_run_time and not _DURATION.match(self.loadtest_run_time):
             raise ConfigError(f"loadtestRunTime: {self.loadtest_run_time!r} "
                               "is not a duration such as 10m or 1h30m")
+        for name in self.alerts_muted:  # a misspelt name would mute nothing, silently
+            _one_of("alertsMuted", name, *sorted(set(alert_names())))
         self.quantity("databaseStorageSize")
         for key in ("prometheusStorageSize", "traceStorageSize"):
             if getattr(self, _attribute(key)):  # empty: no volume
@@ -257,6 +260,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
         alert_pagerduty_routing_key=_optional_secret(c, "alertPagerdutyRoutingKey"),
         alert_slack_webhook_url=_optional_secret(c, "alertSlackWebhookUrl"),
         alert_heartbeat_url=_optional_secret(c, "alertHeartbeatUrl"),
+        alerts_muted=tuple(c.require_object("alertsMuted")),
         loadtest_enabled=c.require_bool("loadtestEnabled"),
         loadtest_workers=c.require_int("loadtestWorkers"),
         loadtest_users=c.require_int("loadtestUsers"),

@@ -93,7 +93,8 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         trace_storage_size=s.trace_storage_size, alertmanager_replicas=s.alertmanager_replicas,
         control_plane=s.control_plane_monitoring,
         pagerduty_routing_key=s.alert_pagerduty_routing_key,
-        slack_webhook_url=s.alert_slack_webhook_url, heartbeat_url=s.alert_heartbeat_url))
+        slack_webhook_url=s.alert_slack_webhook_url, heartbeat_url=s.alert_heartbeat_url,
+        muted_alerts=s.alerts_muted))
     database = Database(f"{APP}-db", DatabaseArgs(
         mode=s.database_mode, port=s.database_port, external_url=s.database_url,
         external_cidrs=s.database_egress_cidrs, instances=s.database_instances,

@@ -107,6 +107,24 @@ def test_an_unknown_severity_is_dropped_and_the_watchdog_is_a_heartbeat(amtool, 
     assert receivers_for(amtool, config, {"alertname": "KubeletDown", "severity": "critical"}) == {"chat"}
 
 
+def test_muted_alerts_reach_nobody_and_the_rest_route_as_before(amtool, tmp_path):
+    """A stack's alertsMuted: a ticket and a page both muted; every other alert keeps its receivers."""
+    names = {name for name, _ in _alerts()}
+    muted = ("LookoutNoTraffic", "LookoutNoTargetUp")
+    assert set(muted) <= names
+    (tmp_path / "muted").mkdir()
+    config = write_config(tmp_path / "muted", alertmanager_config(pagerduty=True, slack=True, muted=muted))
+    plain = write_config(tmp_path, alertmanager_config(pagerduty=True, slack=True))
+    result = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, labels in _alerts():
+        got = receivers_for(amtool, config, {"alertname": name, **labels})
+        if name in muted:
+            assert got == {"null"}, name
+        else:
+            assert got == receivers_for(amtool, plain, {"alertname": name, **labels}), name
+
+
 class Sink:
     """An HTTP server on 127.0.0.1 that stands in for PagerDuty, Slack and the heartbeat's dead
     man's switch: it keeps every POST."""

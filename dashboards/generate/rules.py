@@ -165,8 +165,8 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             "The pods are scraped, yet no API request reached them: the load balancer, DNS or clients "
             "are not sending any.",
             "Check the load balancer Service and its endpoints (kubectl -n lookout get svc,endpoints), "
-            "readiness, and the clients. Do: restore the route to the pods; ignore it in a stack with "
-            "no clients."),
+            "readiness, and the clients. Do: restore the route to the pods. A stack without clients "
+            "mutes it (alertsMuted)."),
         Operational(
             "LookoutReadinessFailing",
             f'sum by (namespace, pod) (rate({REQUESTS}{{{t.app}, route="/readyz", status!~"2.."}}[5m]))\n'

@@ -7,6 +7,8 @@ cause the cluster may absorb. The stack's ``Watchdog`` (always firing while Prom
 Alertmanager work) goes to a heartbeat URL every minute, a dead man's switch that raises the
 alarm elsewhere when the pings stop; ``InfoInhibitor`` and ``info`` alerts go nowhere. A
 receiver whose secret is not set drops what reaches it, so the tree is the same on every stack.
+A stack may mute some alerts by name (``muted``: a stack without clients has no use for
+``LookoutNoTraffic``): they go nowhere there, and Alertmanager and Grafana still show them.
 
 Secrets stay out of the config: Alertmanager reads the PagerDuty routing key and the Slack
 webhook URL from files (``routing_key_file``, ``api_url_file``), which the operator mounts from a
@@ -18,6 +20,7 @@ templates in the texts are Alertmanager's own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -37,12 +40,13 @@ _DETAILS = ("{{ range .Alerts }}{{ .Annotations.description }}\n"
 
 
 def alertmanager_config(*, pagerduty: bool, slack: bool, heartbeat_url: pulumi.Input[str] | None = None,
-                        secrets_dir: str = SECRETS_DIR) -> dict[str, Any]:
+                        muted: Sequence[str] = (), secrets_dir: str = SECRETS_DIR) -> dict[str, Any]:
     """Return Alertmanager's configuration.
 
     ``pagerduty`` and ``slack`` say whether the receivers' secrets exist (as files under
     ``secrets_dir/RECEIVERS_SECRET/``); a receiver without one has no integration and drops.
-    ``heartbeat_url`` receives the Watchdog alert every minute; None drops it.
+    ``heartbeat_url`` receives the Watchdog alert every minute; None drops it. Alerts named in
+    ``muted`` reach no receiver, whatever their severity.
     """
     heartbeat: dict[str, Any] = {"name": "heartbeat"}
     if heartbeat_url is not None:
@@ -74,6 +78,7 @@ def alertmanager_config(*, pagerduty: bool, slack: bool, heartbeat_url: pulumi.I
                 {"matchers": ['alertname="Watchdog"'], "receiver": "heartbeat",
                  "group_wait": "0s", "group_interval": "1m", "repeat_interval": "1m"},
                 {"matchers": ['alertname="InfoInhibitor"'], "receiver": "null"},
+                *({"matchers": [f'alertname="{name}"'], "receiver": "null"} for name in muted),
                 {"matchers": ['severity="page"'], "receiver": "pager", "repeat_interval": "4h",
                  "continue": True},  # and on to the chat channel, so the team sees pages too
                 {"matchers": [f'severity=~"{CHAT}"'], "receiver": "chat"},

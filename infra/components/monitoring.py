@@ -75,6 +75,7 @@ class MonitoringArgs:
     pagerduty_routing_key: pulumi.Input[str] | None = None
     slack_webhook_url: pulumi.Input[str] | None = None
     heartbeat_url: pulumi.Input[str] | None = None
+    muted_alerts: Sequence[str] = ()  # alert names routed to no receiver on this stack
 
 
 def prometheus_retention_size(storage_size: str) -> str:
@@ -235,7 +236,7 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
         "alertmanager": {
             "config": alertmanager_config(pagerduty=args.pagerduty_routing_key is not None,
                                           slack=args.slack_webhook_url is not None,
-                                          heartbeat_url=args.heartbeat_url),
+                                          heartbeat_url=args.heartbeat_url, muted=args.muted_alerts),
             # One of a pair stays up through a node drain.
             "podDisruptionBudget": {"enabled": args.alertmanager_replicas > 1, "minAvailable": 1},
             "alertmanagerSpec": {

@@ -117,6 +117,8 @@ def test_memory_sizing_follows_the_apps_argon2_cost(dev: Settings):
         ({"prometheus_storage_size": "50 GB"}, "prometheusStorageSize: '50 GB' is not a Kubernetes quantity"),
         ({"trace_storage_size": "lots"}, "traceStorageSize: 'lots' is not a Kubernetes quantity"),
         ({"prometheus_retention": "1 month"}, "prometheusRetention: '1 month' is not a Prometheus duration"),
+        ({"alerts_muted": ("LookoutNoTraffic", "LookoutNoTrafic")},
+         "alertsMuted: 'LookoutNoTrafic' is not one of LookoutAvailabilityBurn1d, "),
     ],
 )
 def test_settings_that_cannot_work_are_refused(dev: Settings, change: dict[str, Any], error: str):

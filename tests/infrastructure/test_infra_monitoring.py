@@ -16,7 +16,7 @@ from dashboards import dashboard_files, duration_seconds, load_slo, rule_files
 from infra.components import Monitoring, MonitoringArgs, ScrapeTarget
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
 from infra.components.monitoring import RELEASE, dashboard_name, prometheus_retention_size, rule_groups
-from infra.mockrun import LB_ADDRESS, Rendered, run_program
+from infra.mockrun import LB_ADDRESS, Rendered, render, run_program
 
 TARGET = ScrapeTarget(
     "lookout", "lookout", {"app.kubernetes.io/name": "lookout", "app.kubernetes.io/component": "server"}
@@ -164,6 +164,20 @@ def test_without_receivers_the_secret_is_empty_and_nothing_is_sent(synthetic: Re
     receivers = {r["name"]: r for r in config["receivers"]}
     assert receivers == {"null": {"name": "null"}, "pager": {"name": "pager"}, "chat": {"name": "chat"},
                          "heartbeat": {"name": "heartbeat"}}
+
+
+def test_idle_stacks_mute_no_traffic_and_production_mutes_nothing(render_case):
+    """The stack's alertsMuted reach Alertmanager's routes (their routing is tested with amtool in
+    tests/test_alerting.py): dev and staging, idle between uses, mute LookoutNoTraffic; production
+    mutes nothing."""
+    def muted(stack: str) -> list[list[str]]:
+        rendered = render("staging") if stack == "staging" else render_case(stack)  # CASES has no staging
+        routes = _release_values(rendered, RELEASE)["alertmanager"]["config"]["route"]["routes"]
+        return [r["matchers"] for r in routes
+                if r["receiver"] == "null" and r["matchers"] != ['alertname="InfoInhibitor"']]
+
+    assert muted("dev") == muted("staging") == [['alertname="LookoutNoTraffic"']]
+    assert muted("prod") == []
 
 
 def test_alertmanager_runs_alone_by_default_and_as_a_guarded_pair_in_production(synthetic, render_case):
