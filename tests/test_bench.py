@@ -189,6 +189,24 @@ def test_instruction_counts_tell_the_apps_apart_and_subtract_start_up():
     assert common.per_request > 1.5 * bare.per_request, (bare, common)
 
 
+def test_a_sampling_ratio_weighs_a_dropped_and_a_sampled_count(monkeypatch):
+    """Counting at 10% is a lottery (which requests the random trace ids sample); the mix counts
+    every request dropped, then every request sampled, and weighs the two by the ratio."""
+    seen: list[dict[str, str]] = []
+
+    def count(name: str, app: str, path: str, env: dict[str, str], requests: int) -> instructions.Count:
+        seen.append(env)
+        sampler = env["OTEL_TRACES_SAMPLER"]
+        return instructions.Count(name, {"parentbased_always_off": 1_000_000.0,
+                                         "parentbased_always_on": 2_000_000.0}[sampler])
+
+    monkeypatch.setattr(instructions, "count", count)
+    mix = instructions.sampled_mix("(c)", "lookout", "/", {"LOOKOUT_ENV": "production"}, 30, 0.1)
+    assert mix.per_request == pytest.approx(1_100_000) and mix.sampled_extra == pytest.approx(1_000_000)
+    assert [e["OTEL_TRACES_SAMPLER"] for e in seen] == ["parentbased_always_off", "parentbased_always_on"]
+    assert all(e["LOOKOUT_ENV"] == "production" for e in seen)
+
+
 def test_a_request_that_fails_is_not_counted(tmp_path):
     """The counted requests must be the ones meant: a 404 path stops the run."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

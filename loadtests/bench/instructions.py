@@ -12,6 +12,13 @@ requests through its WSGI callable. The difference over ``requests`` is the coun
 start-up, which differs between setups, cancels. No exporter runs: a span processor exports on
 a timer from its own thread, which would make the count depend on the run's length.
 
+A setup that samples a share of its requests is counted twice more, every request dropped and
+every request sampled, and reported as the two weighted by the ratio (``sampled_mix``): the
+cost of a request at that ratio, on average. Counting at the ratio itself is a lottery: the
+random trace ids decide which requests are sampled, and whether the first sampled one (which
+pays one-time set-up) falls in the warm-up or among the counted requests; the users endpoint's
+figure moved by up to 4% between runs that way.
+
     python -m loadtests.bench.instructions APP PATH REQUESTS   (what valgrind runs)
 
 APP: ``bare`` (a), ``common`` (b), ``lookout`` (this service, by its own env).
@@ -50,6 +57,7 @@ def parse(report: str) -> int:
 class Count:
     name: str
     per_request: float  # instructions
+    sampled_extra: float | None = None  # what sampling a request adds (sampled_mix only)
 
 
 def run_once(app: str, path: str, requests: int, env: dict[str, str]) -> int:
@@ -74,6 +82,15 @@ def count(name: str, app: str, path: str, env: dict[str, str], requests: int) ->
         without = pool.submit(run_once, app, path, 0, env)
         with_requests = pool.submit(run_once, app, path, requests, env)
         return Count(name, (with_requests.result() - without.result()) / requests)
+
+
+def sampled_mix(name: str, app: str, path: str, env: dict[str, str], requests: int, ratio: float) -> Count:
+    """Instructions per request when ``ratio`` of new traces are sampled: an unsampled and a
+    sampled request, each counted over ``requests`` requests, weighted by the ratio."""
+    dropped = count(name, app, path, {**env, "OTEL_TRACES_SAMPLER": "parentbased_always_off"}, requests)
+    sampled = count(name, app, path, {**env, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}, requests)
+    return Count(name, (1 - ratio) * dropped.per_request + ratio * sampled.per_request,
+                 sampled.per_request - dropped.per_request)
 
 
 def _build(app: str) -> object:

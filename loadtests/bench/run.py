@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
+from app.telemetry.tracing import DEFAULT_SAMPLE_RATIO
 from loadtests.bench import instructions, scrape, wrk
 from loadtests.bench.sink import Sink
 from loadtests.server import PRODUCTION_SECRETS, GunicornServer
@@ -305,29 +306,37 @@ def instruction_counts(database_url: str | None, requests: int) -> str:
     """In-process instructions per request (valgrind): exact where throughput is noisy."""
     lookout = {"LOOKOUT_ENV": "production", **PRODUCTION_SECRETS}
     with sqlite_database() as url:
-        # (name, app, env) on GET /, which is cheap: three times the requests for the same precision
-        small = [("(a) Flask alone", "bare", {}),
-                 ("(b) prometheus_flask_exporter + FlaskInstrumentor, 100%", "common", {}),
-                 ("(c) Lookout, default sampling", "lookout", {**lookout, "DATABASE_URL": url}),
+        # (name, app, env, ratio) on GET /, which is cheap: three times the requests for the same
+        # precision. A ratio: counted dropped and sampled, weighted (instructions.sampled_mix).
+        small = [("(a) Flask alone", "bare", {}, None),
+                 ("(b) prometheus_flask_exporter + FlaskInstrumentor, 100%", "common", {}, None),
+                 ("(c) Lookout, default sampling", "lookout", {**lookout, "DATABASE_URL": url},
+                  DEFAULT_SAMPLE_RATIO),
                  ("(c) with tracing off (OTEL_SDK_DISABLED=true)", "lookout",
-                  {**lookout, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"})]
-        counts = [instructions.count(name, app, "/", env, requests * 3) for name, app, env in small]
+                  {**lookout, "DATABASE_URL": url, "OTEL_SDK_DISABLED": "true"}, None)]
+        counts = [instructions.count(name, app, "/", env, requests * 3) if ratio is None
+                  else instructions.sampled_mix(name, app, "/", env, requests * 3, ratio)
+                  for name, app, env, ratio in small]
     a, b, c, untraced = counts
     lines = [f"- (c)/(b): {b.per_request / c.per_request:.3f}",
              f"- (c)/(a): {a.per_request / c.per_request:.3f}",
              f"- (c) with tracing off/(b): {b.per_request / untraced.per_request:.3f}"]
+    sampled = [f"GET / {(c.sampled_extra or 0) / 1e6:.3f}"]
     if database_url:
         env = {**lookout, "DATABASE_URL": database_url}
         off = instructions.count("users endpoint, telemetry off", "lookout", USERS_PATH,
                                  {**env, "TELEMETRY_ENABLED": "false"}, requests)
-        on = instructions.count("users endpoint, telemetry on, default sampling", "lookout", USERS_PATH,
-                                env, requests)
+        on = instructions.sampled_mix("users endpoint, telemetry on, default sampling", "lookout",
+                                      USERS_PATH, env, requests, DEFAULT_SAMPLE_RATIO)
         counts += [off, on]
         lines.append(f"- users endpoint on/off: {off.per_request / on.per_request:.3f}")
+        sampled.append(f"users endpoint {(on.sampled_extra or 0) / 1e6:.3f}")
     rows = ["| setup | instructions per request (millions) |", "|---|---:|"]
     rows += [f"| {x.name} | {x.per_request / 1e6:.3f} |" for x in counts]
     return ("\n".join(rows) + "\n\nRatios of requests per instruction (what throughput would be "
-            "if nothing but this code ran):\n" + "\n".join(lines))
+            "if nothing but this code ran):\n" + "\n".join(lines) + "\n\nLookout's default-sampling "
+            f"rows weigh a dropped and a sampled request by the default ratio ({DEFAULT_SAMPLE_RATIO:.0%}); "
+            f"sampling a request adds (millions): {', '.join(sampled)}.")
 
 
 def scrapes() -> str:
