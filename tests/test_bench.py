@@ -189,22 +189,26 @@ def test_instruction_counts_tell_the_apps_apart_and_subtract_start_up():
     assert common.per_request > 1.5 * bare.per_request, (bare, common)
 
 
-def test_a_sampling_ratio_weighs_a_dropped_and_a_sampled_count(monkeypatch):
-    """Counting at 10% is a lottery (which requests the random trace ids sample); the mix counts
-    every request dropped, then every request sampled, and weighs the two by the ratio."""
-    seen: list[dict[str, str]] = []
-
+def test_the_instruction_report_weighs_lookouts_sampling_and_pairs_the_right_rows(monkeypatch):
+    """Counting at 10% is a lottery (which requests the random trace ids sample), so Lookout's
+    default-sampling rows are a dropped and a sampled count weighed by the ratio. The report's
+    plumbing, with valgrind's counts stood in (real counts are tested above)."""
     def count(name: str, app: str, path: str, env: dict[str, str], requests: int) -> instructions.Count:
-        seen.append(env)
-        sampler = env["OTEL_TRACES_SAMPLER"]
-        return instructions.Count(name, {"parentbased_always_off": 1_000_000.0,
-                                         "parentbased_always_on": 2_000_000.0}[sampler])
+        if app != "lookout":
+            return instructions.Count(name, {"bare": 400_000.0, "common": 1_500_000.0}[app])
+        base = 600_000.0 if path == "/" else 8_000_000.0
+        if env.get("OTEL_SDK_DISABLED") == "true" or env.get("TELEMETRY_ENABLED") == "false":
+            return instructions.Count(name, base)
+        sampled = env["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+        return instructions.Count(name, base + 600_000 + (1_000_000 if sampled else 0))
 
     monkeypatch.setattr(instructions, "count", count)
-    mix = instructions.sampled_mix("(c)", "lookout", "/", {"LOOKOUT_ENV": "production"}, 30, 0.1)
-    assert mix.per_request == pytest.approx(1_100_000) and mix.sampled_extra == pytest.approx(1_000_000)
-    assert [e["OTEL_TRACES_SAMPLER"] for e in seen] == ["parentbased_always_off", "parentbased_always_on"]
-    assert all(e["LOOKOUT_ENV"] == "production" for e in seen)
+    report = run.instruction_counts("postgresql://unused", 10)
+    assert "| (c) Lookout, default sampling | 1.300 |" in report  # 1.2 dropped, 2.2 sampled, 10%
+    assert "| users endpoint, telemetry on, default sampling | 8.700 |" in report
+    assert "- (c)/(b): 1.154" in report and "- (c) with tracing off/(b): 2.500" in report
+    assert "- users endpoint on/off: 0.920" in report
+    assert "sampling a request adds (millions): GET / 1.000, users endpoint 1.000" in report
 
 
 def test_a_request_that_fails_is_not_counted(tmp_path):
