@@ -2,9 +2,9 @@
 
 Throughput ratios need many paired rounds on a shared VM and still spread by ±10%. Counting the
 instructions one thread executes to answer a request is exact to a fraction of a percent from
-a single run, so the in-process part of a cost (what the app, its libraries and their
-instrumentation do per request, without gunicorn, threads or contention) is settled here and
-the throughput parts can be read against it.
+a single run (about 1% with PostgreSQL, whose round trips vary), so the in-process part of a
+cost (what the app, its libraries and their instrumentation do per request, without gunicorn,
+threads or contention) is settled here and the throughput parts can be read against it.
 
 Each setup is run twice under ``valgrind --tool=cachegrind --cache-sim=no`` (counting only):
 once building the app and warming it up, once doing the same and then answering ``requests``
