@@ -159,8 +159,10 @@ class Settings:
         if self.loadtest_run_time and not _DURATION.match(self.loadtest_run_time):
             raise ConfigError(f"loadtestRunTime: {self.loadtest_run_time!r} "
                               "is not a duration such as 10m or 1h30m")
-        for name in self.alerts_muted:  # a misspelt name would mute nothing, silently
-            _one_of("alertsMuted", name, *sorted(set(alert_names())))
+        if self.alerts_muted:  # a misspelt name would mute nothing, silently
+            known = sorted(set(alert_names()))  # reads the rule files: once, and only when needed
+            for name in self.alerts_muted:
+                _one_of("alertsMuted", name, *known)
         self.quantity("databaseStorageSize")
         for key in ("prometheusStorageSize", "traceStorageSize"):
             if getattr(self, _attribute(key)):  # empty: no volume
