@@ -33,7 +33,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
-from .auth.tokens import decode_token
+from .auth.tokens import request_claims
 from .schemas import normalise_email
 
 KEY = "lookout.limiter"
@@ -59,7 +59,7 @@ def account() -> str:
 def principal() -> str:
     """The user a write is made by (a valid token's subject), else the client address."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    claims = decode_token(token) if scheme.lower() == "bearer" and token else None
+    claims = request_claims(token) if scheme.lower() == "bearer" and token else None
     return f"user:{claims['sub']}" if claims else client_address()
 
 

@@ -48,6 +48,30 @@ def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, mon
     assert len(checked) == 2 and context_reads
 
 
+def test_a_write_verifies_its_token_once(app, make_user, monkeypatch):
+    """The writes limit, PATCH's wrong-password limit and the auth guard share one decode."""
+    from app.auth import tokens
+
+    me, admin = make_user(email="once@example.com"), make_user(Role.ADMIN, email="boss@example.com")
+    with app.app_context():
+        mine, admins = bearer(me), bearer(admin)
+    decoded = []
+    decode = tokens.jwt.decode
+
+    def counting(token, *args, **kwargs):
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(tokens.jwt, "decode", counting)
+    client = app.test_client()
+    assert client.patch(f"/api/v1/users/{me.id}", json={"name": "Once"}, headers=mine).status_code == 200
+    assert decoded == [mine["Authorization"].split()[1]]
+    created = client.post("/api/v1/users", json={**NEW, "email": "made@example.com"}, headers=admins)
+    assert created.status_code == 201
+    assert len(decoded) == 2  # a new request decodes afresh
+    assert app.extensions["lookout.limiter"].enabled
+
+
 def test_token_endpoint_is_limited_per_address(app, make_user, limited_app):
     user = make_user()
     limited = limited_app(RATE_LIMIT_LOGIN="3 per minute")

@@ -12,7 +12,7 @@ from ..models import Role, User
 from ..schemas import TokenIn, TokenOut, normalise_email
 from ..telemetry import count_auth_failure
 from .passwords import verify_password
-from .tokens import decode_token, issue_token
+from .tokens import issue_token, request_claims
 
 bp = APIBlueprint("auth", __name__, url_prefix="/api/v1/auth", tag="Auth")
 bp.before_request(require_json_body)
@@ -21,7 +21,7 @@ auth = HTTPTokenAuth(scheme="Bearer", realm="lookout", description="JWT from POS
 
 @auth.verify_token
 def _verify(token: str) -> User | None:
-    claims = decode_token(token) if token else None
+    claims = request_claims(token) if token else None
     if claims is None or not claims["sub"].isdigit():
         return None
     # The user is re-read on every request: a deleted user's token stops working at once,

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import jwt
-from flask import current_app
+from flask import current_app, g
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 
@@ -51,3 +51,12 @@ def decode_token(token: str) -> dict[str, Any] | None:
         )
     except jwt.InvalidTokenError:
         return None
+
+
+def request_claims(token: str) -> dict[str, Any] | None:
+    """``decode_token`` once per request and token: a write's rate-limit keys (two on a PATCH)
+    and its bearer-token guard all need the same claims. ``g`` lives as long as the request."""
+    memo: dict[str, dict[str, Any] | None] = g.setdefault("lookout_token_claims", {})
+    if token not in memo:
+        memo[token] = decode_token(token)
+    return memo[token]
