@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,25 @@ PRODUCTION_SECRETS = {"SECRET_KEY": "integration-secret-key-" + "x" * 16,
                       "JWT_SECRET_KEY": "integration-jwt-key-" + "y" * 16}
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free on 127.0.0.1 now, never one this process was given before.
+
+    The kernel may return the same ephemeral port to two bind(0) calls in a row (here about one
+    pair in 18,000): a server and its metrics port, both chosen before gunicorn binds either, then
+    collide. The port is still only free until someone binds it: callers bind it at once.
+    """
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 class GunicornServer:

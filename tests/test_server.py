@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -95,3 +96,28 @@ def test_worker_freezes_its_start_up_heap_unless_told_not_to(app, setting):
         assert count > 10_000, frozen  # the app and its libraries, not a handful of objects
     else:
         assert frozen == []
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch):
+    """The kernel may give two bind(0) calls in a row one port; a server and its metrics port
+    chosen that way would collide when gunicorn binds them."""
+    from loadtests import server
+
+    offered = iter([40001, 40001, 40001, 40003])
+
+    class Socket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def bind(self, address):
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(server, "socket", SimpleNamespace(socket=Socket))  # this module's only
+    monkeypatch.setattr(server, "_handed_out", set(), raising=False)
+    assert [server.free_port(), server.free_port()] == [40001, 40003]
