@@ -38,7 +38,7 @@ def free_port() -> int:
 
     The kernel may return the same ephemeral port to two bind(0) calls in a row (here about one
     pair in 18,000): a server and its metrics port, both chosen before gunicorn binds either, then
-    collide. The port is still only free until someone binds it: callers bind it at once.
+    collide. The port stays free only until someone binds it, so callers bind it soon after.
     """
     with _handed_out_lock:
         while True:

@@ -31,6 +31,7 @@ from pathlib import Path
 from infra.delivery import cluster_checks
 from infra.delivery.pulumi_cli import PulumiStack
 from infra.delivery.rollout import Rollout, check_image, report
+from loadtests.server import free_port
 
 STACK = "dev"
 # On top of Pulumi.dev.yaml: the one thing a kind cluster with cloud-provider-kind adds.
@@ -77,16 +78,10 @@ def up(image: str) -> int:
     return 0 if outcome.ok else 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def port_forward(namespace: str, service: str, port: int, wait: float = 60.0) -> Iterator[str]:
     """Forward a free local port to ``service:port`` and yield its URL; stop the forward after."""
-    local = _free_port()
+    local = free_port()
     command = ["kubectl", "port-forward", "-n", namespace, f"svc/{service}", f"{local}:{port}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
