@@ -55,7 +55,9 @@ class GunicornServer:
                  worker_class: str = "gthread", ready_path: str = "/livez",
                  target: str = "app.wsgi:app", log_path: Path | None = None,
                  port: int | None = None) -> None:
-        self.port = port or free_port()  # a given port: a restart in the same place
+        # A given port is a restart in the same place: it stays even when taken.
+        self.port_given = port is not None
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_path = ready_path
         self.target = target
@@ -77,8 +79,29 @@ class GunicornServer:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> GunicornServer:
-        """Start gunicorn and poll ``ready_path``; on any failure (Ctrl-C too) stop it again."""
+    def start(self, timeout: float = 30, attempts: int = 3) -> GunicornServer:
+        """Start gunicorn and poll ``ready_path``; on any failure (Ctrl-C too) stop it again.
+
+        A port of our own choosing that another process took before gunicorn bound it (a helper
+        server's or a client's bind(0) in that second) is replaced by a fresh one, up to
+        ``attempts`` times in all; gunicorn spends five seconds retrying before it gives up.
+        """
+        for _ in range(attempts - 1):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError:
+                if self.port_given or not self._port_was_taken():
+                    raise
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.env["PORT"] = str(self.port)
+        return self._start_once(timeout)
+
+    def _port_was_taken(self) -> bool:
+        """Gunicorn's log says our port, not another of its binds, was in use."""
+        return f"Connection in use: ('127.0.0.1', {self.port})" in self.output()
+
+    def _start_once(self, timeout: float) -> GunicornServer:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", self.target],

@@ -1,9 +1,11 @@
-"""The real gunicorn process: CRUD over HTTP, on SQLite and PostgreSQL, production settings."""
+"""The real gunicorn process: CRUD over HTTP, on SQLite and PostgreSQL, production settings; and
+how loadtests.server picks, and when it replaces, the port gunicorn binds."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +14,6 @@ from conftest import PASSWORD
 
 from app.models import Role
 from loadtests.server import GunicornServer
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def live_server(app, make_user):
         yield server
 
 
+@pytest.mark.slow
 def test_crud_over_http(live_server):
     url = live_server.url
     token = requests.post(f"{url}/api/v1/auth/token",
@@ -49,6 +50,7 @@ def test_crud_over_http(live_server):
     assert gone.status_code == 404 and gone.headers["Content-Type"] == "application/problem+json"
 
 
+@pytest.mark.slow
 def test_probes_and_docs_over_http(live_server):
     assert requests.get(f"{live_server.url}/readyz", timeout=10).json()["status"] == "ok"
     docs = requests.get(f"{live_server.url}/docs", timeout=10)
@@ -56,11 +58,13 @@ def test_probes_and_docs_over_http(live_server):
     assert requests.get(f"{live_server.url}/openapi.json", timeout=10).json()["openapi"].startswith("3.")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_server_cleanly(live_server):
     live_server.process.send_signal(signal.SIGTERM)
     assert live_server.process.wait(timeout=15) == 0
 
 
+@pytest.mark.slow
 def test_start_up_log_holds_only_the_servers_own_lines(live_server):
     """A production start, two workers: every line is JSON from gunicorn or Lookout, none from a
     library announcing itself (alembic registers its plugins at INFO in every worker)."""
@@ -77,6 +81,7 @@ def _freeze_lines(output: str) -> list[dict]:
     return [line for line in lines if line["message"].startswith("gc.freeze:")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", [None, "false"])
 def test_worker_freezes_its_start_up_heap_unless_told_not_to(app, setting):
     """GUNICORN_GC_FREEZE (default true): each worker freezes what it built before serving, and
@@ -121,3 +126,35 @@ def test_free_port_never_hands_out_a_port_twice(monkeypatch):
     monkeypatch.setattr(server, "socket", SimpleNamespace(socket=Socket))  # this module's only
     monkeypatch.setattr(server, "_handed_out", set(), raising=False)
     assert [server.free_port(), server.free_port()] == [40001, 40003]
+
+
+@pytest.fixture
+def taken_port():
+    """A port that another process's listener holds, as one that bound port 0 after we chose it."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_taken_port_of_its_own_choosing_is_replaced(sqlite_url, monkeypatch, taken_port):
+    from loadtests import server as module
+
+    ports = iter([taken_port])
+    real = module.free_port
+    monkeypatch.setattr(module, "free_port", lambda: next(ports, None) or real())
+    with GunicornServer({"DATABASE_URL": sqlite_url}) as server:
+        assert server.port != taken_port
+        assert server.url.endswith(f":{server.port}")
+        assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_given_port_stays_even_when_taken(sqlite_url, taken_port):
+    """A restart in the same place must not wander off to another port."""
+    server = GunicornServer({"DATABASE_URL": sqlite_url}, port=taken_port)
+    with pytest.raises(RuntimeError, match=rf"Connection in use: \('127.0.0.1', {taken_port}\)"):
+        server.start()
+    assert server.port == taken_port
+    assert server.process is not None and server.process.poll() is not None
