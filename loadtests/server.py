@@ -12,6 +12,7 @@ process group after a bound) so nothing outlives the caller.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,11 +55,13 @@ class GunicornServer:
     def __init__(self, env: dict[str, str], workers: int = 1, threads: int = 4,
                  worker_class: str = "gthread", ready_path: str = "/livez",
                  target: str = "app.wsgi:app", log_path: Path | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, metrics_port: bool = False) -> None:
         # A given port is a restart in the same place: it stays even when taken.
         self.port_given = port is not None
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # /metrics on a port of its own, as in the image and in Kubernetes.
+        self.metrics_port = free_port() if metrics_port else None
         self.ready_path = ready_path
         self.target = target
         self.env = {
@@ -74,6 +77,8 @@ class GunicornServer:
             "GUNICORN_DRAIN_SECONDS": "0",  # stop at once; shutdown tests set a drain
             **env,
         }
+        if self.metrics_port:
+            self.env["METRICS_PORT"] = str(self.metrics_port)
         # A log of the caller's is kept; a temporary one goes with the server.
         self.keep_log = log_path is not None
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
@@ -82,24 +87,31 @@ class GunicornServer:
     def start(self, timeout: float = 30, attempts: int = 3) -> GunicornServer:
         """Start gunicorn and poll ``ready_path``; on any failure (Ctrl-C too) stop it again.
 
-        A port of our own choosing that another process took before gunicorn bound it (a helper
-        server's or a client's bind(0) in that second) is replaced by a fresh one, up to
-        ``attempts`` times in all; gunicorn spends five seconds retrying before it gives up.
+        A port of our own choosing (the server's or its metrics port) that another process took
+        before gunicorn bound it, say a helper server's or a client's bind(0) in that second, is
+        replaced by a fresh one, up to ``attempts`` starts in all; gunicorn spends five seconds
+        retrying a taken port before it exits.
         """
         for _ in range(attempts - 1):
             try:
                 return self._start_once(timeout)
             except RuntimeError:
-                if self.port_given or not self._port_was_taken():
+                taken = self._taken_port()
+                if taken == self.port and not self.port_given:
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    self.env["PORT"] = str(self.port)
+                elif taken is not None and taken == self.metrics_port:
+                    self.metrics_port = free_port()
+                    self.env["METRICS_PORT"] = str(self.metrics_port)
+                else:
                     raise
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            self.env["PORT"] = str(self.port)
         return self._start_once(timeout)
 
-    def _port_was_taken(self) -> bool:
-        """Gunicorn's log says our port, not another of its binds, was in use."""
-        return f"Connection in use: ('127.0.0.1', {self.port})" in self.output()
+    def _taken_port(self) -> int | None:
+        """The port gunicorn's log says was in use when it gave up, if that is why it did."""
+        found = re.search(r"Connection in use: \('[^']*', (\d+)\)", self.output())
+        return int(found[1]) if found else None
 
     def _start_once(self, timeout: float) -> GunicornServer:
         with self.log_path.open("wb") as log:

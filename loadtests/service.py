@@ -30,7 +30,8 @@ PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR", "LOG_LEVEL", "GUNICORN_WORKE
 
 
 class LocalService:
-    def __init__(self, workdir: Path, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, environ: dict[str, str] | None = None,
+                 metrics_port: bool = False) -> None:
         environ = dict(os.environ if environ is None else environ)
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
@@ -53,8 +54,13 @@ class LocalService:
             workers=int(environ.get("GUNICORN_WORKERS", str(os.cpu_count() or 1))),
             threads=int(environ.get("GUNICORN_THREADS", "8")),
             worker_class=environ.get("GUNICORN_WORKER_CLASS", "gthread"),
-            ready_path="/readyz", log_path=self.log_path)
-        self.url, self.env = self.server.url, self.server.env
+            ready_path="/readyz", log_path=self.log_path, metrics_port=metrics_port)
+        self.env = self.server.env
+
+    @property
+    def url(self) -> str:
+        """The server's address, known for certain once it has started (a taken port moves it)."""
+        return self.server.url
 
     def flask(self, *args: str, **env: str) -> None:
         """Run a ``flask --app app`` command against the service's database."""

@@ -31,7 +31,7 @@ from app import create_app
 from dashboards import PanelQuery, dashboard_queries, rule_files, rule_groups
 from dashboards.generate.boards import RATE
 from dashboards.generate.target import TARGET
-from loadtests.server import GunicornServer, free_port
+from loadtests.server import GunicornServer
 
 pytestmark = pytest.mark.slow
 FAULTS = "/api/v1/_faults/500"
@@ -91,11 +91,10 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def service(database: str) -> Iterator[tuple[GunicornServer, str]]:
     """Gunicorn with /metrics on a port of its own, as in Kubernetes, and fault injection on."""
-    metrics_port = free_port()
     env = {"LOOKOUT_ENV": "testing", "DATABASE_URL": database, "FAULT_INJECTION": "true",
-           "METRICS_PORT": str(metrics_port), "OTEL_TRACES_SAMPLER": "always_on", "LOG_LEVEL": "WARNING"}
-    with GunicornServer(env, workers=1, threads=4) as server:
-        yield server, f"127.0.0.1:{metrics_port}"
+           "OTEL_TRACES_SAMPLER": "always_on", "LOG_LEVEL": "WARNING"}
+    with GunicornServer(env, workers=1, threads=4, metrics_port=True) as server:
+        yield server, f"127.0.0.1:{server.metrics_port}"
 
 
 @pytest.fixture(scope="module")

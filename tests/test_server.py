@@ -138,16 +138,20 @@ def taken_port():
 
 
 @pytest.mark.slow
-def test_a_taken_port_of_its_own_choosing_is_replaced(sqlite_url, monkeypatch, taken_port):
+@pytest.mark.parametrize("taken", ["port", "metrics_port"])
+def test_a_taken_port_of_its_own_choosing_is_replaced(sqlite_url, monkeypatch, taken_port, taken):
+    """The server's port is chosen first, its metrics port second; either may be taken."""
     from loadtests import server as module
 
-    ports = iter([taken_port])
     real = module.free_port
+    ports = iter([taken_port] if taken == "port" else [real(), taken_port])
     monkeypatch.setattr(module, "free_port", lambda: next(ports, None) or real())
-    with GunicornServer({"DATABASE_URL": sqlite_url}) as server:
-        assert server.port != taken_port
+    with GunicornServer({"DATABASE_URL": sqlite_url}, metrics_port=True) as server:
+        assert taken_port not in (server.port, server.metrics_port)
         assert server.url.endswith(f":{server.port}")
         assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
+        scrape = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
+        assert scrape.status_code == 200 and "lookout_build_info" in scrape.text
 
 
 @pytest.mark.slow

@@ -199,8 +199,7 @@ def _local(expect_commit: str | None) -> SmokeReport:
 
     workdir = Path("reports") / "smoke"
     environ = {**os.environ, "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "1")}
-    service = LocalService(workdir, environ)
-    service.server.env["METRICS_PORT"] = str(_free_port())  # as in the image: /metrics off the API port
+    service = LocalService(workdir, environ, metrics_port=True)  # as in the image: /metrics off the API port
     if os.environ.get("GIT_COMMIT"):
         service.server.env["GIT_COMMIT"] = os.environ["GIT_COMMIT"]
     service.start()
@@ -208,12 +207,6 @@ def _local(expect_commit: str | None) -> SmokeReport:
         return smoke(service.url, expect_commit, wait=30)
     finally:
         service.stop()
-
-
-def _free_port() -> int:
-    from loadtests.server import free_port
-
-    return free_port()
 
 
 def main(argv: list[str] | None = None) -> int:

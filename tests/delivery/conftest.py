@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from broken_servers import FailingServer
 
-from loadtests.server import ROOT, GunicornServer, free_port
+from loadtests.server import ROOT, GunicornServer
 
 REQUIRE_SERVICES = os.environ.get("LOOKOUT_REQUIRE_SERVICES") == "1"
 TOOLS = {
@@ -63,9 +63,8 @@ def start_lookout(tmp_path: Path, metrics_port: bool = True) -> GunicornServer:
     url = f"sqlite:///{tmp_path / 'lookout.db'}"
     migrate(url)
     env = {"DATABASE_URL": url, "GIT_COMMIT": COMMIT}
-    if metrics_port:
-        env["METRICS_PORT"] = str(free_port())  # as in the image: /metrics only there
-    return GunicornServer(env, workers=1, threads=4, ready_path="/readyz").start()
+    # As in the image: /metrics only on a port of its own.
+    return GunicornServer(env, workers=1, threads=4, ready_path="/readyz", metrics_port=metrics_port).start()
 
 
 @pytest.fixture(scope="module")
