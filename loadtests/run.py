@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -38,9 +39,29 @@ def locust_command(host: str, reports: Path, name: str, extra: Sequence[str]) ->
             "--csv", str(reports / name), *extra]
 
 
+# After Ctrl-C or SIGTERM, how long Locust has to write its reports before it is asked once more,
+# and before it is killed. Locust swallows a KeyboardInterrupt that lands in one of its own
+# background greenlets (its stats printer, CSV writer and stats history catch it and log it at
+# DEBUG), and then runs on to its full --run-time; asking again stops it. A normal stop takes
+# about a second here.
+ASK_AGAIN_AFTER_SECONDS = 10.0
+KILL_AFTER_SECONDS = 30.0
+
+
+class _Stopping(Exception):
+    """SIGTERM arrived while Locust ran: it has been passed on, now bound the wait."""
+
+
 def run_locust(command: list[str], env: dict[str, str],
-               started: Callable[[int], object] | None = None) -> int:
-    """Run Locust to the end; pass SIGTERM on to it so it can write its reports and quit."""
+               started: Callable[[int], object] | None = None,
+               ask_again_after: float = ASK_AGAIN_AFTER_SECONDS,
+               kill_after: float = KILL_AFTER_SECONDS) -> int:
+    """Run Locust to the end and return its exit code (128 + n when signal n killed it).
+
+    Ctrl-C (which reaches Locust too, in the same process group) and SIGTERM (passed on to it)
+    let it write its reports and quit, within ``kill_after`` seconds; a second one stops it at
+    once.
+    """
     env = {**env, "PYTHONPATH": str(ROOT)}
     # Locust needs gevent's monkey patching; a test runner that imports Locust's classes sets this
     # to keep its own process unpatched, and it must not be inherited here.
@@ -51,20 +72,43 @@ def run_locust(command: list[str], env: dict[str, str],
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         process.send_signal(signum)
+        raise _Stopping
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:
-                # Ctrl-C reached Locust too (same process group): let it shut down and report.
-                continue
+        try:
+            return _exit_code(process.wait())
+        except (KeyboardInterrupt, _Stopping):
+            return _exit_code(_wait_for_stop(process, ask_again_after, kill_after))
     finally:
         signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _wait_for_stop(process: subprocess.Popen[bytes], ask_again_after: float, kill_after: float) -> int:
+    """Locust has been told to stop: wait, tell it once more, then kill it."""
+    told = time.monotonic()
+    try:
+        try:
+            return process.wait(ask_again_after)
+        except subprocess.TimeoutExpired:
+            print(f"loadtest: Locust still runs {ask_again_after:.0f}s after the stop; asking again "
+                  "(Ctrl-C stops it now)", file=sys.stderr, flush=True)
+            process.send_signal(signal.SIGINT)
+        return process.wait(max(0.0, told + kill_after - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        print(f"loadtest: Locust did not stop within {kill_after:.0f}s; killing it", file=sys.stderr,
+              flush=True)
+    except (KeyboardInterrupt, _Stopping):
+        print("loadtest: stopping Locust now", file=sys.stderr, flush=True)
+    process.kill()
+    return process.wait()
+
+
+def _exit_code(code: int) -> int:
+    return 128 - code if code < 0 else code  # Popen's -n for "killed by signal n", as a shell says it
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -116,7 +116,10 @@ def test_ctrl_c_stops_locust_and_the_service(tmp_path):
         gunicorn = psutil.Process(int(match.group(1)))
         time.sleep(3)  # Locust is running
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        process.wait(timeout=40)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 40 s after Ctrl-C:\n{log.read_text()[-3000:]}")
         assert not psutil.pid_exists(gunicorn.pid), log.read_text()[-3000:]
     finally:
         if process.poll() is None:

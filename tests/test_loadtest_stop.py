@@ -1,0 +1,138 @@
+"""Stopping a load test: run_locust bounds the wait for Locust after Ctrl-C or SIGTERM.
+
+Locust stands in here as a small process whose signal handling each test chooses, because the
+case that matters (a Ctrl-C that Locust swallows in one of its background greenlets) cannot be
+made to happen on demand in real Locust. Each test runs run_locust in a process of its own
+session, signals it as a terminal or CI would, and checks how long the stop took, the exit code,
+and that the stand-in is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loadtests.server import ROOT
+
+pytestmark = pytest.mark.slow
+
+# The stand-in: writes its pid (whole, by rename) once its handlers are set, then sleeps until a
+# handler exits it. "swallows": the first SIGINT is lost (as in Locust's stats greenlets), the
+# second ends the run with its reports (exit 0). "deaf": ignores SIGINT and SIGTERM.
+# "terminates": exits 7 on SIGTERM.
+STAND_IN = r"""
+import os, signal, sys, time
+from pathlib import Path
+mode, out = sys.argv[1], Path(sys.argv[2])
+interrupts = []
+def on_int(*_):
+    interrupts.append(time.monotonic())
+    if mode == "swallows" and len(interrupts) == 2:
+        (out / "reports").write_text("written")
+        sys.exit(0)
+signal.signal(signal.SIGINT, on_int if mode == "swallows" else signal.SIG_IGN)
+signal.signal(signal.SIGTERM, (lambda *_: sys.exit(7)) if mode == "terminates" else signal.SIG_IGN)
+(out / "pid.new").write_text(str(os.getpid()))
+os.replace(out / "pid.new", out / "pid")
+while True:
+    time.sleep(0.05)
+"""
+
+DRIVER = """
+import sys
+from loadtests.run import run_locust
+mode, out, ask_again, kill = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+command = [sys.executable, "-c", {stand_in!r}, mode, out]
+sys.exit(run_locust(command, {{}}, ask_again_after=ask_again, kill_after=kill))
+"""
+
+
+class Run:
+    """run_locust in a session of its own, with the stand-in in the given mode."""
+
+    def __init__(self, tmp_path: Path, mode: str, ask_again: float, kill: float) -> None:
+        driver = DRIVER.format(stand_in=STAND_IN)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", driver, mode, str(tmp_path), str(ask_again), str(kill)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "pid").exists():
+            assert self.process.poll() is None, self.process.communicate()[1]
+            assert time.monotonic() < deadline, "the stand-in never started"
+            time.sleep(0.05)
+        self.stand_in = int((tmp_path / "pid").read_text())
+
+    def interrupt(self) -> None:
+        os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: both get it
+
+    def wait(self, timeout: float) -> tuple[int, float, str]:
+        started = time.monotonic()
+        _, stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, time.monotonic() - started, stderr
+
+    def stop(self) -> None:
+        for pid in (self.process.pid, self.stand_in):
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def start(tmp_path):
+    runs: list[Run] = []
+
+    def start(mode: str, ask_again: float = 1, kill: float = 3) -> Run:
+        runs.append(Run(tmp_path, mode, ask_again, kill))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.stop()
+
+
+def gone(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_swallowed_ctrl_c_is_asked_again_and_the_reports_get_written(start, tmp_path):
+    run = start("swallows", ask_again=1, kill=10)
+    run.interrupt()
+    code, seconds, stderr = run.wait(timeout=15)
+    assert code == 0 and 1 <= seconds < 5, (code, seconds, stderr)
+    assert "asking again" in stderr
+    assert (tmp_path / "reports").read_text() == "written"
+
+
+def test_a_locust_that_will_not_stop_is_killed_in_bounded_time(start):
+    run = start("deaf", ask_again=1, kill=3)
+    run.interrupt()
+    code, seconds, stderr = run.wait(timeout=15)
+    assert code == 128 + signal.SIGKILL and 3 <= seconds < 6, (code, seconds, stderr)
+    assert "did not stop within 3s; killing it" in stderr
+    assert gone(run.stand_in)
+
+
+def test_a_second_ctrl_c_stops_it_at_once(start):
+    run = start("deaf", ask_again=20, kill=30)
+    run.interrupt()
+    time.sleep(0.5)
+    run.interrupt()
+    code, seconds, stderr = run.wait(timeout=15)
+    assert code == 128 + signal.SIGKILL and seconds < 3, (code, seconds, stderr)
+    assert "stopping Locust now" in stderr
+    assert gone(run.stand_in)
+
+
+def test_sigterm_is_passed_on_and_its_exit_code_kept(start):
+    run = start("terminates", ask_again=20, kill=30)
+    os.kill(run.process.pid, signal.SIGTERM)  # CI cancelling the job signals the runner only
+    code, seconds, stderr = run.wait(timeout=15)
+    assert code == 7 and seconds < 3, (code, seconds, stderr)
+    assert gone(run.stand_in)
