@@ -67,21 +67,23 @@ def run_locust(command: list[str], env: dict[str, str],
     # to keep its own process unpatched, and it must not be inherited here.
     env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
     process = subprocess.Popen(command, cwd=ROOT, env=env)
-    if started:
-        started(process.pid)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         process.send_signal(signum)
         raise _Stopping
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        try:
+        try:  # from here on a stop of any kind ends in the bounded wait, and Locust does not outlive us
+            signal.signal(signal.SIGTERM, forward)
+            if started:
+                started(process.pid)
             return _exit_code(process.wait())
         except (KeyboardInterrupt, _Stopping):
             return _exit_code(_wait_for_stop(process, ask_again_after, kill_after))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # getsignal() gives None for a handler not set from Python; the default is the nearest.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if process.poll() is None:
             process.kill()
             process.wait()
