@@ -59,7 +59,6 @@ class GunicornServer:
         # A given port is a restart in the same place: it stays even when taken.
         self.port_given = port is not None
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         # /metrics on a port of its own, as in the image and in Kubernetes.
         self.metrics_port = free_port() if metrics_port else None
         self.ready_path = ready_path
@@ -99,7 +98,6 @@ class GunicornServer:
                 taken = self._taken_port()
                 if taken == self.port and not self.port_given:
                     self.port = free_port()
-                    self.url = f"http://127.0.0.1:{self.port}"
                     self.env["PORT"] = str(self.port)
                 elif taken is not None and taken == self.metrics_port:
                     self.metrics_port = free_port()
@@ -107,6 +105,10 @@ class GunicornServer:
                 else:
                     raise
         return self._start_once(timeout)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _taken_port(self) -> int | None:
         """The port gunicorn's log says was in use when it gave up, if that is why it did."""
