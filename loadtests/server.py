@@ -55,25 +55,35 @@ class GunicornServer:
     def __init__(self, env: dict[str, str], workers: int = 1, threads: int = 4,
                  worker_class: str = "gthread", ready_path: str = "/livez",
                  target: str = "app.wsgi:app", log_path: Path | None = None,
-                 port: int | None = None, metrics_port: bool = False) -> None:
+                 port: int | None = None, metrics_port: bool = False, cwd: Path = ROOT,
+                 test_settings: bool = True) -> None:
+        """``test_settings``: the given workers, threads and worker class, a 5 s graceful timeout
+        and no drain, for quick starts and stops; False leaves every gunicorn setting to the app's
+        defaults, as the image runs it (``env`` may still set some). ``cwd``: where gunicorn runs;
+        ``python -m`` puts it first on sys.path."""
         # A given port is a restart in the same place: it stays even when taken.
         self.port_given = port is not None
         self.port = port or free_port()
         # /metrics on a port of its own, as in the image and in Kubernetes.
         self.metrics_port = free_port() if metrics_port else None
         self.ready_path = ready_path
-        self.target = target
+        self.cwd = cwd
+        # The image's CMD, run with this interpreter.
+        self.command = ["gunicorn", "-c", "python:app.gunicorn_conf", target]
+        settings = {
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "GUNICORN_WORKER_CLASS": worker_class,
+            "GUNICORN_GRACEFUL_TIMEOUT": "5",
+            "GUNICORN_DRAIN_SECONDS": "0",  # stop at once; shutdown tests set a drain
+        } if test_settings else {}
         self.env = {
             "PATH": os.environ["PATH"],
             "LOOKOUT_ENV": "production",
             **PRODUCTION_SECRETS,
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            "GUNICORN_WORKERS": str(workers),
-            "GUNICORN_THREADS": str(threads),
-            "GUNICORN_WORKER_CLASS": worker_class,
-            "GUNICORN_GRACEFUL_TIMEOUT": "5",
-            "GUNICORN_DRAIN_SECONDS": "0",  # stop at once; shutdown tests set a drain
+            **settings,
             **env,
         }
         if self.metrics_port:
@@ -118,8 +128,8 @@ class GunicornServer:
     def _start_once(self, timeout: float) -> GunicornServer:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", self.target],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", *self.command], cwd=self.cwd, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:
             deadline = time.monotonic() + timeout

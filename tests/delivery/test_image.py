@@ -16,7 +16,7 @@ import pytest
 from delivery.conftest import run
 from infra.delivery.image_check import label_problems, pid1_problems
 from infra.delivery.smoke import smoke
-from loadtests.server import ROOT, free_port
+from loadtests.server import ROOT, GunicornServer
 
 # dockerfile-parse comes with `make ci-tools` (which `make test` runs), not `make venv`: a bare pytest
 # skips this module, and LOOKOUT_REQUIRE_SERVICES=1 counts the skip as a failure, as for hadolint.
@@ -137,19 +137,12 @@ def test_the_built_package_runs_as_the_image_runs_it(tmp_path: Path):
     migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=workdir,
                              env=env, capture_output=True, text=True, timeout=60, check=False)
     assert migrate.returncode == 0, migrate.stderr
-    port = free_port()
-    env |= {"HOST": "127.0.0.1", "PORT": str(port), "METRICS_PORT": str(free_port())}
-    log = (tmp_path / "gunicorn.log").open("wb")
     # cwd outside the repo: `python -m` puts the cwd first on sys.path, which would shadow the wheel.
-    server = subprocess.Popen([sys.executable, "-m", *CMD], cwd=workdir, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        report = smoke(f"http://127.0.0.1:{port}", "feedface", wait=30)
-    finally:
-        server.terminate()
-        server.wait(20)
-        log.close()
-    assert report.ok, report.text() + (tmp_path / "gunicorn.log").read_text()[-2000:]
+    server = GunicornServer(env, cwd=workdir, metrics_port=True, test_settings=False)
+    assert server.command == CMD
+    with server:
+        report = smoke(server.url, "feedface", wait=30)
+        assert report.ok, report.text() + server.output()[-2000:]
 
 
 @pytest.mark.parametrize("config, problem", [
