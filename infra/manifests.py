@@ -11,7 +11,6 @@ redacted), ``helm-releases.yaml`` (chart, version, repository and values of each
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,7 +82,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or Path("build/manifests") / args.stack
     rendered = render(args.stack, parse_set(args.set))
-    asyncio.get_event_loop().close()  # the mock runtime's loop: closed now, not noisily at exit
     written = write(rendered, out)
     print(f"{args.stack}: {len(written)} objects and {len(rendered.releases)} Helm releases written to {out}")
 

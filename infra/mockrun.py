@@ -117,6 +117,20 @@ def config_strings(values: dict[str, Any]) -> dict[str, str]:
 
 def run_program(program: Callable[[], Any], stack: str, config: dict[str, Any] | None = None) -> Rendered:
     """Run ``program`` (which declares resources) under mocks for ``stack`` and return what it declared."""
+    # The mock runtime needs a current event loop from set_mocks on (it registers the root stack
+    # there, outside any running loop). Python 3.14 no longer makes one on demand, and 3.12-3.13
+    # warn when they do, so each run makes its own, as Pulumi's testing guide now does per test,
+    # and closes it after.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _run_with_mocks(program, stack, config)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _run_with_mocks(program: Callable[[], Any], stack: str, config: dict[str, Any] | None) -> Rendered:
     secret_keys = [f"{PROJECT}:{name}" for name, key in schema().items() if key.secret]
     mocks = RecordingMocks()
     runtime_settings.ROOT.set(None)  # a fresh root stack per run: exports of an earlier run go

@@ -181,6 +181,9 @@ def test_background_writer_survives_a_failing_stream(capsys):
     handler.close()
 
 
+# Forking with the writer thread alive is the case under test (gunicorn's master has one when it
+# forks workers); Python 3.12+ warns about any fork of a process with threads.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_writes_its_own_lines_once(tmp_path):
     """Gunicorn forks workers from a master that has logged: each process needs its own writer,
     and the child must not write the parent's queued lines again."""

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pulumi
 import pytest
 import yaml
 
 from infra.manifests import REDACTED, parse_set
+from infra.mockrun import run_program
 from infra.stack import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -126,3 +129,15 @@ def test_the_load_generator_renders_from_the_repo_or_says_what_is_missing(tmp_pa
         assert list((tmp_path / "objects").glob("deployment-lookout-loadtest-*.yaml"))
     else:
         assert result.returncode != 0 and "no loadtests/locustfile.py" in result.stderr
+
+
+def test_rendering_brings_its_own_event_loop():
+    """Pulumi's mock runtime needs an event loop from its first resource on (the root stack that
+    set_mocks builds). Python 3.14 no longer makes one on demand, so a renderer that counted on
+    it fails there on every stack (3.12 and 3.13 warn). With no current loop, as on 3.14 in a
+    fresh process, the program still renders, and the runner leaves no loop of its own behind."""
+    asyncio.set_event_loop(None)  # from here on asyncio makes no loop on demand, on any version
+    rendered = run_program(lambda: pulumi.export("answer", 42), "test")
+    assert rendered.outputs == {"answer": 42}
+    with pytest.raises(RuntimeError, match="no current event loop"):
+        asyncio.get_event_loop()
