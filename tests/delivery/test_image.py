@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from delivery.conftest import run
 from infra.delivery.image_check import label_problems, pid1_problems
@@ -57,6 +58,24 @@ def test_multi_stage_on_a_slim_python_pinned_by_version():
     assert len(images) == 2, "a build stage and a runtime stage"
     for image in images:
         assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image), f"{image}: not slim, or not pinned"
+
+
+def test_ci_tests_on_the_image_s_python_and_a_newer_one():
+    """The image runs the oldest Python that pyproject.toml admits; `make venv` takes whatever
+    python3 a developer has, often newer. CI's test job runs the suite on both."""
+    image = {re.match(r"python:(\d+\.\d+)\.", i)[1]
+             for i in DockerfileParser(str(DOCKERFILE)).parent_images}
+    assert len(image) == 1, f"the build and runtime stages differ: {image}"
+    python = image.pop()
+    admitted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    matrix = ci["jobs"]["test"]["strategy"]["matrix"]["python"]
+    assert admitted == f">={python}" and python in matrix
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split("."))
+
+    assert max(map(version, matrix)) > version(python)
 
 
 def test_the_runtime_stage_is_what_the_pods_expect():
