@@ -13,40 +13,18 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import pulumi
 
 from app.config import Config as AppConfig
 from app.config import check_rate_limit
 from dashboards import alert_names, duration_seconds
+from infra.stack_config import ConfigError, parse_quantity
 
 ARGON2_MIB = AppConfig.model_fields["PASSWORD_HASH_MEMORY_KIB"].default // 1024  # per concurrent hash
 WORKER_BASELINE_MIB = 128  # one gunicorn worker with Flask, SQLAlchemy and OpenTelemetry loaded
-_SUFFIXES: dict[str, int | Decimal] = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-    "m": Decimal("0.001"), "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|m|k|M|G|T|)$")
 _DURATION = re.compile(r"^([0-9]+[hms])+$")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key."""
-
-
-def parse_quantity(key: str, quantity: str) -> Decimal:
-    """Return a Kubernetes quantity ("250m", "768Mi", "1") as a number of base units.
-
-    Hand-written because the only library parser lives in the full ``kubernetes`` client, far
-    too heavy a dependency for one regular expression.
-    """
-    match = _QUANTITY.match(quantity)
-    if not match:
-        raise ConfigError(f"{key}: {quantity!r} is not a Kubernetes quantity such as 250m or 768Mi")
-    try:
-        return Decimal(match.group(1)) * Decimal(_SUFFIXES[match.group(2)])
-    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
-        raise ConfigError(f"{key}: {quantity!r} is not a number") from None
 
 
 @dataclass(frozen=True)

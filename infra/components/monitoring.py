@@ -23,7 +23,7 @@ import yaml
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, alertmanager_config
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
-from infra.config import parse_quantity
+from infra.stack_config import parse_quantity
 
 KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.github.io/helm-charts")
 OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from decimal import Decimal
 from typing import Any
 
 import pulumi
 import pytest
 
-from infra.config import ARGON2_MIB, ConfigError, Settings, load_settings, parse_quantity
+from infra.config import ARGON2_MIB, ConfigError, Settings, load_settings
 from infra.mockrun import MOCK_DATABASE_URL, render, run_program
 from infra.stack_config import stack_values
 
@@ -130,19 +129,3 @@ def test_settings_that_cannot_work_are_refused(dev: Settings, change: dict[str, 
 def test_an_external_database_needs_its_url():
     with pytest.raises(ConfigError, match="databaseUrl: an external database needs its URL"):
         render("prod", {"databaseUrl": ""})
-
-
-@pytest.mark.parametrize(
-    ("quantity", "value"),
-    [
-        ("250m", Decimal("0.25")),
-        ("1", 1),
-        ("1.5", Decimal("1.5")),
-        ("768Mi", 768 * 2**20),
-        ("2Gi", 2 * 2**30),
-        ("1k", 1000),
-        ("512M", 512 * 10**6),
-    ],
-)
-def test_quantities_parse_like_kubernetes(quantity: str, value: Decimal):
-    assert parse_quantity("q", quantity) == value
