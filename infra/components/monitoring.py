@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,13 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, alertmanager_config
+from infra.components.alerting import (
+    PAGERDUTY_KEY,
+    RECEIVERS_SECRET,
+    SLACK_KEY,
+    AlertingArgs,
+    alertmanager_config,
+)
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
 from infra.stack_config import parse_quantity
@@ -71,11 +77,7 @@ class MonitoringArgs:
     # no alert waits for a pod to come back.
     alertmanager_replicas: int = 1
     control_plane: bool = False  # scrape and alert on the controller manager, scheduler, etcd, kube-proxy
-    # Alert receivers' secrets (infra/components/alerting.py); None drops what would go there.
-    pagerduty_routing_key: pulumi.Input[str] | None = None
-    slack_webhook_url: pulumi.Input[str] | None = None
-    heartbeat_url: pulumi.Input[str] | None = None
-    muted_alerts: Sequence[str] = ()  # alert names routed to no receiver on this stack
+    alerting: AlertingArgs = field(default_factory=AlertingArgs)  # where alerts go (components/alerting.py)
 
 
 def prometheus_retention_size(storage_size: str) -> str:
@@ -127,8 +129,9 @@ class Monitoring(pulumi.ComponentResource):
         admin = k8s.core.v1.Secret(f"{name}-grafana-admin", metadata={**meta, "name": "grafana-admin"},
                                    string_data={"admin-user": "admin", "admin-password": password.result},
                                    opts=in_ns)
-        receivers = {key: value for key, value in ((PAGERDUTY_KEY, args.pagerduty_routing_key),
-                                                   (SLACK_KEY, args.slack_webhook_url)) if value is not None}
+        receivers = {key: value for key, value in ((PAGERDUTY_KEY, args.alerting.pagerduty_routing_key),
+                                                   (SLACK_KEY, args.alerting.slack_webhook_url))
+                     if value is not None}
         # Always there, empty or not: Alertmanager's pod mounts it.
         receiver_secret = k8s.core.v1.Secret(
             f"{name}-alertmanager-receivers", metadata={**meta, "name": RECEIVERS_SECRET},
@@ -234,9 +237,10 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
             "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         }},
         "alertmanager": {
-            "config": alertmanager_config(pagerduty=args.pagerduty_routing_key is not None,
-                                          slack=args.slack_webhook_url is not None,
-                                          heartbeat_url=args.heartbeat_url, muted=args.muted_alerts),
+            "config": alertmanager_config(pagerduty=args.alerting.pagerduty_routing_key is not None,
+                                          slack=args.alerting.slack_webhook_url is not None,
+                                          heartbeat_url=args.alerting.heartbeat_url,
+                                          muted=args.alerting.muted),
             # One of a pair stays up through a node drain.
             "podDisruptionBudget": {"enabled": args.alertmanager_replicas > 1, "minAvailable": 1},
             "alertmanagerSpec": {
