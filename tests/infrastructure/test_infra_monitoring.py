@@ -15,7 +15,8 @@ import yaml
 from dashboards import dashboard_files, duration_seconds, load_slo, rule_files
 from infra.components import AlertingArgs, Monitoring, MonitoringArgs, ScrapeTarget
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
-from infra.components.monitoring import RELEASE, dashboard_name, prometheus_retention_size, rule_groups
+from infra.components.monitoring import RELEASE, dashboard_name, rule_groups
+from infra.components.monitoring_values import TRACES_DATASOURCE_UID, prometheus_retention_size
 from infra.mockrun import LB_ADDRESS, Rendered, render, run_program
 
 TARGET = ScrapeTarget(
@@ -230,8 +231,6 @@ def test_production_prometheus_keeps_the_whole_slo_window_on_a_volume(render_cas
 
 
 def test_traces_go_to_tempo_which_grafana_reads_for_exemplars(synthetic: Rendered):
-    from infra.components.monitoring import TRACES_DATASOURCE_UID
-
     collector = _release_values(synthetic, "otel-collector")["config"]
     assert collector["exporters"] == {"otlphttp/tempo": {"endpoint": "http://tempo.monitoring:4318"}}
     assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlphttp/tempo"]
