@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-# The repo root, so that infra, dashboards and app import as packages (Pulumi runs this folder).
+# The repo root, so that infra and dashboards import as packages (Pulumi runs this folder).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi

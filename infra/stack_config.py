@@ -4,17 +4,21 @@ Usage:
     values = stack_values("prod")               # defaults merged with the stack's overrides
     values = stack_values("dev", fake_secrets=True)   # secrets replaced by stand-ins (mock runs)
     keys = schema()                              # every declared key: type, default, description
+    cores = parse_quantity("cpuRequest", "250m")  # a Kubernetes quantity as a number: 0.25
 
 The Pulumi CLI merges the project's defaults with a stack's overrides and checks their types
 before it starts a program. The mock runtime (``make manifests``, the tests) and the load-test
 capacity report run where there is no CLI, so this module does the same merge and the same
 checks (types, undeclared keys, missing values, secrets stored encrypted), following the rules
-of Pulumi's project config schema. Pulumi ships no Python API for it.
+of Pulumi's project config schema. Pulumi ships no Python API for it. It imports neither Pulumi
+nor the app, so the load tests can read the stacks too.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +28,33 @@ INFRA_DIR = Path(__file__).resolve().parent
 PROJECT_FILE = INFRA_DIR / "Pulumi.yaml"
 TYPES = {"string": str, "integer": int, "boolean": bool, "array": list}
 _MISSING: Any = object()
+_SUFFIXES: dict[str, int | Decimal] = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+    "m": Decimal("0.001"), "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|m|k|M|G|T|)$")
 
 
 class StackConfigError(ValueError):
     """The project schema or a stack file breaks Pulumi's config rules; the message says where."""
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key."""
+
+
+def parse_quantity(key: str, quantity: str) -> Decimal:
+    """Return a Kubernetes quantity ("250m", "768Mi", "1") as a number of base units.
+
+    Hand-written because the only library parser lives in the full ``kubernetes`` client, far
+    too heavy a dependency for one regular expression.
+    """
+    match = _QUANTITY.match(quantity)
+    if not match:
+        raise ConfigError(f"{key}: {quantity!r} is not a Kubernetes quantity such as 250m or 768Mi")
+    try:
+        return Decimal(match.group(1)) * Decimal(_SUFFIXES[match.group(2)])
+    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
+        raise ConfigError(f"{key}: {quantity!r} is not a number") from None
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.config import parse_quantity
-from infra.stack_config import INFRA_DIR, stack_overrides, stack_values
+from infra.stack_config import INFRA_DIR, parse_quantity, stack_overrides, stack_values
 
 # StackSizing field -> the infra config key it comes from.
 KEYS = {"min_replicas": "minReplicas", "max_replicas": "maxReplicas", "cpu_request": "cpuRequest",

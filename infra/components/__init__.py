@@ -1,6 +1,7 @@
 """Pulumi components: ObservableService, Monitoring, Database, RateLimitStore and LoadGenerator, with
 their Args."""
 
+from infra.components.alerting import AlertingArgs
 from infra.components.database import Database, DatabaseArgs
 from infra.components.loadgen import LoadGenerator, LoadGeneratorArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
@@ -10,7 +11,7 @@ from infra.components.ratelimits import RateLimitStore, RateLimitStoreArgs
 from infra.components.service import ObservableService, Scaling, ServiceArgs, Shutdown
 
 __all__ = [
-    "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring", "MonitoringArgs",
-    "ObservableService", "Peer", "RateLimitStore", "RateLimitStoreArgs", "Resources", "Scaling",
-    "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
+    "AlertingArgs", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring",
+    "MonitoringArgs", "ObservableService", "Peer", "RateLimitStore", "RateLimitStoreArgs", "Resources",
+    "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
 ]

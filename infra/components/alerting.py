@@ -21,6 +21,7 @@ templates in the texts are Alertmanager's own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -33,6 +34,19 @@ CHAT = "page|ticket|critical|warning"  # kube-prometheus-stack's rules say criti
 BURN_RATE_ALERTS = "Lookout.+Burn.+"
 # Alerts that a service with no pod up raises anyway: noise next to LookoutNoTargetUp.
 AFTER_NO_TARGET = ("LookoutTargetDown", "LookoutReadinessFailing", "LookoutNoTraffic", "LookoutSaturated")
+
+
+
+@dataclass(frozen=True)
+class AlertingArgs:
+    """Where a stack's alerts go: the receivers' secrets (None drops what would go there), and the
+    alert names routed to no receiver there."""
+
+    pagerduty_routing_key: pulumi.Input[str] | None = None
+    slack_webhook_url: pulumi.Input[str] | None = None
+    heartbeat_url: pulumi.Input[str] | None = None
+    muted: Sequence[str] = ()
+
 
 _SUMMARY = "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}: {{ .CommonAnnotations.summary }}"
 _DETAILS = ("{{ range .Alerts }}{{ .Annotations.description }}\n"

@@ -2,7 +2,8 @@
 
 Dashboards (``dashboards/*.json``) become one ConfigMap each, which Grafana's sidecar loads; the
 plain rule files (``dashboards/rules/*.yaml``, the ones promtool tests) are wrapped in one
-PrometheusRule; each ``ScrapeTarget`` becomes a ServiceMonitor.
+PrometheusRule; each ``ScrapeTarget`` becomes a ServiceMonitor. The releases' Helm values are in
+monitoring_values.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +20,22 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, alertmanager_config
+from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, AlertingArgs
+from infra.components.monitoring_values import (
+    COLLECTOR,
+    OTLP_HTTP_PORT,
+    TEMPO,
+    collector_values,
+    stack_values,
+    tempo_values,
+)
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
-from infra.config import parse_quantity
 
 KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.github.io/helm-charts")
 OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")
 TEMPO_CHART = ("tempo", "1.16.1", "https://grafana.github.io/helm-charts")  # Tempo 2.6, single binary
-TEMPO = "tempo"
-TEMPO_QUERY_PORT = 3100
 RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
-COLLECTOR = "otel-collector"
-# Grafana opens an exemplar's trace_id in the data source with this uid: provision the trace store
-# (the one tracesExportEndpoint sends to) under it, and the latency panel's exemplars link to traces.
-TRACES_DATASOURCE_UID = "traces"
-OTLP_HTTP_PORT = 4318
-# Prometheus deletes whole blocks to stay under its size limit but counts the write-ahead log and
-# the head chunks in it, and a compaction writes its new block before deleting the old ones: the
-# limit leaves a fifth of the volume for those, so a full disk never stops ingestion.
-PROMETHEUS_VOLUME_SHARE = Decimal("0.8")
 
 
 @dataclass(frozen=True)
@@ -71,23 +67,7 @@ class MonitoringArgs:
     # no alert waits for a pod to come back.
     alertmanager_replicas: int = 1
     control_plane: bool = False  # scrape and alert on the controller manager, scheduler, etcd, kube-proxy
-    # Alert receivers' secrets (infra/components/alerting.py); None drops what would go there.
-    pagerduty_routing_key: pulumi.Input[str] | None = None
-    slack_webhook_url: pulumi.Input[str] | None = None
-    heartbeat_url: pulumi.Input[str] | None = None
-    muted_alerts: Sequence[str] = ()  # alert names routed to no receiver on this stack
-
-
-def prometheus_retention_size(storage_size: str) -> str:
-    """Return Prometheus's size limit for a volume of ``storage_size`` (a Kubernetes quantity), in
-    Prometheus's units, which are powers of two: "50Gi" -> "40960MB"."""
-    limit = parse_quantity("prometheusStorageSize", storage_size) * PROMETHEUS_VOLUME_SHARE
-    return f"{int(limit) // 2**20}MB"
-
-
-def _volume_claim(size: str) -> dict[str, Any]:
-    """A PersistentVolumeClaim spec on the cluster's default storage class."""
-    return {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    alerting: AlertingArgs = field(default_factory=AlertingArgs)  # where alerts go (components/alerting.py)
 
 
 def dashboard_name(path: Path) -> str:
@@ -127,8 +107,9 @@ class Monitoring(pulumi.ComponentResource):
         admin = k8s.core.v1.Secret(f"{name}-grafana-admin", metadata={**meta, "name": "grafana-admin"},
                                    string_data={"admin-user": "admin", "admin-password": password.result},
                                    opts=in_ns)
-        receivers = {key: value for key, value in ((PAGERDUTY_KEY, args.pagerduty_routing_key),
-                                                   (SLACK_KEY, args.slack_webhook_url)) if value is not None}
+        receivers = {key: value for key, value in ((PAGERDUTY_KEY, args.alerting.pagerduty_routing_key),
+                                                   (SLACK_KEY, args.alerting.slack_webhook_url))
+                     if value is not None}
         # Always there, empty or not: Alertmanager's pod mounts it.
         receiver_secret = k8s.core.v1.Secret(
             f"{name}-alertmanager-receivers", metadata={**meta, "name": RECEIVERS_SECRET},
@@ -136,18 +117,18 @@ class Monitoring(pulumi.ComponentResource):
         chart, version, repo = KPS_CHART
         stack = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack", name=RELEASE, chart=chart, version=version,
-            repository_opts={"repo": repo}, namespace=args.namespace, values=_stack_values(args),
+            repository_opts={"repo": repo}, namespace=args.namespace, values=stack_values(args),
             timeout=900, cleanup_on_fail=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin, receiver_secret]))
         if args.trace_store:
             chart, version, repo = TEMPO_CHART
             k8s.helm.v3.Release(
                 f"{name}-tempo", name=TEMPO, chart=chart, version=version, repository_opts={"repo": repo},
-                namespace=args.namespace, values=_tempo_values(args), cleanup_on_fail=True, opts=in_ns)
+                namespace=args.namespace, values=tempo_values(args), cleanup_on_fail=True, opts=in_ns)
         chart, version, repo = OTEL_CHART
         k8s.helm.v3.Release(
             f"{name}-otel-collector", name=COLLECTOR, chart=chart, version=version,
-            repository_opts={"repo": repo}, namespace=args.namespace, values=_collector_values(args),
+            repository_opts={"repo": repo}, namespace=args.namespace, values=collector_values(args),
             cleanup_on_fail=True, opts=in_ns)
 
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=[stack])  # the chart installs the CRDs
@@ -197,99 +178,3 @@ def _monitoring_namespace(name: str) -> dict[str, Any]:
     meta["labels"] |= {"pod-security.kubernetes.io/enforce": "privileged",
                        "pod-security.kubernetes.io/audit": "restricted"}
     return meta
-
-
-def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
-    return {
-        "fullnameOverride": "kps",  # short object names: kps-prometheus, kps-alertmanager
-        # Managed control planes (EKS, GKE, AKS) and kind do not let Prometheus reach these: their
-        # scrapes fail and the chart's alerts on them (KubeSchedulerDown, ...) fire for ever. The
-        # chart's rules for each follow its switch.
-        **{component: {"enabled": args.control_plane}
-           for component in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")},
-        "grafana": {
-            "fullnameOverride": "grafana",
-            "admin": {"existingSecret": "grafana-admin", "userKey": "admin-user",
-                      "passwordKey": "admin-password"},
-            "service": {"type": args.grafana_service_type},
-            # Exemplars on the latency panels open their trace here (uid TRACES_DATASOURCE_UID).
-            "additionalDataSources": [{
-                "name": "Traces", "type": "tempo", "uid": TRACES_DATASOURCE_UID, "access": "proxy",
-                "url": f"http://{TEMPO}.{args.namespace}:{TEMPO_QUERY_PORT}"}] if args.trace_store else [],
-            # The sidecar loads every ConfigMap labelled grafana_dashboard=1 in this namespace.
-            "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1"},
-                        "datasources": {"exemplarTraceIdDestinations": {
-                            "datasourceUid": TRACES_DATASOURCE_UID, "traceIdLabelName": "trace_id"}}},
-        },
-        "prometheus": {"prometheusSpec": {
-            "retention": args.prometheus_retention,
-            # Without a volume the data lives on the pod's own disk and is gone when it moves.
-            **({"storageSpec": {"volumeClaimTemplate": {"spec": _volume_claim(args.prometheus_storage_size)}},
-                "retentionSize": prometheus_retention_size(args.prometheus_storage_size)}
-               if args.prometheus_storage_size else {}),
-            "enableFeatures": ["exemplar-storage"],  # latency exemplars link to traces
-            # Only objects labelled release=<release> are picked up (the chart's default, stated).
-            "serviceMonitorSelectorNilUsesHelmValues": True,
-            "ruleSelectorNilUsesHelmValues": True,
-            "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-        }},
-        "alertmanager": {
-            "config": alertmanager_config(pagerduty=args.pagerduty_routing_key is not None,
-                                          slack=args.slack_webhook_url is not None,
-                                          heartbeat_url=args.heartbeat_url, muted=args.muted_alerts),
-            # One of a pair stays up through a node drain.
-            "podDisruptionBudget": {"enabled": args.alertmanager_replicas > 1, "minAvailable": 1},
-            "alertmanagerSpec": {
-                "replicas": args.alertmanager_replicas,
-                "secrets": [RECEIVERS_SECRET],  # files the config names, never values in it
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
-    }
-
-
-def _tempo_values(args: MonitoringArgs) -> dict[str, Any]:
-    return {
-        "fullnameOverride": TEMPO,
-        "tempo": {
-            "retention": args.trace_retention,
-            "reportingEnabled": False,  # no usage reports leave the cluster
-            # OTLP/HTTP from the collector only; null drops the chart's other default receivers.
-            "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"0.0.0.0:{OTLP_HTTP_PORT}"}}},
-                          "jaeger": None, "opencensus": None},
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        },
-        "persistence": {"enabled": True, "accessModes": ["ReadWriteOnce"], "size": args.trace_storage_size}
-        if args.trace_storage_size else {"enabled": False},
-    }
-
-
-def _collector_values(args: MonitoringArgs) -> dict[str, Any]:
-    exporter: dict[str, Any] = {}
-    if args.trace_store:
-        exporter["otlphttp/tempo"] = {"endpoint": f"http://{TEMPO}.{args.namespace}:{OTLP_HTTP_PORT}"}
-    if args.traces_export_endpoint:
-        exporter["otlphttp/external"] = {"endpoint": args.traces_export_endpoint}
-    if not exporter:  # nowhere to send them: a summary of each batch in the collector's log
-        exporter = {"debug": {"verbosity": "basic"}}
-    return {
-        "mode": "deployment",
-        "fullnameOverride": COLLECTOR,
-        "image": {"repository": "otel/opentelemetry-collector-contrib"},
-        "command": {"name": "otelcol-contrib"},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                      "limits": {"cpu": "500m", "memory": "256Mi"}},
-        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                               "seccompProfile": {"type": "RuntimeDefault"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
-        "ports": {port: {"enabled": False}
-                  for port in ("jaeger-compact", "jaeger-thrift", "jaeger-grpc", "zipkin")},
-        "config": {
-            # null removes the chart's default receivers and pipelines we do not use
-            "receivers": {"jaeger": None, "zipkin": None, "prometheus": None},
-            "exporters": exporter,
-            "service": {"pipelines": {"logs": None, "metrics": None, "traces": {
-                "receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                "exporters": list(exporter)}}},
-        },
-    }

@@ -34,7 +34,7 @@ from infra.components.pods import (
     selector,
     skip_annotations,
 )
-from infra.config import parse_quantity
+from infra.stack_config import parse_quantity
 
 PORT = 6379
 CONFIG_DIR = "/etc/valkey"

@@ -33,7 +33,8 @@ def test_the_stacks_deploy_what_the_rules_select(render_case, case):
 
 def test_exemplars_link_to_the_trace_data_source(render_case):
     """The latency panel's exemplars carry trace_id; Grafana's Prometheus data source links it."""
-    from infra.components.monitoring import RELEASE, TRACES_DATASOURCE_UID
+    from infra.components.monitoring import RELEASE
+    from infra.components.monitoring_values import TRACES_DATASOURCE_UID
 
     (stack,) = [r for r in render_case("dev").releases if r["name"] == RELEASE]
     assert stack["values"]["grafana"]["sidecar"]["datasources"]["exemplarTraceIdDestinations"] == {

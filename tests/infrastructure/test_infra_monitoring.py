@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from dashboards import dashboard_files, duration_seconds, load_slo, rule_files
-from infra.components import Monitoring, MonitoringArgs, ScrapeTarget
+from infra.components import AlertingArgs, Monitoring, MonitoringArgs, ScrapeTarget
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
-from infra.components.monitoring import RELEASE, dashboard_name, prometheus_retention_size, rule_groups
+from infra.components.monitoring import RELEASE, dashboard_name, rule_groups
+from infra.components.monitoring_values import TRACES_DATASOURCE_UID, prometheus_retention_size
 from infra.mockrun import LB_ADDRESS, Rendered, render, run_program
 
 TARGET = ScrapeTarget(
@@ -137,8 +138,9 @@ def _release_values(rendered: Rendered, name: str) -> dict[str, Any]:
 
 
 def test_alert_receivers_come_from_a_secret_that_alertmanager_mounts():
-    rendered = build(pagerduty_routing_key="pd-routing-key-value",
-                     slack_webhook_url="https://hooks.slack.com/services/T0/B0/slack-value")
+    rendered = build(alerting=AlertingArgs(
+        pagerduty_routing_key="pd-routing-key-value",
+        slack_webhook_url="https://hooks.slack.com/services/T0/B0/slack-value"))
     assert set(rendered.one("Secret", RECEIVERS_SECRET)["stringData"]) == {PAGERDUTY_KEY, SLACK_KEY}
     alertmanager = _release_values(rendered, RELEASE)["alertmanager"]
     assert alertmanager["alertmanagerSpec"]["secrets"] == [RECEIVERS_SECRET]
@@ -152,7 +154,7 @@ def test_alert_receivers_come_from_a_secret_that_alertmanager_mounts():
 
 
 def test_the_watchdog_pings_the_heartbeat_url():
-    rendered = build(heartbeat_url="https://hc-ping.com/0f0e0d0c")
+    rendered = build(alerting=AlertingArgs(heartbeat_url="https://hc-ping.com/0f0e0d0c"))
     config = _release_values(rendered, RELEASE)["alertmanager"]["config"]
     (heartbeat,) = [r for r in config["receivers"] if r["name"] == "heartbeat"]
     assert heartbeat["webhook_configs"] == [{"url": "https://hc-ping.com/0f0e0d0c", "send_resolved": False}]
@@ -229,8 +231,6 @@ def test_production_prometheus_keeps_the_whole_slo_window_on_a_volume(render_cas
 
 
 def test_traces_go_to_tempo_which_grafana_reads_for_exemplars(synthetic: Rendered):
-    from infra.components.monitoring import TRACES_DATASOURCE_UID
-
     collector = _release_values(synthetic, "otel-collector")["config"]
     assert collector["exporters"] == {"otlphttp/tempo": {"endpoint": "http://tempo.monitoring:4318"}}
     assert collector["service"]["pipelines"]["traces"]["exporters"] == ["otlphttp/tempo"]

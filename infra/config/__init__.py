@@ -1,0 +1,62 @@
+"""The one reader of the stack's config: ``pulumi.Config()`` -> ``Settings``, one checked group per component.
+
+Usage (inside a Pulumi program):
+    settings = load_settings()
+    Database("lookout-db", settings.database.args())
+
+Pulumi.yaml declares every key (type, default, description) and Pulumi.<stack>.yaml overrides
+some. Each group is a frozen dataclass whose fields name their keys (``key("databaseMode")``),
+are read by their type and checked when the group is made; ``args()`` turns a group into its
+component's Args. Adding a setting: declare it in Pulumi.yaml, add the field to its group, use
+it in ``args()`` (a test checks that the groups read exactly the declared keys).
+
+    service      ServiceSettings        infra/config/service.py     -> ServiceArgs
+    database     DatabaseSettings       infra/config/database.py    -> DatabaseArgs
+    rate_limits  RateLimitSettings      infra/config/ratelimits.py  -> RateLimitStoreArgs
+    monitoring   MonitoringSettings     infra/config/monitoring.py  -> MonitoringArgs
+    alerting     AlertingSettings       infra/config/monitoring.py  -> AlertingArgs
+    loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from infra.config.database import DatabaseSettings
+from infra.config.fields import Group, Key
+from infra.config.loadgen import LoadGeneratorSettings
+from infra.config.monitoring import AlertingSettings, MonitoringSettings
+from infra.config.ratelimits import RateLimitSettings
+from infra.config.service import ServiceSettings
+from infra.stack_config import ConfigError
+
+GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
+                                   AlertingSettings, LoadGeneratorSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack: str
+    service: ServiceSettings
+    database: DatabaseSettings
+    rate_limits: RateLimitSettings
+    monitoring: MonitoringSettings
+    alerting: AlertingSettings
+    loadtest: LoadGeneratorSettings
+
+
+def load_settings(config: pulumi.Config | None = None) -> Settings:
+    """Read every key of the stack's config once; secrets stay Outputs so they stay encrypted."""
+    c = config or pulumi.Config()
+    return Settings(stack=pulumi.get_stack(), service=ServiceSettings.read(c),
+                    database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
+                    monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
+                    loadtest=LoadGeneratorSettings.read(c))
+
+
+__all__ = [
+    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "Key", "LoadGeneratorSettings",
+    "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
+]

@@ -1,0 +1,32 @@
+"""The in-cluster load generator's settings; they map onto ``LoadGeneratorArgs``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
+
+import pulumi
+
+from infra.components import LoadGeneratorArgs, Peer
+from infra.config.fields import Group, Key, duration_or_empty
+
+
+@dataclass(frozen=True)
+class LoadGeneratorSettings(Group):
+    """Whether Locust runs in the cluster, how big, and whether it starts by itself."""
+
+    enabled: Annotated[bool, Key("loadtestEnabled")]
+    workers: Annotated[int, Key("loadtestWorkers", at_least=1)]
+    users: Annotated[int, Key("loadtestUsers", at_least=1)]
+    spawn_rate: Annotated[int, Key("loadtestSpawnRate", at_least=1)]
+    run_time: Annotated[str, Key("loadtestRunTime", check=duration_or_empty)]  # empty: start from the web UI
+    image: Annotated[str, Key("loadtestImage")]
+    pip_packages: Annotated[tuple[str, ...], Key("loadtestPipPackages")]
+
+    def args(self, *, files: Mapping[str, str], target_url: pulumi.Input[str],
+             target: Peer) -> LoadGeneratorArgs:
+        """Return the component's Args: these settings plus the locust files and the service to load."""
+        return LoadGeneratorArgs(files=files, target_url=target_url, target=target, image=self.image,
+                                 workers=self.workers, users=self.users, spawn_rate=self.spawn_rate,
+                                 run_time=self.run_time, pip_packages=self.pip_packages)
