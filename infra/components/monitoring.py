@@ -24,10 +24,12 @@ from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
 from infra.config import parse_quantity
+from infra.helm import without_nulls
 
 KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.github.io/helm-charts")
 OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")
-TEMPO_CHART = ("tempo", "1.16.1", "https://grafana.github.io/helm-charts")  # Tempo 2.6, single binary
+# Tempo 2.6, single binary; the chart moved from grafana to grafana-community (infra/charts/README.md).
+TEMPO_CHART = ("tempo", "1.16.0", "https://grafana-community.github.io/helm-charts")
 TEMPO = "tempo"
 TEMPO_QUERY_PORT = 3100
 RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
@@ -200,7 +202,7 @@ def _monitoring_namespace(name: str) -> dict[str, Any]:
 
 
 def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
-    return {
+    return without_nulls(RELEASE, {
         "fullnameOverride": "kps",  # short object names: kps-prometheus, kps-alertmanager
         # Managed control planes (EKS, GKE, AKS) and kind do not let Prometheus reach these: their
         # scrapes fail and the chart's alerts on them (KubeSchedulerDown, ...) fire for ever. The
@@ -243,24 +245,56 @@ def _stack_values(args: MonitoringArgs) -> dict[str, Any]:
                 "replicas": args.alertmanager_replicas,
                 "secrets": [RECEIVERS_SECRET],  # files the config names, never values in it
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
-    }
+    })
+
+
+# Tempo's configuration file: the chart's own template (tempo 1.16.0, values.yaml `config`) with one
+# receiver, OTLP/HTTP from the collector. The chart's `tempo.receivers` default also opens Jaeger,
+# OpenCensus and OTLP/gRPC, and Helm merges maps, so only this full override (the chart's documented
+# `config` value) leaves them out; nothing else reads `tempo.receivers` but the Service's port list.
+TEMPO_CONFIG = """\
+memberlist:
+  cluster_label: "{{ .Release.Name }}.{{ .Release.Namespace }}"
+multitenancy_enabled: {{ .Values.tempo.multitenancyEnabled }}
+usage_report:
+  reporting_enabled: {{ .Values.tempo.reportingEnabled }}
+compactor:
+  compaction:
+    block_retention: {{ .Values.tempo.retention }}
+distributor:
+  receivers:
+    otlp:
+      protocols:
+        http:
+          endpoint: "0.0.0.0:OTLP_HTTP_PORT"
+ingester:
+  {{- toYaml .Values.tempo.ingester | nindent 2 }}
+server:
+  {{- toYaml .Values.tempo.server | nindent 2 }}
+storage:
+  {{- toYaml .Values.tempo.storage | nindent 2 }}
+querier:
+  {{- toYaml .Values.tempo.querier | nindent 2 }}
+query_frontend:
+  {{- toYaml .Values.tempo.queryFrontend | nindent 2 }}
+overrides:
+  {{- toYaml .Values.tempo.global_overrides | nindent 2 }}
+""".replace("OTLP_HTTP_PORT", str(OTLP_HTTP_PORT))
 
 
 def _tempo_values(args: MonitoringArgs) -> dict[str, Any]:
-    return {
+    return without_nulls(TEMPO, {
         "fullnameOverride": TEMPO,
         "tempo": {
             "retention": args.trace_retention,
             "reportingEnabled": False,  # no usage reports leave the cluster
-            # OTLP/HTTP from the collector only; null drops the chart's other default receivers.
-            "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"0.0.0.0:{OTLP_HTTP_PORT}"}}},
-                          "jaeger": None, "opencensus": None},
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         },
+        "config": TEMPO_CONFIG,  # OTLP/HTTP from the collector is the only receiver
         "persistence": {"enabled": True, "accessModes": ["ReadWriteOnce"], "size": args.trace_storage_size}
         if args.trace_storage_size else {"enabled": False},
-    }
+    })
 
 
 def _collector_values(args: MonitoringArgs) -> dict[str, Any]:
@@ -271,7 +305,7 @@ def _collector_values(args: MonitoringArgs) -> dict[str, Any]:
         exporter["otlphttp/external"] = {"endpoint": args.traces_export_endpoint}
     if not exporter:  # nowhere to send them: a summary of each batch in the collector's log
         exporter = {"debug": {"verbosity": "basic"}}
-    return {
+    return without_nulls(COLLECTOR, {
         "mode": "deployment",
         "fullnameOverride": COLLECTOR,
         "image": {"repository": "otel/opentelemetry-collector-contrib"},
@@ -284,12 +318,29 @@ def _collector_values(args: MonitoringArgs) -> dict[str, Any]:
                             "capabilities": {"drop": ["ALL"]}},
         "ports": {port: {"enabled": False}
                   for port in ("jaeger-compact", "jaeger-thrift", "jaeger-grpc", "zipkin")},
-        "config": {
-            # null removes the chart's default receivers and pipelines we do not use
-            "receivers": {"jaeger": None, "zipkin": None, "prometheus": None},
-            "exporters": exporter,
-            "service": {"pipelines": {"logs": None, "metrics": None, "traces": {
-                "receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                "exporters": list(exporter)}}},
+        # The whole configuration, not merged with the chart's `config` default (whose Jaeger, Zipkin
+        # and Prometheus receivers and logs and metrics pipelines Helm could only drop by a null).
+        "alternateConfig": collector_config(exporter),
+    })
+
+
+def collector_config(exporters: dict[str, Any]) -> dict[str, Any]:
+    """The collector's configuration: OTLP in, traces only, to ``exporters``; what the chart's
+    default keeps (health_check, the memory limiter, its own metrics on 8888) is kept as it has it."""
+    pod_ip = "${env:MY_POD_IP}"
+    return {
+        "extensions": {"health_check": {"endpoint": f"{pod_ip}:13133"}},  # the chart's probes call it
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{pod_ip}:4317"},
+                                             "http": {"endpoint": f"{pod_ip}:{OTLP_HTTP_PORT}"}}}},
+        "processors": {"batch": {},
+                       "memory_limiter": {"check_interval": "5s", "limit_percentage": 80,
+                                          "spike_limit_percentage": 25}},
+        "exporters": exporters,
+        "service": {
+            "telemetry": {"metrics": {"readers": [
+                {"pull": {"exporter": {"prometheus": {"host": pod_ip, "port": 8888}}}}]}},
+            "extensions": ["health_check"],
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
+                                     "exporters": list(exporters)}},
         },
     }
