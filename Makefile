@@ -211,3 +211,37 @@ kind-diagnostics: venv ## kind: the cluster's state in reports/e2e/diagnostics
 
 ci-verdict: ## The required check: fail when a job in NEEDS_JSON failed or was cancelled
 	$(PYTHON) -m infra.delivery.verdict
+
+# --- Helm charts (infra/charts/): pins that exist, values the charts know, releases that render --
+# make test checks every stack's releases against the vendored index entries and values data
+# (infra/helm.py). These targets refresh that data and render the releases; all but chart-values
+# need the network and run in GitHub Actions (ci.yml, job helm).
+KUBECONFORM_VERSION := v0.8.0
+KUBECONFORM_SHA256 := 9bc2bffbf71f261128533edaf912153948b7ff238f9a531ae6d34466ec287883
+KUBECONFORM_DIR := $(VENV)/kubeconform-$(KUBECONFORM_VERSION)
+KUBECONFORM := $(KUBECONFORM_DIR)/kubeconform
+RUNNER_ONLY += charts-refresh charts-verify kubeconform helm-render
+
+.PHONY: chart-values charts-refresh charts-verify kubeconform helm-render
+
+chart-values: manifests ## STACK's Helm releases against their charts' vendored index and values data
+	$(BIN)/python -m infra.helm build/manifests/$(STACK)/helm-releases.yaml
+
+charts-refresh: venv ## (network) Rewrite infra/charts/ from the chart repositories, digests verified
+	$(BIN)/python -m infra.delivery.chart_refresh
+
+charts-verify: venv ## (network) Fail when infra/charts/ is not what the repositories publish
+	$(BIN)/python -m infra.delivery.chart_refresh --check
+
+$(KUBECONFORM):
+	mkdir -p $(KUBECONFORM_DIR)
+	curl -fsSL -o $(KUBECONFORM_DIR)/kubeconform.tar.gz \
+		https://github.com/yannh/kubeconform/releases/download/$(KUBECONFORM_VERSION)/kubeconform-linux-amd64.tar.gz
+	echo "$(KUBECONFORM_SHA256)  $(KUBECONFORM_DIR)/kubeconform.tar.gz" | sha256sum --check --strict
+	tar -xzf $(KUBECONFORM_DIR)/kubeconform.tar.gz -C $(KUBECONFORM_DIR) kubeconform
+	$(KUBECONFORM) -v
+
+kubeconform: $(KUBECONFORM) ## (network) Install kubeconform, checked against its pinned SHA-256
+
+helm-render: manifests kubeconform ## (network) helm template STACK's releases with their values; kubeconform
+	$(BIN)/python -m infra.delivery.helm_render --stack $(STACK) --kubeconform $(KUBECONFORM)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -17,6 +18,7 @@ import pulumi_random as random
 
 from infra.components.network import Peer
 from infra.components.pods import namespace_meta
+from infra.helm import without_nulls
 
 CNPG_CHART = ("cloudnative-pg", "0.27.1", "https://cloudnative-pg.github.io/charts")
 
@@ -63,8 +65,7 @@ class Database(pulumi.ComponentResource):
         operator = k8s.helm.v3.Release(
             f"{name}-operator", name="cnpg", chart=chart, version=version, repository_opts={"repo": repo},
             namespace=args.operator_namespace, cleanup_on_fail=True,
-            values={"resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
-                                  "limits": {"memory": "256Mi"}}},
+            values=_operator_values(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[operator_ns]))
         ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(args.namespace), opts=child)
 
@@ -91,3 +92,8 @@ class Database(pulumi.ComponentResource):
         host = f"{name}-rw.{args.namespace}.svc.cluster.local"  # the operator's read-write Service
         return pulumi.Output.secret(pulumi.Output.concat(
             "postgresql://", args.owner, ":", password.result, "@", host, f":{args.port}/", args.database))
+
+
+def _operator_values() -> dict[str, Any]:
+    return without_nulls("cnpg", {"resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                                "limits": {"memory": "256Mi"}}})

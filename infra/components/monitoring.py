@@ -24,6 +24,7 @@ from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
 from infra.components.monitoring_values import (
     COLLECTOR,
     OTLP_HTTP_PORT,
+    RELEASE,
     TEMPO,
     collector_values,
     stack_values,
@@ -34,8 +35,8 @@ from infra.components.pods import namespace_meta
 
 KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.github.io/helm-charts")
 OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")
-TEMPO_CHART = ("tempo", "1.16.1", "https://grafana.github.io/helm-charts")  # Tempo 2.6, single binary
-RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
+# Tempo 2.6, single binary; the chart moved from grafana to grafana-community (infra/charts/README.md).
+TEMPO_CHART = ("tempo", "1.16.0", "https://grafana-community.github.io/helm-charts")
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from infra.components.alerting import RECEIVERS_SECRET, alertmanager_config
+from infra.helm import without_nulls
 from infra.stack_config import parse_quantity
 
 if TYPE_CHECKING:
     from infra.components.monitoring import MonitoringArgs
 
+RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
 TEMPO = "tempo"
 TEMPO_QUERY_PORT = 3100
 COLLECTOR = "otel-collector"
@@ -42,7 +44,7 @@ def _volume_claim(size: str) -> dict[str, Any]:
 
 def stack_values(args: MonitoringArgs) -> dict[str, Any]:
     """Return kube-prometheus-stack's values: Prometheus, Alertmanager and Grafana."""
-    return {
+    return without_nulls(RELEASE, {
         "fullnameOverride": "kps",  # short object names: kps-prometheus, kps-alertmanager
         # Managed control planes (EKS, GKE, AKS) and kind do not let Prometheus reach these: their
         # scrapes fail and the chart's alerts on them (KubeSchedulerDown, ...) fire for ever. The
@@ -86,25 +88,57 @@ def stack_values(args: MonitoringArgs) -> dict[str, Any]:
                 "replicas": args.alertmanager_replicas,
                 "secrets": [RECEIVERS_SECRET],  # files the config names, never values in it
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}}},
-    }
+    })
+
+
+# Tempo's configuration file: the chart's own template (tempo 1.16.0, values.yaml `config`) with one
+# receiver, OTLP/HTTP from the collector. The chart's `tempo.receivers` default also opens Jaeger,
+# OpenCensus and OTLP/gRPC, and Helm merges maps, so only this full override (the chart's documented
+# `config` value) leaves them out; nothing else reads `tempo.receivers` but the Service's port list.
+TEMPO_CONFIG = """\
+memberlist:
+  cluster_label: "{{ .Release.Name }}.{{ .Release.Namespace }}"
+multitenancy_enabled: {{ .Values.tempo.multitenancyEnabled }}
+usage_report:
+  reporting_enabled: {{ .Values.tempo.reportingEnabled }}
+compactor:
+  compaction:
+    block_retention: {{ .Values.tempo.retention }}
+distributor:
+  receivers:
+    otlp:
+      protocols:
+        http:
+          endpoint: "0.0.0.0:OTLP_HTTP_PORT"
+ingester:
+  {{- toYaml .Values.tempo.ingester | nindent 2 }}
+server:
+  {{- toYaml .Values.tempo.server | nindent 2 }}
+storage:
+  {{- toYaml .Values.tempo.storage | nindent 2 }}
+querier:
+  {{- toYaml .Values.tempo.querier | nindent 2 }}
+query_frontend:
+  {{- toYaml .Values.tempo.queryFrontend | nindent 2 }}
+overrides:
+  {{- toYaml .Values.tempo.global_overrides | nindent 2 }}
+""".replace("OTLP_HTTP_PORT", str(OTLP_HTTP_PORT))
 
 
 def tempo_values(args: MonitoringArgs) -> dict[str, Any]:
     """Return Tempo's values: OTLP/HTTP in, a retention, a volume if one is sized."""
-    return {
+    return without_nulls(TEMPO, {
         "fullnameOverride": TEMPO,
         "tempo": {
             "retention": args.trace_retention,
             "reportingEnabled": False,  # no usage reports leave the cluster
-            # OTLP/HTTP from the collector only; null drops the chart's other default receivers.
-            "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"0.0.0.0:{OTLP_HTTP_PORT}"}}},
-                          "jaeger": None, "opencensus": None},
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         },
+        "config": TEMPO_CONFIG,  # OTLP/HTTP from the collector is the only receiver
         "persistence": {"enabled": True, "accessModes": ["ReadWriteOnce"], "size": args.trace_storage_size}
         if args.trace_storage_size else {"enabled": False},
-    }
+    })
 
 
 def collector_values(args: MonitoringArgs) -> dict[str, Any]:
@@ -116,7 +150,7 @@ def collector_values(args: MonitoringArgs) -> dict[str, Any]:
         exporter["otlphttp/external"] = {"endpoint": args.traces_export_endpoint}
     if not exporter:  # nowhere to send them: a summary of each batch in the collector's log
         exporter = {"debug": {"verbosity": "basic"}}
-    return {
+    return without_nulls(COLLECTOR, {
         "mode": "deployment",
         "fullnameOverride": COLLECTOR,
         "image": {"repository": "otel/opentelemetry-collector-contrib"},
@@ -129,12 +163,29 @@ def collector_values(args: MonitoringArgs) -> dict[str, Any]:
                             "capabilities": {"drop": ["ALL"]}},
         "ports": {port: {"enabled": False}
                   for port in ("jaeger-compact", "jaeger-thrift", "jaeger-grpc", "zipkin")},
-        "config": {
-            # null removes the chart's default receivers and pipelines we do not use
-            "receivers": {"jaeger": None, "zipkin": None, "prometheus": None},
-            "exporters": exporter,
-            "service": {"pipelines": {"logs": None, "metrics": None, "traces": {
-                "receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                "exporters": list(exporter)}}},
+        # The whole configuration, not merged with the chart's `config` default (whose Jaeger, Zipkin
+        # and Prometheus receivers and logs and metrics pipelines Helm could only drop by a null).
+        "alternateConfig": collector_config(exporter),
+    })
+
+
+def collector_config(exporters: dict[str, Any]) -> dict[str, Any]:
+    """The collector's configuration: OTLP in, traces only, to ``exporters``; what the chart's
+    default keeps (health_check, the memory limiter, its own metrics on 8888) is kept as it has it."""
+    pod_ip = "${env:MY_POD_IP}"
+    return {
+        "extensions": {"health_check": {"endpoint": f"{pod_ip}:13133"}},  # the chart's probes call it
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{pod_ip}:4317"},
+                                             "http": {"endpoint": f"{pod_ip}:{OTLP_HTTP_PORT}"}}}},
+        "processors": {"batch": {},
+                       "memory_limiter": {"check_interval": "5s", "limit_percentage": 80,
+                                          "spike_limit_percentage": 25}},
+        "exporters": exporters,
+        "service": {
+            "telemetry": {"metrics": {"readers": [
+                {"pull": {"exporter": {"prometheus": {"host": pod_ip, "port": 8888}}}}]}},
+            "extensions": ["health_check"],
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
+                                     "exporters": list(exporters)}},
         },
     }
