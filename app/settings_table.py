@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,14 @@ def _value(value: Any) -> str:
     return f"`{value}`"
 
 
-def settings_table() -> str:
+def settings_table(base: type[Config] = Config,
+                   classes: Mapping[str, type[Config]] = CONFIGS) -> str:
     """Return every setting with its type, default, per-environment values and description."""
     rows = ["| setting | type | default | " + " | ".join(ENVIRONMENTS) + " | description |",
             "|---|---|---|" + "---|" * len(ENVIRONMENTS) + "---|"]
-    for name, field in Config.model_fields.items():
+    for name, field in base.model_fields.items():
         default = field.default
-        changed = [CONFIGS[env].model_fields[name].default for env in ENVIRONMENTS]
+        changed = [classes[env].model_fields[name].default for env in ENVIRONMENTS]
         per_env = " | ".join(_value(v) if v != default else "" for v in changed)
         description = (field.description or "").replace("|", "/")
         rows.append(f"| `{name}` | {_type(field)} | {_value(default)} | {per_env} | {description} |")
