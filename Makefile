@@ -118,7 +118,7 @@ dashboards: venv ## Regenerate dashboards/*.json and dashboards/rules/*.yaml fro
 rules: dashboards ## Same as make dashboards (one generator writes both)
 
 # --- delivery (Dockerfile, compose.yaml, .github/): checks, image, deploys ----------------------
-# Each workflow step is one of these targets (README, "Shipping"). Those in RUNNER_ONLY need
+# Each workflow step is one of these targets (infra/README.md, "Shipping"). Those in RUNNER_ONLY need
 # Docker, a cluster, a registry or the Pulumi CLI and run on GitHub's runners only; their scripts
 # (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
 RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
