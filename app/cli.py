@@ -1,4 +1,12 @@
-"""``flask users ...`` commands (``flask db ...`` comes from Flask-Migrate)."""
+"""``flask users ...`` commands (``flask db ...`` comes from Flask-Migrate).
+
+Usage (``make admin`` and ``make seed`` run these with LOOKOUT_ENV=development):
+    flask --app app users create --email E --name N [--admin]   # password prompted for
+    flask --app app users seed 20
+
+Environment variables read: LOOKOUT_USER_PASSWORD (the new user's password, instead of the
+prompt), and the app's settings (LOOKOUT_ENV, DATABASE_URL, ...), as for every flask command.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ users_cli = AppGroup("users", help="Manage users.")
 
 
 @users_cli.command("create")
-@click.option("--email", required=True)
+@click.option("--email", prompt=True, help="Prompted for when not given.")
 @click.option("--name", required=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
               envvar="LOOKOUT_USER_PASSWORD", help="Prompted for when not given.")

@@ -52,49 +52,104 @@ class Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", validate_default=True)
     ENV: ClassVar[str] = "base"
 
-    SERVICE_NAME: str = "lookout"
-    GIT_COMMIT: str = "unknown"
-    DEBUG: bool = False
-    TESTING: bool = False
-    SECRET_KEY: str = DEV_SECRET
-    DATABASE_URL: str = "sqlite:///lookout.db"  # relative: resolved inside the instance folder
-    DATABASE_CONNECT_TIMEOUT: int = Field(default=3, ge=1, le=60)  # seconds
-    DATABASE_STATEMENT_TIMEOUT_MS: int = Field(default=5000, ge=0)  # PostgreSQL only; 0 = off
-    DATABASE_POOL_SIZE: int = Field(default=5, ge=1)
-    DATABASE_POOL_TIMEOUT: float = Field(default=3.0, gt=0)  # seconds waiting for a free connection
+    SERVICE_NAME: str = Field(
+        default="lookout", description="Service name shown at `/` and in traces (`service.name`).")
+    GIT_COMMIT: str = Field(
+        default="unknown",
+        description="Commit the code was built from, shown at `/` and in `lookout_build_info`.")
+    DEBUG: bool = Field(default=False, description="Flask's debug mode.")
+    TESTING: bool = Field(default=False, description="Flask's testing mode.")
+    SECRET_KEY: str = Field(
+        default=DEV_SECRET,
+        description="Flask's secret key. Production: required, 32 characters or more, not a known default.")
+    DATABASE_URL: str = Field(  # relative: resolved inside the instance folder
+        default="sqlite:///lookout.db",
+        description="`sqlite:///...` (a relative path lives in `instance/`) or `postgresql://...` "
+        "(psycopg 3). Production: required.")
+    DATABASE_CONNECT_TIMEOUT: int = Field(  # seconds
+        default=3, ge=1, le=60, description="Seconds a new database connection may take.")
+    DATABASE_STATEMENT_TIMEOUT_MS: int = Field(  # PostgreSQL only; 0 = off
+        default=5000, ge=0, description="PostgreSQL `statement_timeout` in milliseconds; 0 turns it off.")
+    DATABASE_POOL_SIZE: int = Field(
+        default=5, ge=1, description="PostgreSQL connections kept per worker process.")
+    DATABASE_POOL_TIMEOUT: float = Field(  # seconds waiting for a free connection
+        default=3.0, gt=0, description="Seconds a request waits for a free pooled connection.")
     # Client-side bound on every wait for PostgreSQL's answer (statement, ping, commit), and the
     # TCP user timeout: what ends a wait when the network is cut, where statement_timeout cannot.
-    DATABASE_READ_TIMEOUT: float = Field(default=6.0, gt=0, le=300)  # seconds
+    DATABASE_READ_TIMEOUT: float = Field(  # seconds
+        default=6.0, gt=0, le=300,
+        description="Seconds any wait for PostgreSQL's answer may take (client side; also the TCP user "
+        "timeout); must exceed the statement timeout.")
     # After a database failure, API requests get 503 at once for this long (one trial request
     # per interval goes through); 0 turns it off. app/breaker.py
-    DATABASE_FAILFAST_SECONDS: float = Field(default=2.0, ge=0, le=60)
-    MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1024)
-    JWT_SECRET_KEY: str = DEV_JWT_KEY
-    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = "HS256"
-    JWT_ISSUER: str = "lookout"
-    JWT_AUDIENCE: str = "lookout-api"
-    JWT_TTL_SECONDS: int = Field(default=900, ge=30, le=86400)
-    JWT_LEEWAY_SECONDS: int = Field(default=10, ge=0, le=300)
-    PASSWORD_HASH_TIME_COST: int = Field(default=3, ge=1)  # argon2id, OWASP-recommended defaults
-    PASSWORD_HASH_MEMORY_KIB: int = Field(default=65536, ge=8)
-    PAGE_SIZE_DEFAULT: int = Field(default=20, ge=1)
-    PAGE_SIZE_MAX: int = Field(default=100, ge=1)
-    READINESS_TIMEOUT_SECONDS: float = Field(default=1.0, gt=0, le=30)
-    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    TELEMETRY_ENABLED: bool = True  # metrics and traces; logs and request ids stay on
-    METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)  # serve /metrics only there
+    DATABASE_FAILFAST_SECONDS: float = Field(
+        default=2.0, ge=0, le=60,
+        description="After a database failure, API requests get 503 at once, one trial request per "
+        "this many seconds; 0 turns it off.")
+    MAX_CONTENT_LENGTH: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body in bytes; a larger one gets 413.")
+    JWT_SECRET_KEY: str = Field(
+        default=DEV_JWT_KEY,
+        description="Key that signs the tokens. Production: required, 32 characters or more, not a known "
+        "default.")
+    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = Field(
+        default="HS256", description="HMAC algorithm that signs the tokens.")
+    JWT_ISSUER: str = Field(default="lookout", description="`iss` claim tokens carry and must carry.")
+    JWT_AUDIENCE: str = Field(default="lookout-api", description="`aud` claim tokens carry and must carry.")
+    JWT_TTL_SECONDS: int = Field(
+        default=900, ge=30, le=86400, description="Seconds a token is valid (`expires_in`).")
+    JWT_LEEWAY_SECONDS: int = Field(
+        default=10, ge=0, le=300, description="Seconds of clock skew allowed when checking `exp` and `iat`.")
+    PASSWORD_HASH_TIME_COST: int = Field(  # argon2id, OWASP-recommended defaults
+        default=3, ge=1,
+        description="Argon2id passes; stored hashes are upgraded at login when this changes.")
+    PASSWORD_HASH_MEMORY_KIB: int = Field(
+        default=65536, ge=8,
+        description="Argon2id memory per hash in KiB; stored hashes are upgraded at login when this changes.")
+    PAGE_SIZE_DEFAULT: int = Field(
+        default=20, ge=1, description="Users per page when `per_page` is not given.")
+    PAGE_SIZE_MAX: int = Field(default=100, ge=1, description="Largest `per_page` accepted.")
+    READINESS_TIMEOUT_SECONDS: float = Field(
+        default=1.0, gt=0, le=30,
+        description="`/readyz` answers within this many seconds, whatever the network does.")
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the JSON log lines on stdout, the app's and gunicorn's.")
+    TELEMETRY_ENABLED: bool = Field(  # metrics and traces; logs and request ids stay on
+        default=True, description="Metrics and traces; request ids and logs stay on either way.")
+    METRICS_PORT: int | None = Field(  # serve /metrics only there
+        default=None, ge=1, le=65535,
+        description="A second listener on this port that alone serves `/metrics`; unset: `/metrics` on the "
+        "main port.")
     # Tests only: serve GET /api/v1/_faults/<5xx> (app/faults.py) to burn the error budget on
     # purpose. ProductionConfig refuses it, so a production process can never answer there.
-    FAULT_INJECTION: bool = False
-    RATE_LIMIT_ENABLED: bool = True
-    RATE_LIMIT_STORAGE_URL: str = "memory://"  # redis://… shares the counts between processes
-    RATE_LIMIT_STORAGE_TIMEOUT: float = Field(default=0.5, gt=0, le=10)  # seconds per Redis call
-    RATE_LIMIT_KEY_PREFIX: str = Field(default="lookout", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    RATE_LIMIT_LOGIN: str = "30 per minute"  # POST /auth/token, per client address
-    RATE_LIMIT_LOGIN_FAILURES: str = "10 per minute"  # refused logins per email, current_passwords per user
-    RATE_LIMIT_WRITES: str = "120 per minute"  # POST/PATCH/DELETE, per user (or address)
-    CORS_ORIGINS: tuple[str, ...] = ()  # comma-separated in the environment; empty: CORS closed
-    HSTS_SECONDS: int = Field(default=31_536_000, ge=0)  # Strict-Transport-Security; 0: not sent
+    FAULT_INJECTION: bool = Field(
+        default=False,
+        description="Tests only: serves `GET /api/v1/_faults/<5xx>` to burn the error budget; production "
+        "refuses it.")
+    RATE_LIMIT_ENABLED: bool = Field(default=True, description="Rate limits on token requests and writes.")
+    RATE_LIMIT_STORAGE_URL: str = Field(  # redis://… shares the counts between processes
+        default="memory://",
+        description="Where the rate-limit counts live: `memory://` in each process, `redis://...` shared by "
+        "processes and pods (may hold a password: use `_FILE`).")
+    RATE_LIMIT_STORAGE_TIMEOUT: float = Field(  # seconds per Redis call
+        default=0.5, gt=0, le=10, description="Seconds per call to the rate-limit store.")
+    RATE_LIMIT_KEY_PREFIX: str = Field(
+        default="lookout", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Prefix of the keys in a shared rate-limit store.")
+    RATE_LIMIT_LOGIN: str = Field(  # POST /auth/token, per client address
+        default="30 per minute", description="Token requests per client address.")
+    RATE_LIMIT_LOGIN_FAILURES: str = Field(  # refused logins per email, current_passwords per user
+        default="10 per minute",
+        description="Refused token requests per account email; refused `current_password`s per user.")
+    RATE_LIMIT_WRITES: str = Field(  # POST/PATCH/DELETE, per user (or address)
+        default="120 per minute",
+        description="POST, PATCH and DELETE requests per user (per client address without a valid token).")
+    CORS_ORIGINS: tuple[str, ...] = Field(  # comma-separated in the environment; empty: CORS closed
+        default=(),
+        description="Comma-separated exact origins allowed to call `/api/*` from a browser; empty: no CORS "
+        "headers. Production refuses `*`.")
+    HSTS_SECONDS: int = Field(  # Strict-Transport-Security; 0: not sent
+        default=31_536_000, ge=0, description="`Strict-Transport-Security` max-age in seconds; 0: not sent.")
 
     @field_validator("DATABASE_URL")
     @classmethod

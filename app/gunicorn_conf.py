@@ -4,7 +4,7 @@ Usage: ``gunicorn -c python:app.gunicorn_conf app.wsgi:app``
 
 Environment variables (defaults in ``ServerConfig``):
     HOST, PORT                      listen address (HOST=0.0.0.0 in the container image)
-    GUNICORN_WORKERS                worker processes (1: the Kubernetes model, see README)
+    GUNICORN_WORKERS                worker processes (1: the Kubernetes model, app/README.md)
     GUNICORN_THREADS                threads per worker (gthread)
     GUNICORN_WORKER_CLASS           sync | gthread | gevent
     GUNICORN_TIMEOUT                worker heartbeat timeout, seconds
@@ -156,14 +156,36 @@ class AppAccessLogger(glogging.Logger):
 logger_class = AppAccessLogger
 
 
+class WithoutConfigDump(logging.Filter):
+    """Drop gunicorn's start-up listing of all its settings.
+
+    At DEBUG (development's level) gunicorn opens with one 6 KB record of every setting, most of
+    them defaults, before the line that says where it serves. ``--print-config`` shows the same
+    listing on demand: ``gunicorn -c python:app.gunicorn_conf --print-config app.wsgi:app``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Current configuration:")
+
+
 def _logconfig() -> dict[str, Any]:
     from app.telemetry.logs import lean_records, logging_config
 
     lean_records()
-    return logging_config(app_config.LOG_LEVEL)
+    config = logging_config(app_config.LOG_LEVEL)
+    config["filters"]["without_config_dump"] = {"()": WithoutConfigDump}
+    config["loggers"]["gunicorn.error"]["filters"] = ["without_config_dump"]
+    return config
 
 
 logconfig_dict = _logconfig()
+
+
+def when_ready(server_: Any) -> None:
+    """Say where the service answers and how to stop it, once the listeners are bound."""
+    url = f"http://{server.HOST}:{server.PORT}"
+    metrics = f"; /metrics on port {app_config.METRICS_PORT}" if app_config.METRICS_PORT else ""
+    server_.log.info("Lookout serving on %s (Ctrl-C stops); API docs at %s/docs%s", url, url, metrics)
 
 
 def on_starting(server_: Any) -> None:

@@ -184,7 +184,7 @@ def github_anchors(markdown: str) -> set[str]:
 
 
 def test_every_runbook_url_points_at_a_readme_section():
-    anchors = github_anchors((ROOT / "README.md").read_text())
+    anchors = github_anchors((ROOT / "dashboards" / "README.md").read_text())
     sections = {load_slo().runbook_url(anchor) for anchor in anchors}
     missing = {r["annotations"]["runbook_url"] for r in alerts()} - sections
     assert missing == set()
