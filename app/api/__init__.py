@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apiflask import APIBlueprint
 
-from ..errors import require_json_body
+from ..guards import require_json_body
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Users")
 

@@ -6,8 +6,8 @@ from apiflask import APIBlueprint, HTTPError, HTTPTokenAuth, abort
 from flask import Response, current_app
 from sqlalchemy import select
 
-from ..errors import require_json_body
 from ..extensions import db
+from ..guards import require_json_body
 from ..models import Role, User
 from ..schemas import TokenIn, TokenOut, normalise_email
 from ..telemetry import count_auth_failure
