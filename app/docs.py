@@ -104,10 +104,10 @@ def is_rate_limited(path: str, method: str) -> bool:
 
 def init_app(app: APIFlask) -> None:
     """Describe errors as problem+json; serve Swagger UI's files so /docs works offline."""
-    from . import schemas
+    from .schemas import Problem, ValidationProblem  # models and SQLAlchemy: not at `import app`
 
-    app.config["HTTP_ERROR_SCHEMA"] = schemas.Problem
-    app.config["VALIDATION_ERROR_SCHEMA"] = schemas.ValidationProblem
+    app.config["HTTP_ERROR_SCHEMA"] = Problem
+    app.config["VALIDATION_ERROR_SCHEMA"] = ValidationProblem
     app.spec_processor(describe_problems)
     app.register_blueprint(
         Blueprint("docs_assets", __name__, static_folder=swagger_ui_path,
