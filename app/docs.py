@@ -96,7 +96,8 @@ def describe_problems(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
 
 
 def is_rate_limited(path: str, method: str) -> bool:
-    """The operations app/ratelimit.py limits: the token endpoint and every write of the API."""
+    """The operations with a rate limit: the token endpoint and every write of the API
+    (app/auth/limits.py, app/api/limits.py)."""
     from .ratelimit import WRITE_METHODS
 
     return path.startswith("/api/v1/") and method.upper() in WRITE_METHODS

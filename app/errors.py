@@ -3,6 +3,7 @@
 Views raise ``apiflask.abort(status, detail)``; this module turns that, Werkzeug's HTTP errors,
 validation errors, database outages and unhandled exceptions into one body shape:
 ``{"type", "title", "status", "detail", "instance"}`` plus ``errors`` for field problems.
+A rate limit's 429 is answered by app/ratelimit.py, with ``problem`` too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from typing import Any
 
 from apiflask import APIFlask, HTTPError
 from flask import Response, json, request
-from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from .breaker import DatabaseDown
+from .breaker import DatabaseDown, report_failure
 
 PROBLEM_MIMETYPE = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -87,8 +87,6 @@ def register_errorhandlers(app: APIFlask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)
     def database_unavailable(exc: Exception) -> Response:
-        from .breaker import report_failure
-
         log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
         report_failure()
         return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
@@ -96,15 +94,6 @@ def register_errorhandlers(app: APIFlask) -> None:
     @app.errorhandler(DatabaseDown)
     def database_still_down(exc: DatabaseDown) -> Response:
         return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
-
-    @app.errorhandler(RateLimitExceeded)
-    def rate_limited(exc: RateLimitExceeded) -> Response:
-        from .ratelimit import retry_after, which_limit
-        from .telemetry import count_rate_limited
-
-        count_rate_limited(which_limit(exc))
-        seconds = retry_after()
-        return problem(429, f"Too many requests; retry in {seconds} s.", {"Retry-After": str(seconds)})
 
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> Response:

@@ -281,3 +281,18 @@ def test_the_app_refuses_to_start_when_flask_limiter_hides_its_fallback_state(da
     monkeypatch.setattr(ratelimit, "Limiter", Renamed)
     with pytest.raises(RuntimeError, match="_storage_dead"):
         create_app({"DATABASE_URL": database_url})
+
+
+def test_each_app_counts_with_its_own_limiter(app, make_user, limited_app):
+    """Apps built later in the same process neither reset nor change an earlier app's limits."""
+    user = make_user()
+    login = {"email": user.email, "password": PASSWORD}
+    strict = limited_app(RATE_LIMIT_LOGIN="1 per minute")
+    assert strict.test_client().post("/api/v1/auth/token", json=login).status_code == 200
+    relaxed = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_KEY_PREFIX="relaxed")
+    off = limited_app(RATE_LIMIT_ENABLED="false")
+    assert [relaxed.test_client().post("/api/v1/auth/token", json=login).status_code
+            for _ in range(2)] == [200, 200]
+    assert [off.test_client().post("/api/v1/auth/token", json=login).status_code
+            for _ in range(2)] == [200, 200]
+    assert_rate_limited(strict.test_client().post("/api/v1/auth/token", json=login), "login", strict)
