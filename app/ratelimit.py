@@ -91,19 +91,17 @@ def _rate_limited(exc: RateLimitExceeded) -> Response:
 def _report_fallback(app: Flask, limiter: Limiter) -> None:
     """After each write, publish whether this process counts alone (its store failed).
 
-    Flask-Limiter (4.1) has no public flag or hook for its in-memory fallback; it logs the switch
-    and keeps the state in ``_storage_dead``, read here. Checked at start, so a release that
-    renames it stops the app rather than leaving the metric at 0 (tests/test_ratelimit.py).
+    While Flask-Limiter counts in its in-memory fallback, the strategy it uses
+    (``Limiter.limiter``) works on that memory instead of the configured ``Limiter.storage``.
+    tests/test_ratelimit.py cuts the store and checks the metric follows.
     """
     if not limiter.enabled:
         return
-    if not isinstance(getattr(limiter, "_storage_dead", None), bool):
-        raise RuntimeError("Flask-Limiter no longer keeps _storage_dead; see app/ratelimit.py")
 
     @app.teardown_request
     def _fallback(exc: BaseException | None) -> None:
         if request.method in WRITE_METHODS:
-            set_rate_limit_fallback(limiter._storage_dead)
+            set_rate_limit_fallback(limiter.limiter.storage is not limiter.storage)
 
 
 def _check_writes_only(app: Flask, limiter: Limiter) -> None:
