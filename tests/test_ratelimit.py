@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import PASSWORD, assert_problem, bearer, metric_value
 
@@ -265,6 +267,27 @@ def test_a_process_counting_alone_says_so_until_its_store_is_back(app, make_user
         while refused_login() != 0:
             assert time.monotonic() < deadline, "the process never went back to its store"
             time.sleep(0.5)
+
+
+def test_the_app_refuses_to_start_when_flask_limiter_moves_its_hooks(database_url, monkeypatch):
+    """Reads skip the limiter by rewiring the request hooks Flask-Limiter registers; a release
+    that registers them another way stops the app, naming the version, instead of leaving
+    writes unlimited or reads paying for it."""
+    import flask_limiter
+
+    from app import ratelimit
+
+    class Wrapped(flask_limiter.Limiter):
+        def init_app(self, app):
+            super().init_app(app)
+            hooks = app.before_request_funcs[None]
+            hooks[:] = [(lambda: self._check_request_limit()) if getattr(hook, "__self__", None) is self
+                        else hook for hook in hooks]
+
+    monkeypatch.setattr(ratelimit, "Limiter", Wrapped)
+    version = re.escape(flask_limiter.__version__)
+    with pytest.raises(RuntimeError, match=rf"^Flask-Limiter {version} registers 0 .*before_request_funcs"):
+        create_app({"DATABASE_URL": database_url})
 
 
 def test_a_store_that_refuses_connections_is_counted_in_memory_and_reported(database_url):
