@@ -29,7 +29,10 @@ class LookoutAPI(APIFlask):
 
         Flask asks ``inspect.iscoroutinefunction()`` of every hook, view and error handler it
         calls, fourteen times per request here, and the answer never changes for a function
-        (Flask documents ensure_sync as the method to override).
+        (Flask documents ensure_sync as the method to override). Remembering it saves 0.05
+        million instructions per request: 4% of an in-process ``GET /`` (9% with tracing off),
+        0.6% of the users endpoint (valgrind, Flask 3.1.3). tests/test_openapi.py fails, naming
+        Flask's version, if Flask's answer for a plain function stops being the function itself.
         """
         try:
             return self._synced[func]
