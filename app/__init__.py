@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apiflask import APIFlask
@@ -14,9 +13,6 @@ from .docs import LookoutAPI
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-
-MIGRATIONS = str(Path(__file__).with_name("migrations"))
-
 
 def create_app(config: Mapping[str, Any] | Config | None = None, *,
                tracer_provider: TracerProvider | None = None) -> APIFlask:
@@ -40,7 +36,7 @@ def create_app(config: Mapping[str, Any] | Config | None = None, *,
 def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = None) -> None:
     from . import breaker, cli, database, docs, ratelimit, security, telemetry
     from .auth import passwords
-    from .extensions import db, migrate, render_item
+    from .extensions import MIGRATIONS, db, migrate, render_item
 
     db.init_app(app)
     database.init_app(app)

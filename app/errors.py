@@ -3,6 +3,7 @@
 Views raise ``apiflask.abort(status, detail)``; this module turns that, Werkzeug's HTTP errors,
 validation errors, database outages and unhandled exceptions into one body shape:
 ``{"type", "title", "status", "detail", "instance"}`` plus ``errors`` for field problems.
+A rate limit's 429 is answered by app/ratelimit.py, with ``problem`` too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from typing import Any
 
 from apiflask import APIFlask, HTTPError
 from flask import Response, json, request
-from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from .breaker import DatabaseDown
+from .breaker import DatabaseDown, report_failure
 
 PROBLEM_MIMETYPE = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -80,41 +80,6 @@ DEFAULT_DETAILS = {
 }
 
 
-def require_json_body() -> None:
-    """Answer 415 for a write whose body is not JSON (before validation would answer 422),
-    and 400 for JSON nested too deeply to parse."""
-    if request.method in {"POST", "PUT", "PATCH"}:
-        if not request.is_json:
-            raise HTTPError(415)
-        reject_deep_json(request.get_data(cache=True))
-
-
-MAX_JSON_DEPTH = 64
-
-
-def reject_deep_json(body: bytes) -> None:
-    """Refuse a body nested deeper than MAX_JSON_DEPTH.
-
-    The JSON parser recurses once per level and raises RecursionError (a 500) near Python's
-    recursion limit. Counting brackets (C speed) rules out almost every body at once; only a body
-    with many brackets is scanned, and strings are skipped so brackets inside them do not count.
-    """
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
-        return
-    depth, in_string, escaped = 0, False, False
-    for byte in body:
-        if in_string:
-            escaped, in_string = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise HTTPError(400, f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.")
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-
-
 def register_errorhandlers(app: APIFlask) -> None:
     """Route every error through ``problem``."""
     app.error_processor(_from_http_error)
@@ -122,8 +87,6 @@ def register_errorhandlers(app: APIFlask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)
     def database_unavailable(exc: Exception) -> Response:
-        from .breaker import report_failure
-
         log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
         report_failure()
         return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
@@ -131,15 +94,6 @@ def register_errorhandlers(app: APIFlask) -> None:
     @app.errorhandler(DatabaseDown)
     def database_still_down(exc: DatabaseDown) -> Response:
         return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
-
-    @app.errorhandler(RateLimitExceeded)
-    def rate_limited(exc: RateLimitExceeded) -> Response:
-        from .ratelimit import retry_after, which_limit
-        from .telemetry import count_rate_limited
-
-        count_rate_limited(which_limit(exc))
-        seconds = retry_after()
-        return problem(429, f"Too many requests; retry in {seconds} s.", {"Retry-After": str(seconds)})
 
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from flask_migrate import Migrate
@@ -26,6 +27,7 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+MIGRATIONS = str(Path(__file__).with_name("migrations"))  # Alembic's scripts, shipped in the package
 
 
 @event.listens_for(Engine, "connect")

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy import inspect
 
 from app import create_app
-from app.errors import MAX_JSON_DEPTH
 from app.extensions import db
+from app.guards import MAX_JSON_DEPTH
 from app.schemas import NAME_MAX
 
 # Function-scoped fixtures (one app per test) are shared by the examples on purpose: state

@@ -113,3 +113,18 @@ def test_ensure_sync_is_remembered_and_still_refuses_async_views_without_asgiref
         app.ensure_sync(view)
     with pytest.raises(RuntimeError, match="async"):  # not remembered as if it were sync
         app.ensure_sync(view)
+
+
+def test_flask_answers_ensure_sync_from_the_function_alone():
+    """LookoutAPI remembers Flask's ensure_sync answer per function, which is right only while
+    that answer depends on the function alone: a plain function comes back as it is."""
+    from importlib.metadata import version
+
+    from flask import Flask
+
+    def view() -> str:
+        return "sync"
+
+    assert Flask.ensure_sync(Flask(__name__), view) is view, (
+        f"Flask {version('flask')} no longer returns a plain function from ensure_sync as it is; "
+        "LookoutAPI.ensure_sync (app/docs.py) remembers the answer per function: check it still may")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import PASSWORD, assert_problem, bearer, metric_value
 
@@ -174,7 +176,7 @@ def test_a_body_too_deep_to_parse_is_400_and_leaves_the_limiter_alone(client, ap
     deep = b"[" * 5000 + b"]" * 5000
     response = client.post("/api/v1/auth/token", data=deep, content_type="application/json")
     assert_problem(response, 400)
-    assert app.extensions["lookout.limiter"]._storage_dead is False  # not mistaken for a storage failure
+    assert metric_value(app, "lookout_rate_limit_fallback") == 0  # not mistaken for a storage failure
 
 
 @pytest.mark.parametrize("setting", ["RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES"])
@@ -267,17 +269,57 @@ def test_a_process_counting_alone_says_so_until_its_store_is_back(app, make_user
             time.sleep(0.5)
 
 
-def test_the_app_refuses_to_start_when_flask_limiter_hides_its_fallback_state(database_url, monkeypatch):
-    """A Flask-Limiter that no longer keeps ``_storage_dead`` would leave the metric at 0 for ever."""
+def test_the_app_refuses_to_start_when_flask_limiter_moves_its_hooks(database_url, monkeypatch):
+    """Reads skip the limiter by rewiring the request hooks Flask-Limiter registers; a release
+    that registers them another way stops the app, naming the version, instead of leaving
+    writes unlimited or reads paying for it."""
     import flask_limiter
 
     from app import ratelimit
 
-    class Renamed(flask_limiter.Limiter):
+    class Wrapped(flask_limiter.Limiter):
         def init_app(self, app):
             super().init_app(app)
-            del self._storage_dead
+            hooks = app.before_request_funcs[None]
+            hooks[:] = [(lambda: self._check_request_limit()) if getattr(hook, "__self__", None) is self
+                        else hook for hook in hooks]
 
-    monkeypatch.setattr(ratelimit, "Limiter", Renamed)
-    with pytest.raises(RuntimeError, match="_storage_dead"):
+    monkeypatch.setattr(ratelimit, "Limiter", Wrapped)
+    version = re.escape(flask_limiter.__version__)
+    with pytest.raises(RuntimeError, match=rf"^Flask-Limiter {version} registers 0 .*before_request_funcs"):
         create_app({"DATABASE_URL": database_url})
+
+
+def test_a_store_that_refuses_connections_is_counted_in_memory_and_reported(database_url):
+    """No Redis needed: a store that refuses every connection puts the process in Flask-Limiter's
+    in-memory fallback, where the same limits apply, and lookout_rate_limit_fallback says so."""
+    import socket
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound and never listening: connections are refused
+        limited = create_app({
+            "DATABASE_URL": database_url,
+            "RATE_LIMIT_STORAGE_URL": f"redis://127.0.0.1:{unused.getsockname()[1]}/0",
+            "RATE_LIMIT_LOGIN": "2 per minute",
+        })
+        client = limited.test_client()
+        assert metric_value(limited, "lookout_rate_limit_fallback") == 0
+        login = {"email": "nobody@example.com", "password": "x"}
+        statuses = [client.post("/api/v1/auth/token", json=login).status_code for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        assert metric_value(limited, "lookout_rate_limit_fallback") == 1
+
+
+def test_each_app_counts_with_its_own_limiter(app, make_user, limited_app):
+    """Apps built later in the same process neither reset nor change an earlier app's limits."""
+    user = make_user()
+    login = {"email": user.email, "password": PASSWORD}
+    strict = limited_app(RATE_LIMIT_LOGIN="1 per minute")
+    assert strict.test_client().post("/api/v1/auth/token", json=login).status_code == 200
+    relaxed = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_KEY_PREFIX="relaxed")
+    off = limited_app(RATE_LIMIT_ENABLED="false")
+    assert [relaxed.test_client().post("/api/v1/auth/token", json=login).status_code
+            for _ in range(2)] == [200, 200]
+    assert [off.test_client().post("/api/v1/auth/token", json=login).status_code
+            for _ in range(2)] == [200, 200]
+    assert_rate_limited(strict.test_client().post("/api/v1/auth/token", json=login), "login", strict)

@@ -1,14 +1,7 @@
-"""Version 1 of the public API."""
+"""Version 1 of the public API: one blueprint, ``bp``, whose routes are in ``users.py``."""
 
 from __future__ import annotations
 
-from apiflask import APIBlueprint
+from .users import bp
 
-from ..errors import require_json_body
-
-bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Users")
-
-
-bp.before_request(require_json_body)
-
-from . import users  # noqa: E402,F401  (routes register on bp)
+__all__ = ["bp"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from apiflask import abort, pagination_builder
+from apiflask import APIBlueprint, abort, pagination_builder
 from flask import url_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -13,11 +13,15 @@ from sqlalchemy.exc import IntegrityError
 from ..auth import auth, current_user
 from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
+from ..guards import require_json_body
 from ..models import Role, User
-from ..ratelimit import refuse_password
 from ..schemas import PageQuery, UserIn, UserOut, UserPatch, UsersPage
 from ..telemetry import count_auth_failure, count_user_created
-from . import bp
+from .limits import declare_limits, refuse_password
+
+bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Users")
+bp.before_request(require_json_body)
+bp.record_once(declare_limits)
 
 DUPLICATE_EMAIL = "A user with this email already exists."
 MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; a larger one cannot exist (and overflows SQLite)

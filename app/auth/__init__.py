@@ -6,16 +6,18 @@ from apiflask import APIBlueprint, HTTPError, HTTPTokenAuth, abort
 from flask import Response, current_app
 from sqlalchemy import select
 
-from ..errors import require_json_body
 from ..extensions import db
+from ..guards import require_json_body
 from ..models import Role, User
 from ..schemas import TokenIn, TokenOut, normalise_email
 from ..telemetry import count_auth_failure
+from .limits import declare_limits
 from .passwords import verify_password
 from .tokens import issue_token, request_claims
 
 bp = APIBlueprint("auth", __name__, url_prefix="/api/v1/auth", tag="Auth")
 bp.before_request(require_json_body)
+bp.record_once(declare_limits)
 auth = HTTPTokenAuth(scheme="Bearer", realm="lookout", description="JWT from POST /api/v1/auth/token")
 
 

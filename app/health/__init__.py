@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import problem
-from ..extensions import db
+from ..extensions import MIGRATIONS, db
 from ..schemas import HealthOut, NotReadyProblem
 
 bp = APIBlueprint("health", __name__, tag="Health")
@@ -89,8 +89,6 @@ def known_revisions() -> tuple[frozenset[str], frozenset[str]]:
     cached = current_app.extensions.get("lookout.revisions")
     if cached is None:
         from alembic.script import ScriptDirectory
-
-        from .. import MIGRATIONS
 
         script = ScriptDirectory(MIGRATIONS)
         cached = (frozenset(r.revision for r in script.walk_revisions()), frozenset(script.get_heads()))

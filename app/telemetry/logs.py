@@ -133,7 +133,10 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
     def _start(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # Handler.createLock() made it
+        # The handler's own lock (Handler.acquire): logging renews it in a forked child, so a
+        # fork while another thread starts a writer cannot leave the child's first line waiting.
+        self.acquire()
+        try:
             if self._pid == os.getpid():
                 return
             # A forked child leaves the parent's queue (and its lines) alone.
@@ -142,6 +145,8 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._writer = threading.Thread(target=self._run, name="log-writer", daemon=True)
             self._writer.start()
             self._pid = os.getpid()
+        finally:
+            self.release()
 
     def _run(self) -> None:
         pending, closing = self._pending, self._closing

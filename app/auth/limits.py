@@ -1,0 +1,43 @@
+"""The token endpoint's rate limits, declared on the app's limiter when the blueprint is registered.
+
+``POST /api/v1/auth/token``: RATE_LIMIT_LOGIN per client address (every attempt), and
+RATE_LIMIT_LOGIN_FAILURES per account email (refused attempts only, so guessing one account's
+password from many addresses is slowed while its owner's successful logins cost nothing).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask import Blueprint, Response, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException
+
+from ..ratelimit import client_address, limiter_of
+from ..schemas import normalise_email
+
+
+def account() -> str:
+    """The email the token request is for (normalised as at login), else the address."""
+    try:
+        body = request.get_json(silent=True)
+    except (RecursionError, HTTPException):  # too deep, too large: refused later, with its status
+        body = None
+    email = body.get("email") if isinstance(body, dict) else None
+    if isinstance(email, str) and email.strip():
+        return f"account:{normalise_email(email)}"
+    return client_address()
+
+
+def refused(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def declare_limits(state: BlueprintSetupState) -> None:
+    """Put the token endpoint's limits on the limiter of the app the blueprint is registered on."""
+    limiter, config = limiter_of(state.app), state.app.config
+    blueprint = cast(Blueprint, state.blueprint)  # typed as Flask's sans-IO base class
+    # Shared limits: one budget per key across every route of the blueprint, named by scope.
+    limiter.shared_limit(config["RATE_LIMIT_LOGIN"], "login", methods=["POST"])(blueprint)
+    limiter.shared_limit(config["RATE_LIMIT_LOGIN_FAILURES"], "login-failures", key_func=account,
+                         methods=["POST"], deduct_when=refused)(blueprint)
