@@ -100,9 +100,9 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 $(CHECKOV): .ci/checkov/pyproject.toml .ci/checkov/uv.lock | $(UV)
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed" >&2; exit 1; }
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	UV_PROJECT_ENVIRONMENT=$(CHECKOV_VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --quiet --locked \
+	UV_PROJECT_ENVIRONMENT=$(abspath $(CHECKOV_VENV)) UV_PYTHON_DOWNLOADS=never $(UV) sync --quiet --locked \
 		--project .ci/checkov
-	@touch $@
+	@test -s $@ && touch $@
 
 checkov: $(CHECKOV) ## Create .venv-checkov (the policy scan the infra tests run)
 
@@ -203,7 +203,8 @@ loadtest-summary: venv ## Table of the last load test, judged by the SLO (also t
 	$(BIN)/python -m infra.delivery.loadtest_summary $(LOADTEST_CSV)
 
 policy-scan: manifests checkov ## checkov on the rendered manifests of STACK
-	$(CHECKOV) -d build/manifests/$(STACK)/objects --framework kubernetes --compact --quiet --skip-download
+	$(CHECKOV) -d build/manifests/$(STACK)/objects $(if $(wildcard build/manifests/$(STACK)/policy),-d build/manifests/$(STACK)/policy) \
+		--framework kubernetes --compact --quiet --skip-download
 
 build-info: ## Print the version and commit an image is labelled with (also as GitHub step outputs)
 	@printf 'version=%s\ncommit=%s\n' '$(VERSION)' "$$(git rev-parse HEAD)" | tee -a "$${GITHUB_OUTPUT:-/dev/null}"
