@@ -120,6 +120,8 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         "grafanaAddress": monitoring.grafana_address,
         "grafanaAdminPassword": monitoring.grafana_admin_password,
         "image": s.service.image,  # what runs now: the release pipeline rolls back to it
+        # The canary Rollout the release pipeline waits on ("" with progressiveDelivery off).
+        "rollout": APP if s.delivery.progressive else "",
     }
     if s.loadtest.enabled:
         loadgen = LoadGenerator(f"{APP}-loadtest", s.loadtest.args(

@@ -5,6 +5,7 @@ and a stand-in Pulumi CLI.
     lookout_service   -> str        a real gunicorn (production settings, METRICS_PORT) for the module
     failing_service   -> str        a server answering 503 problem+json to everything
     pulumi_standin    -> StandIn    tests/standins/pulumi on a fresh state file
+    kubectl_standin   -> Path       tests/standins/kubectl (its call log), answering from that state
 
 Environment:
     LOOKOUT_REQUIRE_SERVICES=1  a missing tool fails instead of skipping (CI)
@@ -95,6 +96,14 @@ def pulumi_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     monkeypatch.setenv("PULUMI", str(STANDIN))
     monkeypatch.setenv("PULUMI_STANDIN_STATE", str(state))
     return StandIn(state, {"PULUMI": str(STANDIN), "PULUMI_STANDIN_STATE": str(state)})
+
+
+@pytest.fixture
+def kubectl_standin(pulumi_standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "kubectl-calls.json"
+    monkeypatch.setenv("KUBECTL", str(STANDIN.parent / "kubectl"))
+    monkeypatch.setenv("KUBECTL_STANDIN_LOG", str(log))
+    return log
 
 
 @pytest.fixture(scope="module")
