@@ -146,7 +146,7 @@ rules: dashboards ## Same as make dashboards (one generator writes both)
 # (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
 RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
 	kind-cluster kind-up kind-check kind-canary kind-diagnostics ci-verdict compose-up \
-	changes audit sign-image verify-image
+	changes audit sign-image verify-image faulty-image
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= lookout:$(VERSION)
 FAULTY_IMAGE ?= $(IMAGE)-faulty
@@ -189,8 +189,8 @@ workflow-lint: ci-tools ## actionlint, GitHub's schemas and the workflow policy 
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(BIN)/python -m infra.delivery.workflow_policy
 
-hadolint: ci-tools ## Lint the Dockerfile
-	$(BIN)/hadolint Dockerfile
+hadolint: ci-tools ## Lint the Dockerfiles (the image, and the e2e's deliberately faulty one)
+	$(BIN)/hadolint Dockerfile infra/delivery/faulty/Dockerfile
 
 compose-check: ci-tools ## compose.yaml against the compose spec; what it refers to exists
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
@@ -258,8 +258,8 @@ sign-image: venv ## Sign IMAGE (by digest) keylessly with cosign (the workflow's
 verify-image: venv ## Refuse IMAGE unless this repository's deploy workflow on main signed its digest
 	$(BIN)/python -m infra.delivery.signature verify '$(IMAGE)'
 
-kind-cluster: venv ## kind: a load balancer (cloud-provider-kind) and IMAGE loaded into the nodes
-	$(BIN)/python -m infra.delivery.e2e cluster --image '$(IMAGE)'
+kind-cluster: venv ## kind: kubectl from the node image, a load balancer, metrics-server, IMAGE and FAULTY_IMAGE loaded
+	$(BIN)/python -m infra.delivery.e2e cluster --image '$(IMAGE)' --faulty-image '$(FAULTY_IMAGE)'
 
 kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, smoke test through the LB
 	$(BIN)/python -m infra.delivery.e2e up --image '$(IMAGE)'
@@ -267,10 +267,14 @@ kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, sm
 kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards
 	$(BIN)/python -m infra.delivery.e2e check
 
+# The docker driver's builder: it sees IMAGE in the daemon (a docker-container builder would pull it).
+faulty-image: ## The e2e's deliberately failing release: IMAGE behind a 500 on one API request in three
+	docker buildx build --builder default --build-arg BASE=$(IMAGE) --tag $(FAULTY_IMAGE) infra/delivery/faulty
+
 kind-canary: venv ## kind: a deliberately failing image goes out as a canary; it must be aborted and rolled back
 	$(BIN)/python -m infra.delivery.e2e canary --image '$(IMAGE)' --faulty-image '$(FAULTY_IMAGE)'
 
-kind-diagnostics: venv ## kind: the cluster's state in reports/e2e/diagnostics
+kind-diagnostics: venv ## kind: the cluster's, Helm's and Pulumi's state in reports/e2e/diagnostics
 	$(BIN)/python -m infra.delivery.e2e diagnostics
 
 ci-verdict: ## The required check: fail when a job in NEEDS_JSON failed or was cancelled

@@ -468,7 +468,8 @@ def canary_problems(objects: Sequence[Obj]) -> list[str]:
                              and o["metadata"]["namespace"] == ns
                              and o["metadata"]["name"] == ref.get("templateName")), None)
             if template is None:
-                problems.append(f"{_ref(rollout)}: AnalysisTemplate {ref.get('templateName')} is not declared")
+                problems.append(f"{_ref(rollout)}: AnalysisTemplate {ref.get('templateName')} "
+                                "is not declared")
                 continue
             wanted = {a["name"] for a in template["spec"].get("args") or [] if "value" not in a}
             if wanted - given:
@@ -481,7 +482,8 @@ def canary_problems(objects: Sequence[Obj]) -> list[str]:
         template_labels = _labels(rollout["spec"]["template"])
         copied = [m for m in objects if m["kind"] == "ServiceMonitor"
                   and "rollouts-pod-template-hash" in (m["spec"].get("podTargetLabels") or [])
-                  and ns in (m["spec"].get("namespaceSelector", {}).get("matchNames") or [m["metadata"]["namespace"]])
+                  and ns in (m["spec"].get("namespaceSelector", {}).get("matchNames")
+                             or [m["metadata"]["namespace"]])
                   and any(matches(m["spec"]["selector"], _labels(s)) and s["metadata"].get("namespace") == ns
                           and matches({"matchLabels": s["spec"].get("selector") or {}}, template_labels)
                           for s in objects if s["kind"] == "Service" and s["spec"].get("selector"))]

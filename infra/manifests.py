@@ -5,7 +5,8 @@ Usage:
 
 Writes ``objects/<kind>-<namespace>-<name>.yaml`` (one object per file, Secret values
 redacted), ``policy/`` (each Rollout's pods as a Deployment, which checkov can scan: it reads pod
-specs of built-in kinds only), ``helm-releases.yaml`` (chart, version, repository and values of each release) and
+specs of built-in kinds only), ``helm-releases.yaml`` (chart, version, repository and values of each
+release) and
 ``outputs.yaml`` (the stack outputs). The folder is emptied first, so it shows one run exactly.
 """
 

@@ -13,6 +13,7 @@ from infra.components.service import ObservableService, Scaling, ServiceArgs, Sh
 
 __all__ = [
     "AlertingArgs", "Canary", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring",
-    "MonitoringArgs", "ObservableService", "Peer", "ProgressiveDelivery", "ProgressiveDeliveryArgs", "RateLimitStore", "RateLimitStoreArgs", "Resources",
+    "MonitoringArgs", "ObservableService", "Peer", "ProgressiveDelivery", "ProgressiveDeliveryArgs",
+    "RateLimitStore", "RateLimitStoreArgs", "Resources",
     "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
 ]

@@ -144,7 +144,8 @@ class Monitoring(pulumi.ComponentResource):
                 spec={"namespaceSelector": {"matchNames": [target.namespace]},
                       "selector": {"matchLabels": dict(target.service_labels)},
                       "endpoints": [{"port": target.port, "path": target.path, "interval": target.interval}],
-                      **({"podTargetLabels": list(target.pod_target_labels)} if target.pod_target_labels else {})},
+                      **({"podTargetLabels": list(target.pod_target_labels)}
+                         if target.pod_target_labels else {})},
                 opts=after_crds)
         groups = rule_groups(args.rule_files)
         if groups:  # a PrometheusRule without groups is rejected by the operator's schema

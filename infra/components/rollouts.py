@@ -90,7 +90,8 @@ class Canary:
             "maxSurge": "25%", "maxUnavailable": 0, "steps": steps,
             # From the first step on, until the Rollout is promoted: a failure aborts it at any step.
             "analysis": {"templates": [{"templateName": template_name}], "startingStep": 1,
-                         "args": [{"name": CANARY_HASH_ARG, "valueFrom": {"podTemplateHashValue": "Latest"}}]},
+                         "args": [{"name": CANARY_HASH_ARG,
+                                   "valueFrom": {"podTemplateHashValue": "Latest"}}]},
         }}
 
     def analysis_spec(self, queries: Sequence[SloQuery]) -> dict[str, Any]:
@@ -99,7 +100,8 @@ class Canary:
         for q in queries:
             known = "len(result) > 0 && !isNaN(result[0])"  # no traffic yet: inconclusive
             metrics.append({
-                "name": f"{q.slo}-burn", "interval": self.analysis_interval, "failureLimit": self.failure_limit,
+                "name": f"{q.slo}-burn", "interval": self.analysis_interval,
+                "failureLimit": self.failure_limit,
                 "successCondition": f"{known} && result[0] <= {q.max_error_ratio}",
                 "failureCondition": f"{known} && result[0] > {q.max_error_ratio}",
                 "provider": {"prometheus": {"address": self.prometheus_url, "query": q.query}},

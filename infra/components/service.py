@@ -130,9 +130,9 @@ class ObservableService(pulumi.ComponentResource):
         }
         workload_meta = self._meta("server", name=name, annotations=skip_annotations(self._skips()))
         if args.canary is None:
-            deployment: pulumi.CustomResource = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=workload_meta, spec={
-                **workload_spec, "strategy": {"type": "RollingUpdate",
-                                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}},
+            rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
+            deployment: pulumi.CustomResource = k8s.apps.v1.Deployment(
+                f"{name}-deployment", metadata=workload_meta, spec={**workload_spec, "strategy": rolling},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *rollout_deps]))
             self.workload_kind = ("apps/v1", "Deployment")
         else:

@@ -60,6 +60,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "Key", "LoadGeneratorSettings",
+    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "Key",
+    "LoadGeneratorSettings",
     "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
 ]

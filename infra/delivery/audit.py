@@ -1,7 +1,7 @@
 """Known vulnerabilities: pip-audit over every lock, and the one file of accepted exceptions.
 
 Usage:
-    python -m infra.delivery.audit                          # (network) pip-audit each lock; exit 1 on a finding
+    python -m infra.delivery.audit          # (network) pip-audit each lock; exit 1 on a finding
     python -m infra.delivery.audit --trivyignore reports/trivyignore.yaml   # exceptions for Trivy (offline)
 
 Every lock the project installs is exported with its hashes (``uv export --frozen``; uv's own pin
@@ -84,7 +84,8 @@ def load_exceptions(path: Path = EXCEPTIONS, today: dt.date | None = None) -> li
         raise ExceptionsError(f"{path.name}: needs a list under 'exceptions' (empty is fine)")
     accepted, problems = [], []
     for number, entry in enumerate(entries, 1):
-        where = f"{path.name}: exception {number} ({entry.get('id', '?') if isinstance(entry, dict) else '?'})"
+        name = entry.get("id", "?") if isinstance(entry, dict) else "?"
+        where = f"{path.name}: exception {number} ({name})"
         if not isinstance(entry, dict) or set(entry) != {"id", "package", "reason", "expires"}:
             problems.append(f"{where}: needs exactly id, package, reason and expires")
             continue
@@ -153,7 +154,8 @@ def audit_lock(name: str, export: Sequence[str] | None, source: Path, folder: Pa
     print("+ " + " ".join(command), flush=True)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if not report.exists():  # exit 1 with a report means findings; without one, pip-audit itself failed
-        raise SystemExit(f"audit: pip-audit could not audit {name} ({done.returncode}):\n{done.stderr[-2000:]}")
+        raise SystemExit(f"audit: pip-audit could not audit {name} ({done.returncode}):\n"
+                         f"{done.stderr[-2000:]}")
     return dict(json.loads(report.read_text()))
 
 

@@ -75,7 +75,8 @@ def verify(image: str, identity: str | None = None) -> int:
         payloads = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         raise SignatureError(f"cosign verify printed no JSON: {exc}") from None
-    signed = [p for p in payloads if p.get("critical", {}).get("image", {}).get("docker-manifest-digest") == digest]
+    signed = [p for p in payloads
+              if p.get("critical", {}).get("image", {}).get("docker-manifest-digest") == digest]
     if not signed:
         raise SignatureError(f"cosign verified signatures, but none covers {digest}")
     return len(signed)

@@ -206,7 +206,8 @@ def gating_problems(name: str, doc: dict[str, Any]) -> list[str]:
     if triggers - {"push", "workflow_dispatch"}:
         problems.append(f"{name}: deploys, so it runs on a push to main (or by hand) only, not on "
                         f"{sorted(triggers - {'push', 'workflow_dispatch'})}")
-    if "push" in triggers and ((on.get("push") or {}) if isinstance(on, dict) else {}).get("branches") != ["main"]:
+    push = (on.get("push") or {}) if isinstance(on, dict) else {}
+    if "push" in triggers and push.get("branches") != ["main"]:
         problems.append(f"{name}: deploys, so its push trigger is main alone")
     for job_id in deploying:
         chain = _ancestors(jobs, job_id)
@@ -236,10 +237,12 @@ def merge_gate_problems(docs: dict[str, dict[str, Any]]) -> list[str]:
         if "pull_request" not in ({on} if isinstance(on, str) else set(on)):
             problems.append(f"{MERGE_GATE}: the merge gate must run on pull_request")
         called = {_calls(job) for job in (gate.get("jobs") or {}).values()}
-        problems += [f"{MERGE_GATE}: the merge gate does not call {w}" for w in MERGE_GATE_CALLS if w not in called]
+        problems += [f"{MERGE_GATE}: the merge gate does not call {w}" for w in MERGE_GATE_CALLS
+                     if w not in called]
         last = list((gate.get("jobs") or {}).values())[-1:] or [{}]
         if "make ci-verdict" not in _runs(last[0]):
-            problems.append(f"{MERGE_GATE}: the last job must run make ci-verdict (skipped passes, failed fails)")
+            problems.append(f"{MERGE_GATE}: the last job must run make ci-verdict "
+                            "(skipped passes, failed fails)")
     for name, doc in docs.items():
         for job_id, job in (doc.get("jobs") or {}).items():
             target = _calls(job)

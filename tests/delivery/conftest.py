@@ -68,10 +68,15 @@ def start_lookout(tmp_path: Path, metrics_port: bool = True) -> GunicornServer:
     return GunicornServer(env, workers=1, threads=4, ready_path="/readyz", metrics_port=metrics_port).start()
 
 
+SERVICE_DATABASES: dict[str, str] = {}  # lookout_service's URL -> the database URL it serves
+
+
 @pytest.fixture(scope="module")
 def lookout_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Lookout served as the image serves it, for the whole module."""
-    server = start_lookout(tmp_path_factory.mktemp("lookout"))
+    folder = tmp_path_factory.mktemp("lookout")
+    server = start_lookout(folder)
+    SERVICE_DATABASES[server.url] = f"sqlite:///{folder / 'lookout.db'}"
     try:
         yield server.url
     finally:

@@ -50,7 +50,8 @@ def template() -> dict[str, Any]:
     return analysis
 
 
-def run_metric(prometheus: PrometheusServer, metric: dict[str, Any], canary_hash: str) -> tuple[str, list[float]]:
+def run_metric(prometheus: PrometheusServer, metric: dict[str, Any],
+               canary_hash: str) -> tuple[str, list[float]]:
     query = metric["provider"]["prometheus"]["query"].replace(f"{{{{args.{CANARY_HASH_ARG}}}}}", canary_hash)
     result = [float(sample["value"][1]) for sample in prometheus.query(query)]
     return verdict(metric["successCondition"], metric["failureCondition"], result), result
@@ -110,7 +111,8 @@ def prometheus(revisions: dict[str, GunicornServer]) -> Iterator[PrometheusServe
             Traffic(revisions[HEALTHY].url, faults=False), Traffic(revisions[FAULTY].url, faults=True):
         for name in (HEALTHY, FAULTY):  # two scrapes with traffic in between: a rate exists
             prom.wait_for(lambda n=name: prom.query(
-                f'sum(rate(http_server_requests_total{{{HASH_SERIES_LABEL}="{n}", route=~"/api/.*"}}[5m])) > 0'),
+                f'sum(rate(http_server_requests_total{{{HASH_SERIES_LABEL}="{n}", '
+                'route=~"/api/.*"}[5m])) > 0'),
                 60, f"a request rate for revision {name}")
         yield prom
 

@@ -66,11 +66,13 @@ def test_an_ungated_deploy_workflow_is_refused():
     (("    needs: [ci, loadtest]\n", "    needs: [loadtest]\n"), "without needing a job that calls ci.yml"),
     (("    uses: ./.github/workflows/ci.yml\n", "    uses: ./.github/workflows/e2e.yml\n"),
      "calls ci.yml"),
-    (("    needs: [ci, loadtest]\n", "    needs: [ci, loadtest]\n    if: always()\n"), "runs after a failure"),
+    (("    needs: [ci, loadtest]\n", "    needs: [ci, loadtest]\n    if: always()\n"),
+     "runs after a failure"),
     (("    needs: image\n", "    needs: image\n    if: ${{ !cancelled() }}\n"), "runs after a failure"),
     (("  push:\n    branches: [main]\n", "  push:\n    branches: [main]\n  pull_request:\n"),
      "not on ['pull_request']"),
-    (("  push:\n    branches: [main]\n", "  workflow_run:\n    workflows: [ci]\n"), "not on ['workflow_run']"),
+    (("  push:\n    branches: [main]\n", "  workflow_run:\n    workflows: [ci]\n"),
+     "not on ['workflow_run']"),
     (("    branches: [main]\n", "    branches: [main, 'release/*']\n"), "main alone"),
     (("        run: make verify-image\n", "        run: make build-info\n"), "without make verify-image"),
 ])
@@ -80,10 +82,12 @@ def test_each_way_around_the_deploy_gate_is_refused(edit: tuple[str, str], probl
 
 
 @pytest.mark.parametrize("name, edit, problem", [
-    ("pull-request.yml", ("    uses: ./.github/workflows/e2e.yml\n", "    uses: ./.github/workflows/ci.yml\n"),
+    ("pull-request.yml",
+     ("    uses: ./.github/workflows/e2e.yml\n", "    uses: ./.github/workflows/ci.yml\n"),
      "does not call e2e.yml"),
     ("pull-request.yml", ("on:\n  pull_request:\n", "on:\n  push:\n"), "must run on pull_request"),
-    ("pull-request.yml", ("        run: make ci-verdict\n", "        run: make build-info\n"), "make ci-verdict"),
+    ("pull-request.yml", ("        run: make ci-verdict\n", "        run: make build-info\n"),
+     "make ci-verdict"),
     ("e2e.yml", ("  workflow_call:\n", ""), "calls e2e.yml, which does not declare workflow_call"),
 ])
 def test_each_way_around_the_merge_gate_is_refused(name: str, edit: tuple[str, str], problem: str):

@@ -108,7 +108,8 @@ def unpinned_installs(text: str) -> list[str]:
             found.append(line.strip())
         if re.search(r"\buv sync\b", line) and "--locked" not in line:
             found.append(line.strip())
-        if re.search(r"\buv pip install\b", line) and not re.search(r"--no-deps .*\s\.\s*(\\|&&|$)", line + " "):
+        project_only = re.search(r"--no-deps .*\s\.\s*(\\|&&|$)", line + " ")
+        if re.search(r"\buv pip install\b", line) and not project_only:
             found.append(line.strip())
     return found
 

@@ -196,7 +196,7 @@ def test_the_canary_gets_traffic_while_it_is_judged():
     hits: list[str] = []
 
     class Count(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+        def do_GET(self) -> None:
             hits.append(self.path)
             self.send_response(200)
             self.end_headers()

@@ -210,7 +210,8 @@ def test_the_image_is_scanned_given_an_sbom_and_provenance_and_signed():
     assert scan["with"]["severity"] == "HIGH,CRITICAL" and scan["with"]["ignore-unfixed"] is True
     assert scan["with"]["trivyignores"] == "reports/trivyignore.yaml"
     assert any(s["with"].get("format") == "cyclonedx" for s in trivy)
-    assert {"actions/attest-sbom", "actions/attest-build-provenance", "sigstore/cosign-installer"} <= set(uses)
+    assert {"actions/attest-sbom", "actions/attest-build-provenance",
+            "sigstore/cosign-installer"} <= set(uses)
     runs = [s.get("run") for s in steps if "run" in s]
     assert runs.index("make trivyignore") < runs.index("make sign-image")
     image_job = workflow("ci.yml")["jobs"]["image"]["steps"]

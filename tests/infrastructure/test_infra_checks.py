@@ -142,7 +142,8 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
     "typo in the Rollout's pod template": (
         "schema", _set("spec.template.spec.containers.0.imagePullPolicie", "Always"), "imagePullPolicie"),
     "canary step the CRD does not know": (
-        "schema", lambda o: _app(o)["spec"]["strategy"]["canary"]["steps"].append({"setWieght": 5}), "setWieght"),
+        "schema", lambda o: _app(o)["spec"]["strategy"]["canary"]["steps"].append({"setWieght": 5}),
+        "setWieght"),
     "analysis metric without a provider": (
         "schema", lambda o: _one(o, "AnalysisTemplate")["spec"]["metrics"][0].pop("provider"), "provider"),
     "Rollout naming a missing AnalysisTemplate": (

@@ -87,7 +87,7 @@ def test_kubernetes_validate_cli_accepts_the_built_in_objects(version: str, writ
         for p in (stack / "objects").glob("*.yaml")
         if yaml.safe_load(p.read_text())["apiVersion"].split("/")[0]
         not in ("monitoring.coreos.com", "postgresql.cnpg.io", "argoproj.io")
-    ] + [p for stack in written.values() for p in (stack / "policy").glob("*.yaml")]  # custom kinds: infra.crds
+    ] + [p for stack in written.values() for p in (stack / "policy").glob("*.yaml")]  # custom: infra.crds
     result = subprocess.run(
         [str(BIN / "kubernetes-validate"), "--strict", "-k", version, *map(str, files)],
         capture_output=True,
