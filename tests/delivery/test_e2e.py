@@ -211,3 +211,24 @@ def test_the_e2e_path_filter_covers_what_it_runs():
     ran = ["Makefile", "loadtests/run.py", "infra/delivery/e2e.py", "infra/delivery/faulty/faulty.py",
            ".github/workflows/e2e.yml"]
     assert deployable(ran) == ran
+
+
+@pytest.mark.slow
+def test_the_faulty_release_fails_one_api_request_in_three_where_the_slis_count_it(tmp_path: Path):
+    """What the canary step deploys: probes pass, a third of API requests are 500s in the app's metrics."""
+    import requests
+    from conftest import migrate
+
+    from loadtests.server import GunicornServer
+
+    url = f"sqlite:///{tmp_path / 'lookout.db'}"
+    migrate(url)
+    env = {"DATABASE_URL": url, "PYTHONPATH": str(ROOT / "infra" / "delivery" / "faulty")}
+    with GunicornServer(env, target="faulty:app", ready_path="/readyz", metrics_port=True) as server:
+        statuses = [requests.get(f"{server.url}/api/v1/users", timeout=10).status_code for _ in range(9)]
+        assert statuses.count(500) == 3 and statuses.count(200) == 6
+        assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        metrics = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).text
+    errors = [line for line in metrics.splitlines()
+              if line.startswith("http_server_requests_total{") and 'status="500"' in line]
+    assert errors and float(errors[0].rsplit(" ", 1)[1]) == 3.0, errors
