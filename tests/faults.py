@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.server import free_port
+from loadtests.harness import free_port
 
 
 class TCPProxy:

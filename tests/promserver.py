@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import requests
 import yaml
 
-from loadtests.server import free_port
+from loadtests.harness import free_port
 
 T = TypeVar("T")
 INTERVAL = "1s"  # scrape and evaluation: tests last seconds, not minutes

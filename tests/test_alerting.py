@@ -25,7 +25,7 @@ from conftest import service_missing
 
 from dashboards import alert_names, rule_files, rule_groups
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, alertmanager_config
-from loadtests.server import free_port
+from loadtests.harness import free_port
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 

@@ -31,7 +31,7 @@ from app import create_app
 from dashboards import PanelQuery, dashboard_queries, rule_files, rule_groups
 from dashboards.generate.boards import RATE
 from dashboards.generate.target import TARGET
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 FAULTS = "/api/v1/_faults/500"

@@ -21,7 +21,7 @@ from faults import PostgresCluster, TCPProxy, postgres_bindir
 from test_shutdown import login
 from traffic import Probes, Traffic, worker_pids
 
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 CONNECT_TIMEOUT, READ_TIMEOUT = 2, 2.0

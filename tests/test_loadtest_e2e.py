@@ -24,8 +24,7 @@ from broken_servers import FailingServer, SlowProxy
 from conftest import PASSWORD
 
 from app.models import Role
-from loadtests.server import GunicornServer
-from loadtests.service import LocalService
+from loadtests.harness import GunicornServer, LocalService
 
 pytestmark = pytest.mark.slow
 

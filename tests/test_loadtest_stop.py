@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from conftest import service_missing
 from faults import RedisServer, TCPProxy, redis_server_binary
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 LIMIT = 6

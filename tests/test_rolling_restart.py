@@ -23,7 +23,7 @@ from test_shutdown import CHEAP, login, stored_emails
 from traffic import Traffic
 
 from app.models import Role
-from loadtests.server import GunicornServer, free_port
+from loadtests.harness import GunicornServer, free_port
 
 pytestmark = pytest.mark.slow
 CHECK_INTERVAL_MS = 200

@@ -17,7 +17,7 @@ from conftest import PASSWORD, add_admin, bearer, migrate
 from app import create_app
 from app.extensions import db
 from app.models import Role
-from loadtests.server import PRODUCTION_SECRETS, GunicornServer, free_port
+from loadtests.harness import PRODUCTION_SECRETS, GunicornServer, free_port
 
 USER_PASSWORD = "user-password-5b1e9d"
 NEW_PASSWORD = "changed-password-77c2"

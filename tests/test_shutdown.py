@@ -16,7 +16,7 @@ from conftest import PASSWORD
 from traffic import Probes, SlowUpload, Traffic, worker_pids
 
 from app.models import Role
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 CHEAP = {
