@@ -38,8 +38,8 @@ Environment variables read:
 from __future__ import annotations
 
 from .gunicorn import PRODUCTION_SECRETS, ROOT, GunicornServer
-from .processes import PATIENCE, free_port, launch, outlived, reap, record, stop, wait_until
+from .processes import PATIENCE, PID_FILE, free_port, launch, outlived, reap, record, stop, wait_until
 from .service import LocalService
 
-__all__ = ["PATIENCE", "PRODUCTION_SECRETS", "ROOT", "GunicornServer", "LocalService", "free_port",
-           "launch", "outlived", "reap", "record", "stop", "wait_until"]
+__all__ = ["PATIENCE", "PID_FILE", "PRODUCTION_SECRETS", "ROOT", "GunicornServer", "LocalService",
+           "free_port", "launch", "outlived", "reap", "record", "stop", "wait_until"]

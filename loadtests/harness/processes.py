@@ -7,6 +7,8 @@ kill them: the test suite fails a session that leaves one behind.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -15,7 +17,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,11 +25,12 @@ PID_FILE = "HARNESS_PID_FILE"  # environment variable: also append each record t
 PATIENCE = 120.0  # seconds a wait lasts when the thing it waits for never comes
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Launched:
     pid: int  # also its process group: launch() starts each in a session of its own
     started: int  # clock ticks after boot (/proc/<pid>/stat): a reused pid has another
     command: str
+    during: str  # the test that started it, when pytest says (PYTEST_CURRENT_TEST)
 
 
 _launched: dict[tuple[int, int], Launched] = {}
@@ -47,48 +49,54 @@ def launch(command: Sequence[str | os.PathLike[str]], **popen: Any) -> subproces
 def record(pid: int, command: str) -> None:
     """Remember a process that leads its own process group (a daemon's pid, say), so that
     ``outlived`` reports it and its group while they run."""
-    entry = Launched(pid, _start_time(pid) or 0, command)
+    entry = Launched(pid, _start_time(pid) or 0, command, os.environ.get("PYTEST_CURRENT_TEST", ""))
     with _lock:
         _launched[(entry.pid, entry.started)] = entry
         pid_file = os.environ.get(PID_FILE)
         if pid_file:
-            with open(pid_file, "a") as out:
-                out.write(f"{entry.pid}\t{entry.started}\t{entry.command}\n")
+            with open(pid_file, "a") as out:  # one JSON line each: a command may hold newlines
+                out.write(json.dumps(dataclasses.astuple(entry)) + "\n")
 
 
 def stop(process: subprocess.Popen[Any], timeout: float = 15) -> int | None:
     """SIGTERM the process; SIGKILL its process group if it outstays ``timeout``, and whatever
     of its group is left once it has gone (a child it did not stop). Return its exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            process.wait(10)
+    if process.poll() is not None:
+        return process.returncode  # gone before: its pid may be another's by now, so hands off
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    # Reaped a moment ago (or still running): the group id cannot have been handed out again.
     _kill_group(process.pid)
+    process.wait(10)
     return process.returncode
 
 
 def outlived() -> list[tuple[int, str]]:
-    """(pid, command line) of every recorded process, or member of its group, still running."""
+    """(pid, what) of every recorded process, or member of its group, still running: its command
+    line, and the test that started it."""
     with _lock:
         entries = list(_launched.values())
         pid_file = os.environ.get(PID_FILE)
     if pid_file and os.path.exists(pid_file):
-        for line in Path(pid_file).read_text().splitlines():
-            leader, started, command = line.split("\t", 2)
-            entries.append(Launched(int(leader), int(started), command))
-    groups = {e.pid for e in entries if _start_time(e.pid) in (None, e.started)}
+        entries += [Launched(*json.loads(line)) for line in Path(pid_file).read_text().splitlines()]
+    # A leader still running with another start time is a reused pid: not ours. A group outlives
+    # its leader, and its id is not handed out again while it has members.
+    groups = {e.pid: e for e in entries if _start_time(e.pid) in (None, e.started)}
     alive = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             pid = int(entry.name)
             try:
-                if os.getpgid(pid) in groups and _state(pid) != "Z":
-                    alive.append((pid, _command_line(pid)))
-            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                group = os.getpgid(pid)
+            except (ProcessLookupError, PermissionError):
                 continue
+            if group in groups and _state(pid) != "Z" and (_start_time(pid) or 0) >= groups[group].started:
+                what = _command_line(pid) if group == pid else f"{_command_line(pid)} (in group {group})"
+                during = groups[group].during
+                alive.append((pid, f"{what}  [started by {during}]" if during else what))
     return sorted(alive)
 
 
