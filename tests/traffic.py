@@ -23,6 +23,8 @@ from typing import Any
 
 import requests
 
+from loadtests.harness import PATIENCE
+
 MAX_REQUESTS = 20_000  # per Traffic, whatever the duration
 
 
@@ -82,8 +84,8 @@ class Traffic:
         for worker in self._workers:
             worker.join(self.timeout + 5)
 
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        """Wait until ``count`` requests have been answered."""
+    def wait_for(self, count: int, timeout: float = PATIENCE) -> None:
+        """Wait until ``count`` requests have been answered (``timeout``: patience, not a rate)."""
         deadline = time.monotonic() + timeout
         while len(self.results) < count:
             assert time.monotonic() < deadline, f"only {len(self.results)} requests in {timeout}s"
@@ -186,7 +188,7 @@ class Probes:
         self._stop.set()
         self._thread.join(15)
 
-    def wait_until(self, condition: Any, timeout: float = 30) -> float:
+    def wait_until(self, condition: Any, timeout: float = PATIENCE) -> float:
         """Poll the newest sample until ``condition(readyz, livez)``; return when it held."""
         deadline = time.monotonic() + timeout
         seen = 0
