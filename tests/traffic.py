@@ -19,11 +19,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
-from loadtests.harness import PATIENCE
+from loadtests.harness import PATIENCE, wait_until
 
 MAX_REQUESTS = 20_000  # per Traffic, whatever the duration
 
@@ -208,6 +210,19 @@ def worker_pids(master: int) -> set[int]:
         return {int(pid) for pid in children.read().split()}
 
 
+def listening(pids: set[int], port: int) -> set[int]:
+    """Those of ``pids`` that still hold a socket listening on ``port``."""
+    holding = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+            holding.add(pid)
+    return holding
+
+
 class SlowUpload:
     """A POST whose body arrives in two halves: a request in flight for as long as we like."""
 
@@ -225,6 +240,26 @@ class SlowUpload:
             f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         self.sock.sendall(head + self.body[:10])
+
+    def _server_end(self) -> tuple[int, int] | None:
+        """(bytes received and not yet read, socket inode) of the server's end of this
+        connection, from Linux's /proc/net/tcp; the inode is 0 until a process accepts it."""
+        client, server = self.sock.getsockname()[1], self.sock.getpeername()[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            if (local, remote) == (server, client):
+                return int(fields[4].split(":")[1], 16), int(fields[9])
+        return None
+
+    def wait_until_read(self) -> None:
+        """Wait until a worker has accepted the connection and read what was sent so far: the
+        request is in its hands, waiting for the rest of the body."""
+        def read() -> bool:
+            end = self._server_end()
+            return end is not None and end[1] != 0 and end[0] == 0
+
+        wait_until(read, "a worker reading the upload")
 
     def finish(self) -> int:
         """Send the rest; return the response's status code."""
