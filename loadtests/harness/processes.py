@@ -90,7 +90,7 @@ def outlived() -> list[tuple[int, str]]:
         if entry.name.isdigit():
             pid = int(entry.name)
             try:
-                group = os.getpgid(pid)
+                group = pid if pid in groups else os.getpgid(pid)  # a recorded daemon may lead none
             except (ProcessLookupError, PermissionError):
                 continue
             if group in groups and _state(pid) != "Z" and (_start_time(pid) or 0) >= groups[group].started:
