@@ -17,6 +17,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -51,6 +52,12 @@ hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default")
 # own), which the processes the tests start inherit and add to.
 os.environ[harness.PID_FILE] = tempfile.mkstemp(prefix="lookout-test-pids-")[1]
 
+# A shell without job control starts a background command with SIGINT ignored, and an ignored
+# signal stays ignored in every program started after it: the tests that press Ctrl-C on a load
+# run would then test nothing. A handler (unlike SIG_IGN) is reset to the default by exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A process started during the session and still running fails the run; where services
@@ -67,7 +74,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(message, red=True)
         else:
             print(message)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its status
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if REQUIRE_SERVICES and skipped and session.exitstatus == 0:
         reporter.write_line(f"LOOKOUT_REQUIRE_SERVICES=1: {len(skipped)} skipped tests count as failures",
