@@ -49,7 +49,10 @@ def launch(command: Sequence[str | os.PathLike[str]], **popen: Any) -> subproces
 def record(pid: int, command: str) -> None:
     """Remember a process that leads its own process group (a daemon's pid, say), so that
     ``outlived`` reports it and its group while they run."""
-    entry = Launched(pid, _start_time(pid) or 0, command, os.environ.get("PYTEST_CURRENT_TEST", ""))
+    started = _start_time(pid)
+    if started is None:  # gone already: without its start time its pid could match another's
+        return
+    entry = Launched(pid, started, command, os.environ.get("PYTEST_CURRENT_TEST", ""))
     with _lock:
         _launched[(entry.pid, entry.started)] = entry
         pid_file = os.environ.get(PID_FILE)
