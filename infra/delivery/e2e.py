@@ -31,7 +31,7 @@ from pathlib import Path
 from infra.delivery import cluster_checks
 from infra.delivery.pulumi_cli import PulumiStack
 from infra.delivery.rollout import Rollout, check_image, report
-from loadtests.server import free_port
+from loadtests.harness import free_port
 
 STACK = "dev"
 # On top of Pulumi.dev.yaml: the one thing a kind cluster with cloud-provider-kind adds.
