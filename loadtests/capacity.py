@@ -4,7 +4,7 @@ Usage:
     python -m loadtests.capacity [--max-users 160] [--steps 8] [--step-seconds 15]
                                  [--target-rps 500] [--reports reports/capacity] [--infra infra]
 
-Starts the service like ``make loadtest`` (loadtests/service.py), runs Locust with
+Starts the service like ``make loadtest`` (loadtests/harness), runs Locust with
 ``--shape step --capacity-out`` (per-step stats, loadtests/steps.py) while sampling the CPU time
 of the gunicorn process tree and of Locust, then writes ``capacity.md``, ``capacity.png`` and
 ``capacity.json`` (plus Locust's HTML and CSV) and stops the service by PID. The replicas
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import psutil
 
+from loadtests.harness import ROOT, LocalService
 from loadtests.report import Sample, Step, capacity_step, chart, cpu_used, markdown, replicas
 from loadtests.run import ADMIN_VARS, locust_command, run_locust
-from loadtests.service import ROOT, LocalService
 from loadtests.slo import thresholds
 from loadtests.stack import read_stacks
 

@@ -4,7 +4,7 @@ Usage:
     python -m loadtests.run [--reports DIR] [--target URL] [LOCUST OPTIONS...]
     python -m loadtests.run -u 100 -t 2m --shape spike
 
-Without ``--target`` it starts the service under gunicorn (see loadtests/service.py: SQLite in
+Without ``--target`` it starts the service under gunicorn (see loadtests/harness: SQLite in
 the reports folder, or ``DATABASE_URL``), migrates it, creates a bootstrap admin, waits for
 /readyz, runs Locust with the defaults of [tool.locust] in pyproject.toml plus any options
 given, writes ``loadtest.html`` and ``loadtest_*.csv`` in the reports folder, and stops the
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from loadtests.service import ROOT, LocalService
+from loadtests.harness import ROOT, LocalService
 
 REPORTS = ROOT / "reports"
 ADMIN_VARS = ("LOOKOUT_LOADTEST_ADMIN_EMAIL", "LOOKOUT_LOADTEST_ADMIN_PASSWORD")

@@ -1,6 +1,10 @@
 """Fixtures: ``database_url`` (SQLite always, PostgreSQL when TEST_DATABASE_URL is set) ->
 ``app`` -> ``client``; ``make_user`` and ``auth_headers`` for authenticated calls.
 
+Every process the harness (loadtests/harness) starts during the session, in this process or in
+one the tests start, is recorded; one still running when the session ends is killed, and the
+session fails naming it.
+
 Environment:
     TEST_DATABASE_URL       PostgreSQL server for the PostgreSQL leg (a fresh database is
                             created per session and dropped after)
@@ -13,6 +17,8 @@ Environment:
 from __future__ import annotations
 
 import os
+import signal
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +34,7 @@ from app.auth.passwords import hash_password
 from app.auth.tokens import issue_token
 from app.extensions import db
 from app.models import Role, User
+from loadtests import harness
 
 PASSWORD = "correct horse battery"
 # Importing locust (the load-test tests do) would monkey-patch this process for gevent; the suite
@@ -41,12 +48,36 @@ REQUIRE_SERVICES = os.environ.get("LOOKOUT_REQUIRE_SERVICES") == "1"
 hypothesis.settings.register_profile("ci", derandomize=True)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# This session's own record of started processes (a nested session, as in test_ci_gate, gets its
+# own), which the processes the tests start inherit and add to.
+os.environ[harness.PID_FILE] = tempfile.mkstemp(prefix="lookout-test-pids-")[1]
+
+# A shell without job control starts a background command with SIGINT ignored, and an ignored
+# signal stays ignored in every program started after it: the tests that press Ctrl-C on a load
+# run would then test nothing. A handler (unlike SIG_IGN) is reset to the default by exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Where services are mandatory (CI), a skipped test fails the run."""
+    """A process started during the session and still running fails the run; where services
+    are mandatory (CI), so does a skipped test."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    leftover = harness.reap()
+    pid_file = os.environ.pop(harness.PID_FILE, None)
+    if pid_file:
+        os.unlink(pid_file)
+    if leftover:
+        lines = "\n".join(f"  {pid}: {what}" for pid, what in leftover)
+        message = f"{len(leftover)} processes started by the tests outlived them (now killed):\n{lines}"
+        if reporter:
+            reporter.write_line(message, red=True)
+        else:
+            print(message)
+        if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its status
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     skipped = reporter.stats.get("skipped", []) if reporter else []
-    if REQUIRE_SERVICES and skipped and exitstatus == 0:
+    if REQUIRE_SERVICES and skipped and session.exitstatus == 0:
         reporter.write_line(f"LOOKOUT_REQUIRE_SERVICES=1: {len(skipped)} skipped tests count as failures",
                             red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

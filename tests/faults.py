@@ -24,11 +24,10 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.server import free_port
+from loadtests.harness import free_port, launch, record, wait_until
 
 
 class TCPProxy:
@@ -170,6 +169,9 @@ class PostgresCluster:
             "60",
             "start",
         )
+        pid = self.postmaster_pid
+        if pid is not None:  # pg_ctl starts it in a session of its own: the harness keeps its record
+            record(pid, f"postgres -D {self.data} -p {self.port}")
 
     def stop(self, mode: str = "immediate") -> None:
         """``immediate`` is a crash: no checkpoint, WAL replay on the next start."""
@@ -210,8 +212,8 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10) -> None:
-        self.process = subprocess.Popen(
+    def start(self) -> None:
+        self.process = launch(
             [
                 self.binary,
                 "--port",
@@ -227,21 +229,24 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.kill()
-        raise TimeoutError(f"redis-server on port {self.port} did not answer")
+        try:
+            wait_until(self._answers, f"redis-server on port {self.port} to answer PONG")
+        except BaseException:
+            self.kill()
+            raise
+
+    def _answers(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, "redis-server exited"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def kill(self) -> None:
+        """SIGKILL at once: an outage, not a shutdown."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)

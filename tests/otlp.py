@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
+from loadtests.harness import PATIENCE
+
 
 @dataclass(frozen=True)
 class ReceivedSpan:
@@ -87,8 +89,10 @@ class OTLPReceiver:
         with self._lock:
             return [s for s in self.spans if s.kind == "SPAN_KIND_SERVER"]
 
-    def wait_for(self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 30) -> list[ReceivedSpan]:
-        """Poll until ``done(server spans)``; return them (the caller asserts)."""
+    def wait_for(self, done: Callable[[list[ReceivedSpan]], bool],
+                 timeout: float = PATIENCE) -> list[ReceivedSpan]:
+        """Poll until ``done(server spans)``, or give up after ``timeout`` (patience); return them
+        (the caller asserts)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not done(self.server_spans()):
             time.sleep(0.1)

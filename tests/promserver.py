@@ -2,18 +2,17 @@
 
 Usage:
     with PrometheusServer(scrape_configs, rule_files) as prom:
-        prom.wait_for(lambda: prom.query("up"), timeout=15)
+        prom.wait_for(lambda: prom.query("up"), what="a first scrape")
 
 Needs the ``prometheus`` binary (Debian package ``prometheus``; .ci/run installs it). It runs on a
 free port with a temporary TSDB, evaluates and scrapes every second, keeps exemplars, and is
-stopped by PID (SIGTERM, then SIGKILL of its process group after a bound).
+started and stopped by PID through the harness (SIGTERM, then SIGKILL of its process group
+after a bound).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import requests
 import yaml
 
-from loadtests.server import free_port
+from loadtests.harness import PATIENCE, free_port, launch, stop, wait_until
 
 T = TypeVar("T")
 INTERVAL = "1s"  # scrape and evaluation: tests last seconds, not minutes
@@ -51,18 +50,18 @@ class PrometheusServer:
         self.log = self.dir / "prometheus.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> PrometheusServer:
+    def start(self, timeout: float = PATIENCE) -> PrometheusServer:
         binary = prometheus_binary()
         assert binary, "prometheus is not installed"
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
+            self.process = launch(
                 [binary, f"--config.file={self.dir / 'prometheus.yml'}",
                  f"--storage.tsdb.path={self.dir / 'data'}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--enable-feature=exemplar-storage",
                  "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT)
         try:
-            self.wait_for(self._ready, timeout, "Prometheus /-/ready")
+            self.wait_for(self._ready, "Prometheus /-/ready", timeout)
         except BaseException:
             self.stop()
             raise
@@ -79,13 +78,8 @@ class PrometheusServer:
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM Prometheus; SIGKILL its process group if it outstays ``timeout``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        if self.process is not None:
+            stop(self.process, timeout)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def output(self) -> str:
@@ -115,16 +109,13 @@ class PrometheusServer:
         end = time.time()
         return self.api("query_exemplars", query=expr, start=end - seconds, end=end)
 
-    def wait_for(self, check: Callable[[], T], timeout: float, what: str = "condition") -> T:
-        """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not met after {timeout}s\n{self.output()[-2000:]}")
-            time.sleep(0.25)
+    def wait_for(self, check: Callable[[], T], what: str, timeout: float = PATIENCE) -> T:
+        """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds
+        (patience), with Prometheus's log."""
+        try:
+            return wait_until(check, what, timeout, interval=0.25)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.output()[-2000:]}") from None
 
     def __enter__(self) -> PrometheusServer:
         return self.start()

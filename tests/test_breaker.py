@@ -3,22 +3,45 @@ closed again by any statement that succeeds."""
 
 from __future__ import annotations
 
-import time
-
+import pytest
 from conftest import assert_problem, migrate
 from sqlalchemy import event
 
+from app import breaker as breaker_module
 from app import create_app
 from app.breaker import KEY, DatabaseBreaker
 from app.extensions import db
 
 
-def test_the_state_machine():
+class Clock:
+    """The breaker's clock, moved by the test alone: a slow machine cannot open a second trial
+    between two calls the test means to fall in one interval."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(breaker_module, "time", clock)  # app.breaker's own name for the time module
+    return clock
+
+
+def test_the_state_machine(clock):
     breaker = DatabaseBreaker(interval=0.2)
     assert breaker.allow() and not breaker.is_open
     breaker.failed()
     assert breaker.is_open and not breaker.allow() and not breaker.allow()
-    time.sleep(0.25)
+    clock.advance(0.19)
+    assert not breaker.allow()
+    clock.advance(0.06)
     assert breaker.allow()  # the trial
     assert not breaker.allow()  # only one per interval
     breaker.failed()  # the trial failed too
@@ -27,7 +50,7 @@ def test_the_state_machine():
     assert not breaker.is_open and breaker.allow()
 
 
-def test_an_unreachable_database_is_asked_once_per_interval_then_found_again(tmp_path):
+def test_an_unreachable_database_is_asked_once_per_interval_then_found_again(tmp_path, clock):
     missing = tmp_path / "not-yet" / "lookout.db"  # SQLite cannot open a file in a missing folder
     app = create_app({"DATABASE_URL": f"sqlite:///{missing}", "DATABASE_FAILFAST_SECONDS": "0.5"})
     client = app.test_client()
@@ -47,7 +70,7 @@ def test_an_unreachable_database_is_asked_once_per_interval_then_found_again(tmp
 
     missing.parent.mkdir()
     migrate(f"sqlite:///{missing}")
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert client.get("/api/v1/users").status_code == 200  # the trial finds the database back
     assert not app.extensions[KEY].is_open
     assert client.get("/api/v1/users/1").status_code == 404

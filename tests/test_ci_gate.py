@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 CONFTEST = Path(__file__).with_name("conftest.py")
+ROOT = CONFTEST.parents[1]
 
 
 @pytest.mark.parametrize("require, expected", [("1", 1), ("", 0)])
@@ -22,7 +23,7 @@ def test_a_skip_fails_only_when_services_are_required(tmp_path, require, expecte
         "pytest_sessionfinish = module.pytest_sessionfinish\n")
     (tmp_path / "test_sample.py").write_text(
         "import pytest\n\ndef test_runs():\n    pass\n\ndef test_skips():\n    pytest.skip('no service')\n")
-    env = {**os.environ, "LOOKOUT_REQUIRE_SERVICES": require}
+    env = {**os.environ, "LOOKOUT_REQUIRE_SERVICES": require, "PYTHONPATH": str(ROOT)}  # loadtests/
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                             env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == expected, result.stdout + result.stderr

@@ -24,7 +24,7 @@ import pytest
 from faults import BlackHole
 from otlp import OTLPReceiver
 
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 ROUNDS, PAIRS = 3, 800

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 from conftest import PASSWORD, add_admin, migrate, service_missing
-from promql_contract import KUBERNETES, Catalogue, grafana_to_promql, problems, selectors
+from promql_contract import GRAFANA_VARIABLES, KUBERNETES, Catalogue, grafana_to_promql, problems, selectors
 from promserver import PrometheusError, PrometheusServer, prometheus_binary
 
 from app import create_app
 from dashboards import PanelQuery, dashboard_queries, rule_files, rule_groups
 from dashboards.generate.boards import RATE
 from dashboards.generate.target import TARGET
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 FAULTS = "/api/v1/_faults/500"
@@ -186,8 +185,14 @@ def prometheus(service: tuple[GunicornServer, str], traffic: Traffic) -> Iterato
         traffic.thread.start()
         # Every recording rule has a series and every rate window holds a few scrapes.
         records = {r["record"] for g in rule_groups() for r in g["rules"] if "record" in r}
-        prom.wait_for(lambda: all(prom.query(name) for name in records), 30, "every recording rule")
-        time.sleep(3)
+        prom.wait_for(lambda: all(prom.query(name) for name in records), "every recording rule")
+        window = GRAFANA_VARIABLES["$__rate_interval"]
+
+        def scrapes() -> float:
+            found = prom.query(f'count_over_time(up{{job="{TARGET.job}"}}[{window}])')
+            return float(found[0]["value"][1]) if found else 0
+
+        prom.wait_for(lambda: scrapes() >= 4, f"four scrapes in the panels' {window} rate window")
         yield prom
 
 
@@ -265,7 +270,7 @@ def test_injected_server_errors_make_the_fast_burn_alert_pending(prometheus: Pro
     def pending() -> list[dict[str, Any]]:
         return [a for a in prometheus.alerts() if a["labels"]["alertname"] == FAST_BURN]
 
-    (alert,) = prometheus.wait_for(pending, 30, f"{FAST_BURN} pending")
+    (alert,) = prometheus.wait_for(pending, f"{FAST_BURN} pending")
     assert alert["state"] == "pending"  # `for: 2m` has not elapsed
     assert alert["labels"]["severity"] == "page"
     assert float(alert["value"]) > 14.4 * 0.001

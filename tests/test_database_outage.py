@@ -21,7 +21,7 @@ from faults import PostgresCluster, TCPProxy, postgres_bindir
 from test_shutdown import login
 from traffic import Probes, Traffic, worker_pids
 
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 CONNECT_TIMEOUT, READ_TIMEOUT = 2, 2.0
@@ -81,7 +81,7 @@ def test_database_cut_and_crash_answer_503_and_recover_without_restart(cluster):
             time.sleep(OUTAGE_SECONDS)
             restored = time.monotonic()
             proxy.restore()
-            recovered = probes.wait_until(lambda ready, live: ready == 200, timeout=15)
+            recovered = probes.wait_until(lambda ready, live: ready == 200)
             healthy = len(traffic.results)
             traffic.wait_for(healthy + 30)
 
@@ -90,7 +90,7 @@ def test_database_cut_and_crash_answer_503_and_recover_without_restart(cluster):
             time.sleep(OUTAGE_SECONDS)
             restarted = time.monotonic()
             cluster.start()
-            probes.wait_until(lambda ready, live: ready == 200, timeout=15)
+            probes.wait_until(lambda ready, live: ready == 200)
             healthy = len(traffic.results)
             traffic.wait_for(healthy + 30)
             traffic.stop()

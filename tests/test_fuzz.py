@@ -13,7 +13,7 @@ import pytest
 from test_shutdown import CHEAP, login
 
 from app.models import Role
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 300

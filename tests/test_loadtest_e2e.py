@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -24,8 +23,7 @@ from broken_servers import FailingServer, SlowProxy
 from conftest import PASSWORD
 
 from app.models import Role
-from loadtests.server import GunicornServer
-from loadtests.service import LocalService
+from loadtests.harness import GunicornServer, LocalService, launch, outlived, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -88,9 +86,11 @@ def test_make_loadtest_runs_its_own_service_and_writes_reports(tmp_path):
     assert (tmp_path / "loadtest.html").stat().st_size > 0
     assert "Aggregated" in (tmp_path / "loadtest_stats.csv").read_text()
     pid = int(re.search(r"gunicorn pid (\d+)", done.stdout).group(1))
-    if psutil.pid_exists(pid):
-        psutil.Process(pid).terminate()  # clean up what the run failed to stop, then fail
-        pytest.fail(f"make loadtest left gunicorn {pid} running")
+    # The harness recorded it with its start time: a pid used again since is not it.
+    left = [what for running, what in outlived() if running == pid]
+    if left:
+        os.kill(pid, signal.SIGKILL)  # clean up what the run failed to stop, then fail
+        pytest.fail(f"make loadtest left gunicorn {pid} running: {left}")
 
 
 def test_make_loadtest_fails_when_the_service_cannot_start(tmp_path):
@@ -100,27 +100,34 @@ def test_make_loadtest_fails_when_the_service_cannot_start(tmp_path):
     assert "flask db upgrade failed" in done.stderr
 
 
+def locust_requests(service_log: Path) -> int:
+    """API requests the service has logged (its access lines; they reach the file in batches)."""
+    if not service_log.exists():
+        return 0
+    lines = service_log.read_text().splitlines()
+    return sum('"logger":"lookout.access"' in line and '"route":"/api/' in line for line in lines)
+
+
 def test_ctrl_c_stops_locust_and_the_service(tmp_path):
     log = tmp_path / "run.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "loadtests.run", "--reports", str(tmp_path),
-                                    "-u", "4", "-r", "4", "-t", "60s", "--seed-users", "2"],
-                                   cwd=ROOT, env=environ(), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = launch([sys.executable, "-m", "loadtests.run", "--reports", str(tmp_path),
+                          "-u", "4", "-r", "4", "-t", "60s", "--seed-users", "2"],
+                         cwd=ROOT, env=environ(), stdout=out, stderr=subprocess.STDOUT)
     gunicorn = None
     try:
-        deadline = time.monotonic() + 60
-        while not (match := re.search(r"gunicorn pid (\d+)", log.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        gunicorn = psutil.Process(int(match.group(1)))
-        time.sleep(3)  # Locust is running
+        def service_started() -> re.Match[str] | None:
+            assert process.poll() is None, log.read_text()
+            return re.search(r"gunicorn pid (\d+)", log.read_text())
+
+        gunicorn = psutil.Process(int(wait_until(service_started, "the service to start").group(1)))
+        wait_until(lambda: locust_requests(tmp_path / "service" / "server.log"), "Locust's first requests")
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:
             process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             pytest.fail(f"still running 40 s after Ctrl-C:\n{log.read_text()[-3000:]}")
-        assert not psutil.pid_exists(gunicorn.pid), log.read_text()[-3000:]
+        assert not gunicorn.is_running(), log.read_text()[-3000:]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtests.server import ROOT
+from loadtests.harness import ROOT, launch, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +45,19 @@ while True:
     time.sleep(0.05)
 """
 
+# The driver marks the moment run_locust starts its bounded wait after a stop (the first wait
+# with a timeout), so that a test can send a second Ctrl-C then and not sooner.
 DRIVER = """
-import sys
+import subprocess, sys
+from pathlib import Path
 from loadtests.run import run_locust
 mode, out, ask_again, kill = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+wait = subprocess.Popen.wait
+def marked_wait(self, timeout=None):
+    if timeout is not None:
+        Path(out, "stopping").touch()
+    return wait(self, timeout)
+subprocess.Popen.wait = marked_wait
 command = [sys.executable, "-c", {stand_in!r}, mode, out]
 sys.exit(run_locust(command, {{}}, ask_again_after=ask_again, kill_after=kill))
 """
@@ -59,15 +68,18 @@ class Run:
 
     def __init__(self, tmp_path: Path, mode: str, ask_again: float, kill: float) -> None:
         driver = DRIVER.format(stand_in=STAND_IN)
-        self.process = subprocess.Popen(
+        self.process = launch(
             [sys.executable, "-c", driver, mode, str(tmp_path), str(ask_again), str(kill)],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while not (tmp_path / "pid").exists():
+            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+        def started() -> bool:
             assert self.process.poll() is None, self.process.communicate()[1]
-            assert time.monotonic() < deadline, "the stand-in never started"
-            time.sleep(0.05)
-        self.stand_in = int((tmp_path / "pid").read_text())
+            return (tmp_path / "pid").exists()
+
+        wait_until(started, "the stand-in to start")
+        # Held as a psutil.Process: it knows its start time, so a pid used again by then is not it.
+        self.stand_in = psutil.Process(int((tmp_path / "pid").read_text()))
+        self.stopping = tmp_path / "stopping"
 
     def interrupt(self) -> None:
         os.killpg(self.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: both get it
@@ -78,10 +90,9 @@ class Run:
         return self.process.returncode, time.monotonic() - started, stderr
 
     def stop(self) -> None:
-        for pid in (self.process.pid, self.stand_in):
-            if psutil.pid_exists(pid):
-                os.kill(pid, signal.SIGKILL)
-        self.process.wait()
+        if self.stand_in.is_running():
+            self.stand_in.kill()
+        stop(self.process, timeout=1)
 
 
 @pytest.fixture
@@ -97,8 +108,8 @@ def start(tmp_path):
         run.stop()
 
 
-def gone(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+def gone(process: psutil.Process) -> bool:
+    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_swallowed_ctrl_c_is_asked_again_and_the_reports_get_written(start, tmp_path):
@@ -122,7 +133,7 @@ def test_a_locust_that_will_not_stop_is_killed_in_bounded_time(start):
 def test_a_second_ctrl_c_stops_it_at_once(start):
     run = start("deaf", ask_again=20, kill=30)
     run.interrupt()
-    time.sleep(0.5)
+    wait_until(run.stopping.exists, "run_locust to wait for the stop")
     run.interrupt()
     code, seconds, stderr = run.wait(timeout=15)
     assert code == 128 + signal.SIGKILL and seconds < 3, (code, seconds, stderr)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.telemetry.logs import JsonFormatter, logging_config
+from loadtests.harness import wait_until
 
 
 @pytest.fixture
@@ -207,14 +208,10 @@ def test_a_forked_child_writes_its_own_lines_once(tmp_path):
 
 
 def test_background_writer_writes_without_being_asked():
-    import time
-
     buffer = io.StringIO()
     handler = _handler(buffer)
     handler.handle(_record("soon"))
-    deadline = time.monotonic() + 5
-    while buffer.getvalue() != "soon\n" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(buffer.getvalue, "the writer thread to write", interval=0.01)
     assert buffer.getvalue() == "soon\n"
     handler.close()
 

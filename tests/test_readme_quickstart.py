@@ -14,13 +14,12 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import service_missing
 
-from loadtests.server import ROOT, free_port
+from loadtests.harness import ROOT, free_port, launch, wait_until
 
 README = ROOT / "README.md"
 MARKER = "<!-- quickstart -->"
@@ -49,14 +48,15 @@ def test_the_extraction_sees_only_marked_blocks():
 
 
 def wait_for_line(log: Path, pattern: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(pattern, log.read_text(errors="replace")):
-            return
+    def seen() -> bool:
         if process.poll() is not None:
             pytest.fail(f"make run exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        time.sleep(0.2)
-    pytest.fail(f"no line matching {pattern!r} after {timeout} s:\n{log.read_text(errors='replace')}")
+        return re.search(pattern, log.read_text(errors="replace")) is not None
+
+    try:
+        wait_until(seen, f"a line matching {pattern!r}", timeout, interval=0.2)
+    except TimeoutError:
+        pytest.fail(f"no line matching {pattern!r} after {timeout} s:\n{log.read_text(errors='replace')}")
 
 
 @pytest.mark.slow
@@ -73,8 +73,8 @@ def test_the_quickstart_runs_as_written(tmp_path: Path):
     env |= {"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'lookout.db'}"}
     log = tmp_path / "make-run.log"
     with log.open("wb") as out:
-        server = subprocess.Popen(["bash", "-c", serve], cwd=ROOT, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        # Recorded by the harness, so the session fails if it outlives the test.
+        server = launch(["bash", "-c", serve], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_line(log, rf"Lookout serving on http://127\.0\.0\.1:{port} \(Ctrl-C stops\)", server,
                       timeout=180)

@@ -13,7 +13,7 @@ from conftest import service_missing
 from faults import RedisServer, TCPProxy, redis_server_binary
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer, wait_until
 
 pytestmark = pytest.mark.slow
 LIMIT = 6
@@ -56,15 +56,18 @@ def counting_alone(url: str) -> float:
                 for sample in family.samples if sample.name == "lookout_rate_limit_fallback")
 
 
-def until_redis_counts_again(url: str, storage: redis.Redis, timeout: float = 60) -> None:
+def until_redis_counts_again(url: str, storage: redis.Redis) -> None:
     """Poll (one attempt a second) until the service writes its counts to Redis again and no
     worker reports counting alone."""
     storage.flushall()
-    deadline = time.monotonic() + timeout
-    while not storage.dbsize() or counting_alone(url):
-        assert time.monotonic() < deadline, "the service never went back to Redis"
+
+    def back() -> bool:
+        if storage.dbsize() and not counting_alone(url):
+            return True
         attempts(url, 1)
-        time.sleep(1)
+        return False
+
+    wait_until(back, "the service to go back to Redis", interval=1)
 
 
 def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_server):

@@ -9,11 +9,12 @@ balancer has taken it out.
 
 from __future__ import annotations
 
+import csv
 import shutil
-import subprocess
 import tempfile
-import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -23,7 +24,7 @@ from test_shutdown import CHEAP, login, stored_emails
 from traffic import Traffic
 
 from app.models import Role
-from loadtests.server import GunicornServer, free_port
+from loadtests.harness import GunicornServer, free_port, launch, stop, wait_until
 
 pytestmark = pytest.mark.slow
 CHECK_INTERVAL_MS = 200
@@ -47,6 +48,10 @@ backend lookout
 frontend web
     bind 127.0.0.1:{port}
     default_backend lookout
+frontend stats
+    bind 127.0.0.1:{stats}
+    stats enable
+    stats uri /stats
 """
 
 
@@ -56,46 +61,48 @@ def database_url(sqlite_url):
 
 
 class HAProxy:
+    """HAProxy in front of two backends, with its stats page on a port of its own."""
+
     def __init__(self, backends: list[int]) -> None:
         binary = shutil.which("haproxy") or (
             "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
         )
         if binary is None:
             service_missing("haproxy is not installed (Debian package haproxy)")
-        self.port = free_port()
+        self.binary = binary
+        self.port, self.stats_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = Path(tempfile.mkdtemp(prefix="lookout-haproxy-")) / "haproxy.cfg"
-        self.config.write_text(
-            HAPROXY_CONFIG.format(interval=CHECK_INTERVAL_MS, a=backends[0], b=backends[1], port=self.port)
-        )
-        self.process = subprocess.Popen(
-            [binary, "-db", "-f", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.dir = Path(tempfile.mkdtemp(prefix="lookout-haproxy-"))
+        (self.dir / "haproxy.cfg").write_text(HAPROXY_CONFIG.format(
+            interval=CHECK_INTERVAL_MS, a=backends[0], b=backends[1], port=self.port, stats=self.stats_port))
+        self.log = self.dir / "haproxy.log"
+        self.process: Any = None
 
-    def wait_for_backends(self, healthy: int, timeout: float = 20) -> None:
-        """Poll until ``healthy`` backends are up (through the frontend: a request must work)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (
-                self.process.stdout.read().decode() if self.process.stdout else ""
-            )
-            try:
-                if requests.get(f"{self.url}/livez", timeout=2).status_code == 200:
-                    time.sleep(CHECK_INTERVAL_MS / 1000 * 3 * healthy)  # rise: two checks per backend
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("HAProxy has no healthy backend")
+    def __enter__(self) -> HAProxy:
+        with self.log.open("wb") as log:
+            self.process = launch([self.binary, "-db", "-f", str(self.dir / "haproxy.cfg")],
+                                  stdout=log, stderr=log)
+        return self
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        shutil.rmtree(self.config.parent, ignore_errors=True)
+    def __exit__(self, *exc: Any) -> None:
+        if self.process is not None:
+            stop(self.process, timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def backends_up(self) -> set[str]:
+        """The backends HAProxy's health checks have put in rotation (its stats page)."""
+        assert self.process.poll() is None, self.log.read_text()
+        try:
+            page = requests.get(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=5).text
+        except requests.RequestException:  # not listening yet
+            return set()
+        rows = csv.DictReader(page.lstrip("# ").splitlines())
+        return {row["svname"] for row in rows  # type 2: a server, not the backend's own row
+                if row["pxname"] == "lookout" and row["type"] == "2" and row["status"] == "UP"}
+
+    def wait_for_backends(self, *names: str) -> None:
+        """Wait until exactly these backends are in rotation."""
+        wait_until(lambda: self.backends_up() == set(names), f"HAProxy backends {names} up")
 
 
 def served(server: GunicornServer) -> float:
@@ -118,33 +125,24 @@ def test_rolling_restart_behind_haproxy_fails_no_request(app, make_user):
         "GUNICORN_DRAIN_SECONDS": "2",
         "GUNICORN_GRACEFUL_TIMEOUT": "12",
     }
-    servers = [
-        GunicornServer(env, workers=1, threads=4, ready_path="/readyz").start(),
-        GunicornServer(env, workers=1, threads=4, ready_path="/readyz").start(),
-    ]
-    balancer = HAProxy([s.port for s in servers])
-    try:
-        balancer.wait_for_backends(2)
+    with ExitStack() as running:  # whatever happens, every server and the balancer are stopped
+        servers = [running.enter_context(GunicornServer(env, workers=1, threads=4, ready_path="/readyz"))
+                   for _ in range(2)]
+        balancer = running.enter_context(HAProxy([s.port for s in servers]))
+        balancer.wait_for_backends("a", "b")
         token = login(balancer.url, admin)
         with Traffic(balancer.url, token, threads=4) as traffic:
             traffic.wait_for(100)
             for i, old in enumerate(list(servers)):
                 assert served(old) > 0, "the balancer never sent this instance traffic"
                 assert old.stop(timeout=20) == 0
-                servers[i] = GunicornServer(
-                    env, workers=1, threads=4, ready_path="/readyz", port=old.port
-                ).start()
+                servers[i] = running.enter_context(
+                    GunicornServer(env, workers=1, threads=4, ready_path="/readyz", port=old.port))
                 answered = len(traffic.results)
-                deadline = time.monotonic() + 20
-                while served(servers[i]) < 20:  # back in rotation before the next one goes
-                    assert time.monotonic() < deadline, "the restarted instance gets no traffic"
-                    time.sleep(0.1)
+                # Back in rotation before the next one goes.
+                wait_until(lambda: served(servers[i]) >= 20, "traffic to the restarted instance")  # noqa: B023
                 traffic.wait_for(answered + 50)
             traffic.stop()
-    finally:
-        balancer.stop()
-        for server in servers:
-            server.stop()
 
     failures = traffic.failures()
     assert len(traffic.results) > 300 and failures == [], failures[:5]

@@ -1,7 +1,9 @@
 """Passwords, hashes, tokens and configured secrets never appear in logs or responses.
 
 A real gunicorn runs at LOG_LEVEL=DEBUG (the most it ever logs) through logins, writes, errors
-and an unreachable Redis whose URL carries a password; then every byte it wrote is searched."""
+and an unreachable Redis whose URL carries a password; once it has stopped (its processes write
+their lines from a background thread, and flush them all as they exit), every byte it wrote is
+searched."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from conftest import PASSWORD, add_admin, bearer, migrate
 from app import create_app
 from app.extensions import db
 from app.models import Role
-from loadtests.server import PRODUCTION_SECRETS, GunicornServer, free_port
+from loadtests.harness import PRODUCTION_SECRETS, GunicornServer, free_port
 
 USER_PASSWORD = "user-password-5b1e9d"
 NEW_PASSWORD = "changed-password-77c2"
@@ -38,7 +40,8 @@ def test_no_secret_reaches_a_log_line_or_a_response(tmp_path):
         "PASSWORD_HASH_MEMORY_KIB": "8",
     }
     bodies: list[str] = []
-    with GunicornServer(env, workers=1, threads=2) as server:
+    log_path = tmp_path / "gunicorn.log"
+    with GunicornServer(env, workers=1, threads=2, log_path=log_path) as server:
         url = server.url
 
         def call(method: str, path: str, **kwargs) -> requests.Response:
@@ -74,8 +77,9 @@ def test_no_secret_reaches_a_log_line_or_a_response(tmp_path):
         call("GET", f"/api/v1/users/{user}", headers=auth)
         call("GET", "/api/v1/users")
         call("DELETE", f"/api/v1/users/{user}", headers={"Authorization": "Bearer not-a-jwt"})
-        log = server.output()
+    log = log_path.read_text()
 
+    assert "Shutting down: Master" in log, "the server did not stop cleanly: its log may be cut short"
     assert "DEBUG" in log and "lookout.access" in log, "the log was not captured"
     secrets = {
         "a password": [PASSWORD, USER_PASSWORD, NEW_PASSWORD, WRONG_PASSWORD, "short"],

@@ -190,7 +190,7 @@ def test_unsafe_or_malformed_origins_are_refused(origins, message):
 def test_swagger_ui_renders_under_its_csp_in_a_real_browser(database_url):
     """Headless Chromium loads /docs from a real gunicorn: Swagger UI draws the operations and
     the console reports no Content-Security-Policy violation."""
-    from loadtests.server import GunicornServer
+    from loadtests.harness import GunicornServer
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -1,5 +1,5 @@
 """The real gunicorn process: CRUD over HTTP, on SQLite and PostgreSQL, production settings; and
-how loadtests.server picks, and when it replaces, the port gunicorn binds."""
+how the harness picks, and when it replaces, the port gunicorn binds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import requests
 from conftest import PASSWORD
 
 from app.models import Role
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_worker_freezes_its_start_up_heap_unless_told_not_to(app, setting):
 def test_free_port_never_hands_out_a_port_twice(monkeypatch):
     """The kernel may give two bind(0) calls in a row one port; a server and its metrics port
     chosen that way would collide when gunicorn binds them."""
-    from loadtests import server
+    from loadtests.harness import processes
 
     offered = iter([40001, 40001, 40001, 40003])
 
@@ -123,9 +123,9 @@ def test_free_port_never_hands_out_a_port_twice(monkeypatch):
         def getsockname(self):
             return ("127.0.0.1", self.port)
 
-    monkeypatch.setattr(server, "socket", SimpleNamespace(socket=Socket))  # this module's only
-    monkeypatch.setattr(server, "_handed_out", set(), raising=False)
-    assert [server.free_port(), server.free_port()] == [40001, 40003]
+    monkeypatch.setattr(processes, "socket", SimpleNamespace(socket=Socket))  # this module's only
+    monkeypatch.setattr(processes, "_handed_out", set(), raising=False)
+    assert [processes.free_port(), processes.free_port()] == [40001, 40003]
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def taken_port():
 @pytest.mark.parametrize("taken", ["port", "metrics_port"])
 def test_a_taken_port_of_its_own_choosing_is_replaced(sqlite_url, monkeypatch, taken_port, taken):
     """The server's port is chosen first, its metrics port second; either may be taken."""
-    from loadtests import server as module
+    from loadtests.harness import gunicorn as module
 
     real = module.free_port
     ports = iter([taken_port] if taken == "port" else [real(), taken_port])

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import uuid
 import pytest
 import requests
 from conftest import PASSWORD
-from traffic import Probes, SlowUpload, Traffic, worker_pids
+from traffic import Probes, SlowUpload, Traffic, listening, worker_pids
 
 from app.models import Role
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer, wait_until
 
 pytestmark = pytest.mark.slow
 CHEAP = {
@@ -51,6 +51,15 @@ def stored_emails(sqlite_url: str) -> set[str]:
         return {row[0] for row in conn.execute("SELECT email FROM users")}
 
 
+def capacity(url: str) -> float:
+    """http_server_concurrency_limit: each worker adds its threads once it has booted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "http_server_concurrency_limit")
+
+
 def test_sigterm_drains_then_stops_without_failing_a_request(app, admin_email):
     drain, graceful = 3.0, 12
     env = {
@@ -65,16 +74,16 @@ def test_sigterm_drains_then_stops_without_failing_a_request(app, admin_email):
             with Traffic(server.url, token, threads=4, follow_readiness=True) as traffic:
                 traffic.wait_for(150)
                 upload = SlowUpload(server.url, token, f"slow-{uuid.uuid4().hex[:8]}@example.com")
-                time.sleep(0.3)  # the upload's connection is accepted and its request is being read
+                upload.wait_until_read()  # a request in flight when the signal comes
                 terminated = time.monotonic()
                 os.kill(server.pid, signal.SIGTERM)
-                probes.wait_until(lambda ready, live: ready == 503, timeout=5)
-                deadline = time.monotonic() + 5
-                while traffic.stopped_by_readiness is None and time.monotonic() < deadline:
-                    time.sleep(0.02)  # the traffic reads the 503 itself, like a load balancer
+                probes.wait_until(lambda ready, live: ready == 503)
+                # The traffic reads the 503 itself, like a load balancer (asserted below).
+                wait_until(lambda: traffic.stopped_by_readiness is not None, "the traffic to see 503",
+                           interval=0.02)
                 traffic.stop()
                 # The drain is over and the port closed; the request that was in flight completes.
-                probes.wait_until(lambda ready, live: live == 0, timeout=drain + 5)
+                probes.wait_until(lambda ready, live: live == 0)
                 upload_status = upload.finish()
             exit_code = server.process.wait(graceful + 5)
             stopped = time.monotonic()
@@ -109,18 +118,16 @@ def test_sighup_swaps_workers_without_a_failure(app, admin_email):
         with Probes(server.url) as probes, Traffic(server.url, token, threads=4) as traffic:
             traffic.wait_for(150)
             upload = SlowUpload(server.url, token, f"slow-{uuid.uuid4().hex[:8]}@example.com")
-            time.sleep(0.3)
+            upload.wait_until_read()  # an old worker holds it
             reloaded = time.monotonic()
             os.kill(server.pid, signal.SIGHUP)
-            deadline = time.monotonic() + 30
-            while not (worker_pids(server.pid) - old):  # new workers forked
-                assert time.monotonic() < deadline, "no new worker after SIGHUP"
-                time.sleep(0.05)
-            time.sleep(1.0)  # the old workers have stopped accepting; one still reads the upload
+            wait_until(lambda: worker_pids(server.pid) - old, "new workers after SIGHUP")
+            # The old workers have stopped accepting; one still reads the upload.
+            wait_until(lambda: not listening(worker_pids(server.pid) & old, server.port),
+                       "the old workers to close their listening sockets")
             upload_status = upload.finish()
-            while worker_pids(server.pid) & old:  # the old workers exit once their requests are done
-                assert time.monotonic() < deadline, "old workers still alive"
-                time.sleep(0.05)
+            # The old workers exit once their requests are done.
+            wait_until(lambda: not worker_pids(server.pid) & old, "the old workers to exit")
             count = len(traffic.results)
             traffic.wait_for(count + 150)  # served by the new workers
         new = worker_pids(server.pid)
@@ -149,14 +156,12 @@ def test_a_killed_worker_costs_at_most_its_in_flight_requests(app, admin_email):
             victim = sorted(worker_pids(server.pid))[0]
             killed = time.monotonic()
             os.kill(victim, signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while victim in worker_pids(server.pid) or len(worker_pids(server.pid)) < 2:
-                assert time.monotonic() < deadline, "the killed worker was not replaced"
-                time.sleep(0.05)
+            wait_until(lambda: victim not in worker_pids(server.pid) and len(worker_pids(server.pid)) == 2,
+                       "the killed worker replaced")
             answered = len(traffic.results)
             traffic.wait_for(answered + 150)
             traffic.stop()
-        time.sleep(0.5)  # the replacement has booted and reported its capacity
+        wait_until(lambda: capacity(server.url) == 2 * threads, "the replacement to report its capacity")
         families = {
             f.name: f
             for f in text_string_to_metric_families(requests.get(f"{server.url}/metrics", timeout=10).text)

@@ -21,7 +21,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
 from app.models import Role
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer, wait_until
 
 pytestmark = pytest.mark.slow
 ROUTE = "/api/v1/users/<int:user_id>"
@@ -87,8 +87,10 @@ def test_four_workers_spans_logs_and_exact_scrapes(sqlite_app, make_user):
         scraped = [requests_total(requests.get(f"{server.url}/metrics", timeout=10).text) for _ in range(10)]
         assert scraped == [n] * 10
 
-        spans = receiver.wait_for(lambda s: len(s) >= n)
-        time.sleep(0.5)  # anything extra would arrive now
+        receiver.wait_for(lambda s: len(s) >= n)
+        # Stopped, each worker has exported what it had and written its last log lines (both
+        # on exit): nothing more can arrive, and the log is complete.
+        assert server.stop() == 0
         spans = receiver.server_spans()
         lines = log_lines(server)
     access = [line for line in lines if line.get("logger") == "lookout.access" and line["route"] == ROUTE]
@@ -143,14 +145,15 @@ def test_dead_worker_leaves_counts_and_in_flight_consistent(sqlite_app):
         fire(f"{server.url}/api/v1/users", 40)
         worker = _worker_pids(server.pid)[0]
         os.kill(worker, signal.SIGKILL)
-        _wait(lambda: worker not in _worker_pids(server.pid) and len(_worker_pids(server.pid)) == 2)
+        wait_until(lambda: worker not in _worker_pids(server.pid) and len(_worker_pids(server.pid)) == 2,
+                   "the killed worker replaced")
 
         def sample(text: str, name: str) -> float:
             return next(s.value for f in text_families(text) for s in f.samples if s.name == name)
 
         # The replacement reports its threads once booted; the dead worker's share is gone.
-        _wait(lambda: sample(requests.get(f"{server.url}/metrics", timeout=10).text,
-                             "http_server_concurrency_limit") == 2 * 4)
+        wait_until(lambda: sample(requests.get(f"{server.url}/metrics", timeout=10).text,
+                                  "http_server_concurrency_limit") == 2 * 4, "the replacement's capacity")
         text = requests.get(f"{server.url}/metrics", timeout=10).text
         assert requests_total(text, "/api/v1/users") == 40  # counters of the dead worker stay
         assert sample(text, "http_server_requests_in_flight") == 0
@@ -198,13 +201,6 @@ def test_blackholed_collector_neither_slows_requests_nor_holds_shutdown(sqlite_a
 def _worker_pids(master: int) -> list[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return [int(pid) for pid in children]
-
-
-def _wait(condition, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_login_over_http_counts_users_and_failures(sqlite_app, make_user):

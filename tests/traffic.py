@@ -19,11 +19,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
+from loadtests.harness import PATIENCE, wait_until
+
 MAX_REQUESTS = 20_000  # per Traffic, whatever the duration
+# The longest Traffic and Probes run: beyond several waits of the harness's patience, since a
+# test on a busy machine may spend minutes in them; a forgotten one still ends.
+MAX_SECONDS = 5 * PATIENCE
 
 
 @dataclass
@@ -47,7 +54,7 @@ class Traffic:
     follow_readiness: bool = False
     check_interval: float = 0.1
     timeout: float = 15.0
-    max_seconds: float = 120.0
+    max_seconds: float = MAX_SECONDS
     results: list[Result] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -82,12 +89,9 @@ class Traffic:
         for worker in self._workers:
             worker.join(self.timeout + 5)
 
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        """Wait until ``count`` requests have been answered."""
-        deadline = time.monotonic() + timeout
-        while len(self.results) < count:
-            assert time.monotonic() < deadline, f"only {len(self.results)} requests in {timeout}s"
-            time.sleep(0.05)
+    def wait_for(self, count: int, timeout: float = PATIENCE) -> None:
+        """Wait until ``count`` requests have been answered (``timeout``: patience, not a rate)."""
+        wait_until(lambda: len(self.results) >= count, f"{count} answered requests", timeout)
 
     def _watch_readiness(self) -> None:
         while not self._stop.is_set():
@@ -173,7 +177,7 @@ class Probes:
             return -1
 
     def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() - self.started < 300:
+        while not self._stop.is_set() and time.monotonic() - self.started < MAX_SECONDS:
             ready = self._get("/readyz")
             self.samples.append((time.monotonic(), ready, self._get("/livez")))
             time.sleep(self.interval)
@@ -186,7 +190,7 @@ class Probes:
         self._stop.set()
         self._thread.join(15)
 
-    def wait_until(self, condition: Any, timeout: float = 30) -> float:
+    def wait_until(self, condition: Any, timeout: float = PATIENCE) -> float:
         """Poll the newest sample until ``condition(readyz, livez)``; return when it held."""
         deadline = time.monotonic() + timeout
         seen = 0
@@ -206,6 +210,19 @@ def worker_pids(master: int) -> set[int]:
         return {int(pid) for pid in children.read().split()}
 
 
+def listening(pids: set[int], port: int) -> set[int]:
+    """Those of ``pids`` that still hold a socket listening on ``port``."""
+    holding = set()
+    for pid in pids:
+        try:
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections):
+            holding.add(pid)
+    return holding
+
+
 class SlowUpload:
     """A POST whose body arrives in two halves: a request in flight for as long as we like."""
 
@@ -223,6 +240,26 @@ class SlowUpload:
             f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n"
         ).encode()
         self.sock.sendall(head + self.body[:10])
+
+    def _server_end(self) -> tuple[int, int] | None:
+        """(bytes received and not yet read, socket inode) of the server's end of this
+        connection, from Linux's /proc/net/tcp; the inode is 0 until a process accepts it."""
+        client, server = self.sock.getsockname()[1], self.sock.getpeername()[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            if (local, remote) == (server, client):
+                return int(fields[4].split(":")[1], 16), int(fields[9])
+        return None
+
+    def wait_until_read(self) -> None:
+        """Wait until a worker has accepted the connection and read what was sent so far: the
+        request is in its hands, waiting for the rest of the body."""
+        def read() -> bool:
+            end = self._server_end()
+            return end is not None and end[1] != 0 and end[0] == 0
+
+        wait_until(read, "a worker reading the upload")
 
     def finish(self) -> int:
         """Send the rest; return the response's status code."""

@@ -39,7 +39,7 @@ from pathlib import Path
 from infra.delivery import cluster_checks
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
 from infra.delivery.rollout import CanaryWatch, Rollout, check_image, report
-from loadtests.server import free_port
+from loadtests.harness import free_port
 
 STACK = "dev"
 # On top of Pulumi.dev.yaml: a load balancer (cloud-provider-kind), and canary steps short enough

@@ -195,7 +195,7 @@ def publish(report: SmokeReport) -> None:
 
 def _local(expect_commit: str | None) -> SmokeReport:
     """Start the service as ``make loadtest`` does (gunicorn, migrated, production settings)."""
-    from loadtests.service import LocalService
+    from loadtests.harness import LocalService
 
     workdir = Path("reports") / "smoke"
     environ = {**os.environ, "GUNICORN_WORKERS": os.environ.get("GUNICORN_WORKERS", "1")}

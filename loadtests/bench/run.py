@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from app.telemetry.tracing import DEFAULT_SAMPLE_RATIO
 from loadtests.bench import instructions, scrape, wrk
 from loadtests.bench.sink import Sink
-from loadtests.server import PRODUCTION_SECRETS, GunicornServer
+from loadtests.harness import PRODUCTION_SECRETS, GunicornServer
 
 IDLE_CPU_SECONDS = 0.005  # a server that used less than this in IDLE_WINDOW is idle
 IDLE_WINDOW = 0.25

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from broken_servers import FailingServer
 
-from loadtests.server import ROOT, GunicornServer
+from loadtests.harness import ROOT, GunicornServer
 
 REQUIRE_SERVICES = os.environ.get("LOOKOUT_REQUIRE_SERVICES") == "1"
 TOOLS = {

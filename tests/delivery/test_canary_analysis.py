@@ -26,7 +26,7 @@ from promserver import PrometheusServer, prometheus_binary
 from dashboards.generate.target import TARGET
 from infra.components.rollouts import CANARY_HASH_ARG, HASH_SERIES_LABEL
 from infra.mockrun import render
-from loadtests.server import GunicornServer
+from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
 HEALTHY, FAULTY, IDLE = "5d8f7c6b9a", "7b9c4d2e1f", "0000000000"

@@ -13,7 +13,7 @@ import yaml
 
 from delivery.conftest import run
 from infra.delivery.compose_check import check, host_path
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 COMPOSE = ROOT / "compose.yaml"
 COMPOSE_DIR = ROOT / ".ci" / "compose"

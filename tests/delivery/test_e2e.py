@@ -22,7 +22,7 @@ from delivery.conftest import COMMIT, SERVICE_DATABASES, STANDIN, StandIn
 from infra.delivery import e2e
 from infra.delivery.pulumi_cli import PulumiStack
 from infra.delivery.rollout import CanaryWatch
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 GOOD, FAULTY = "lookout:e2e-0123abc", "lookout:e2e-faulty-0123abc"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -219,7 +219,7 @@ def test_the_faulty_release_fails_one_api_request_in_three_where_the_slis_count_
     import requests
     from conftest import migrate
 
-    from loadtests.server import GunicornServer
+    from loadtests.harness import GunicornServer
 
     url = f"sqlite:///{tmp_path / 'lookout.db'}"
     migrate(url)

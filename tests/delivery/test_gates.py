@@ -11,7 +11,7 @@ import yaml
 
 from infra.delivery import changes
 from infra.delivery.workflow_policy import gating_problems, merge_gate_problems
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 

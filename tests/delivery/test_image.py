@@ -17,7 +17,7 @@ import yaml
 from delivery.conftest import run
 from infra.delivery.image_check import label_problems, pid1_problems
 from infra.delivery.smoke import smoke
-from loadtests.server import ROOT, GunicornServer
+from loadtests.harness import ROOT, GunicornServer
 
 # dockerfile-parse comes with `make ci-tools` (which `make test` runs), not `make venv`: a bare pytest
 # skips this module, and LOOKOUT_REQUIRE_SERVICES=1 counts the skip as a failure, as for hadolint.

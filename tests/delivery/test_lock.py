@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 UV = ROOT / ".venv" / "bin" / "uv"
 PROJECTS = [ROOT, ROOT / ".ci" / "checkov"]

@@ -10,7 +10,7 @@ import pytest
 from infra.delivery.loadtest_summary import main, markdown, read_stats
 from infra.delivery.verdict import failures
 from loadtests.gate import evaluate
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 from loadtests.slo import thresholds
 
 FIXTURE = ROOT / "tests" / "fixtures" / "locust_stats.csv"  # a real `make loadtest` run, 10 users

@@ -32,7 +32,7 @@ def test_a_service_answering_503_fails_at_readiness(failing_service: str):
 
 
 def test_nothing_listening_fails(tmp_path: Path):
-    from loadtests.server import free_port
+    from loadtests.harness import free_port
 
     report = smoke(f"127.0.0.1:{free_port()}", None, wait=1)
     assert not report.ok and "ConnectionError" in report.checks[0].detail

@@ -19,7 +19,7 @@ from infra.delivery import audit, signature
 from infra.delivery.audit import Accepted, ExceptionsError, Finding, load_exceptions, verdict
 from infra.delivery.pulumi_cli import PulumiStack
 from infra.delivery.rollout import main as rollout_main
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 STANDINS = STANDIN.parent
 TODAY = dt.date(2026, 6, 1)

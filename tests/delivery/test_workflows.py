@@ -10,7 +10,7 @@ import yaml
 from delivery.conftest import run
 from infra.delivery import workflow_policy
 from infra.delivery.workflow_policy import MakeInfo, make_info, workflow_problems
-from loadtests.server import ROOT
+from loadtests.harness import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 EXPECTED = {"ci.yml", "pull-request.yml", "loadtest.yml", "e2e.yml", "deploy.yml"}

@@ -22,7 +22,7 @@ from infra.components.ratelimits import PORT, server_conf
 from infra.mockrun import Rendered, render
 from infra.stack import repo_files
 from infrastructure.conftest import REQUIRE_SERVICES, render_with_url
-from loadtests.server import free_port
+from loadtests.harness import free_port
 
 CLIENTS = {"app.kubernetes.io/name": "shop", "app.kubernetes.io/component": "server"}
 

@@ -1,57 +1,28 @@
-"""Start and stop a real gunicorn on 127.0.0.1, for tests, benchmarks and load tests.
-
-Usage:
-    with GunicornServer({"DATABASE_URL": url}, workers=2) as server:
-        requests.get(server.url + "/livez")
-
-The server runs in its own session on a free port with production settings (test secrets)
-unless ``env`` says otherwise; ``stop()`` signals that PID (SIGTERM, then SIGKILL of its
-process group after a bound) so nothing outlives the caller.
-"""
+"""A real gunicorn on 127.0.0.1 and a free port, started and stopped by PID (see __init__.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+from .processes import PATIENCE, free_port, launch, stop, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_SECRETS = {"SECRET_KEY": "integration-secret-key-" + "x" * 16,
                       "JWT_SECRET_KEY": "integration-jwt-key-" + "y" * 16}
 
 
-_handed_out: set[int] = set()
-_handed_out_lock = threading.Lock()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, never one this process was given before.
-
-    The kernel may return the same ephemeral port to two bind(0) calls in a row (here about one
-    pair in 18,000): a server and its metrics port, both chosen before gunicorn binds either, then
-    collide. The port stays free only until someone binds it, so callers bind it soon after.
-    """
-    with _handed_out_lock:
-        while True:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port: int = sock.getsockname()[1]
-            if port not in _handed_out:
-                _handed_out.add(port)
-                return port
-
-
 class GunicornServer:
+    """The image's CMD in a session of its own, with production settings (test secrets) unless
+    ``env`` says otherwise; ``stop()`` ends it and everything it started."""
+
     def __init__(self, env: dict[str, str], workers: int = 1, threads: int = 4,
                  worker_class: str = "gthread", ready_path: str = "/livez",
                  target: str = "app.wsgi:app", log_path: Path | None = None,
@@ -93,7 +64,7 @@ class GunicornServer:
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30, attempts: int = 3) -> GunicornServer:
+    def start(self, timeout: float = PATIENCE, attempts: int = 3) -> GunicornServer:
         """Start gunicorn and poll ``ready_path``; on any failure (Ctrl-C too) stop it again.
 
         A port of our own choosing (the server's or its metrics port) that another process took
@@ -127,19 +98,20 @@ class GunicornServer:
 
     def _start_once(self, timeout: float) -> GunicornServer:
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", *self.command], cwd=self.cwd, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            process = self.process = launch([sys.executable, "-m", *self.command], cwd=self.cwd,
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+        def ready_or_exited() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{self.output()}")
+            return self.ready()
+
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.output()}")
-                if self.ready():
-                    return self
-                time.sleep(0.1)
-            raise TimeoutError(f"gunicorn not ready after {timeout}s:\n{self.output()}")
+            wait_until(ready_or_exited, f"gunicorn ready at {self.url}{self.ready_path}", timeout, 0.1)
+            return self
+        except TimeoutError as exc:
+            self.stop()
+            raise TimeoutError(f"{exc}:\n{self.output()}") from None
         except BaseException:  # a `with` block's __exit__ does not run when __enter__ fails
             self.stop()
             raise
@@ -156,15 +128,9 @@ class GunicornServer:
         return self.process.pid
 
     def stop(self, timeout: float = 15) -> int | None:
-        """SIGTERM the master; SIGKILL its process group if it outstays ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait(5)
+        """SIGTERM the master; SIGKILL its process group if it outstays ``timeout``, and any
+        worker left once it has gone. Return the master's exit code."""
+        return stop(self.process, timeout) if self.process is not None else None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

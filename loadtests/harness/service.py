@@ -1,18 +1,5 @@
-"""A local Lookout service for load runs: migrated, with a bootstrap admin, under gunicorn.
-
-Usage:
-    with LocalService(workdir=Path("reports")) as service:
-        service.url, service.admin_email, service.admin_password
-
-It runs production settings (real Argon2id cost, random keys made for the run) on 127.0.0.1 and
-a free port, on ``DATABASE_URL`` when that is set and a fresh SQLite file in ``workdir``
-otherwise, through loadtests/server.py's GunicornServer (which stops it by PID); this module
-adds the migration and the admin account.
-
-Environment variables read: DATABASE_URL, GUNICORN_WORKERS (default: one per core),
-GUNICORN_THREADS (default 8), and, passed through, GUNICORN_WORKER_CLASS, LOG_LEVEL,
-DATABASE_POOL_SIZE and PASSWORD_HASH_*.
-"""
+"""A local Lookout service for load runs: migrated, with a bootstrap admin, under gunicorn
+(see __init__.py for the settings it reads)."""
 
 from __future__ import annotations
 
@@ -23,13 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loadtests.server import ROOT, GunicornServer
+from .gunicorn import ROOT, GunicornServer
+from .processes import PATIENCE
 
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR", "LOG_LEVEL", "GUNICORN_WORKER_CLASS",
                   "PASSWORD_HASH_TIME_COST", "PASSWORD_HASH_MEMORY_KIB", "DATABASE_POOL_SIZE")
 
 
 class LocalService:
+    """Production settings (real Argon2id cost, random keys made for the run) on ``DATABASE_URL``
+    or a fresh SQLite file in ``workdir``, through GunicornServer; this adds the migration and
+    the admin account."""
+
     def __init__(self, workdir: Path, environ: dict[str, str] | None = None,
                  metrics_port: bool = False) -> None:
         environ = dict(os.environ if environ is None else environ)
@@ -70,7 +62,7 @@ class LocalService:
             command = " ".join(args[:2])
             raise RuntimeError(f"flask {command} failed ({done.returncode}):\n{done.stderr[-2000:]}")
 
-    def start(self, timeout: float = 60) -> LocalService:
+    def start(self, timeout: float = PATIENCE) -> LocalService:
         """Migrate, add the admin, start gunicorn and wait for /readyz."""
         self.flask("db", "upgrade")
         self.flask("users", "create", "--email", self.admin_email, "--name", "Load Test Admin", "--admin",
