@@ -190,7 +190,7 @@ workflow-lint: ci-tools ## actionlint, GitHub's schemas and the workflow policy 
 	$(BIN)/python -m infra.delivery.workflow_policy
 
 hadolint: ci-tools ## Lint the Dockerfiles (the image, and the e2e's deliberately faulty one)
-	$(BIN)/hadolint Dockerfile infra/delivery/faulty/Dockerfile
+	$(BIN)/hadolint Dockerfile .ci/faulty/Dockerfile
 
 compose-check: ci-tools ## compose.yaml against the compose spec; what it refers to exists
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
@@ -269,7 +269,7 @@ kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus targe
 
 # The docker driver's builder: it sees IMAGE in the daemon (a docker-container builder would pull it).
 faulty-image: ## The e2e's deliberately failing release: IMAGE behind a 500 on one API request in three
-	docker buildx build --builder default --build-arg BASE=$(IMAGE) --tag $(FAULTY_IMAGE) infra/delivery/faulty
+	docker buildx build --builder default --build-arg BASE=$(IMAGE) --tag $(FAULTY_IMAGE) .ci/faulty
 
 kind-canary: venv ## kind: a deliberately failing image goes out as a canary; it must be aborted and rolled back
 	$(BIN)/python -m infra.delivery.e2e canary --image '$(IMAGE)' --faulty-image '$(FAULTY_IMAGE)'

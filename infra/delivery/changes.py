@@ -24,7 +24,8 @@ from pathlib import Path
 # What the image, the stack, the load test and the e2e run are made of, and the files that run them.
 DEPLOYABLE = (
     "app/**", "infra/**", "dashboards/**", "loadtests/**",
-    "Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", ".ci/bootstrap/**", "Makefile",
+    "Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", ".ci/bootstrap/**", ".ci/faulty/**",
+    "Makefile",
     ".github/workflows/pull-request.yml", ".github/workflows/loadtest.yml", ".github/workflows/e2e.yml",
 )
 

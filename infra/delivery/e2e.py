@@ -13,7 +13,7 @@ balancer comes from cloud-provider-kind, which watches Services of type LoadBala
 a proxy container on the kind network for each; the runner reaches it at the Service's address.
 metrics-server gives the HPA its CPU readings (kind has none), and the check shows a scale-up
 under the Locust run. kubectl is the one in the kind node image, pinned by digest with the node.
-The canary step releases a deliberately failing image (infra/delivery/faulty) and passes only
+The canary step releases a deliberately failing image (.ci/faulty) and passes only
 when the controller aborted it and the stack is back on the good image.
 
 Environment variables read: KIND_CLUSTER_NAME (default lookout), GIT_COMMIT, KUBECTL (default the
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         step.add_argument("--image", required=True, help="image loaded into kind")
         if name != "up":
             step.add_argument("--faulty-image", required=name == "canary",
-                              help="the deliberately failing image (infra/delivery/faulty)")
+                              help="the deliberately failing image (.ci/faulty)")
     steps.add_parser("check")
     steps.add_parser("diagnostics")
     args = parser.parse_args(argv)

@@ -112,8 +112,7 @@ def prometheus(revisions: dict[str, GunicornServer]) -> Iterator[PrometheusServe
         for name in (HEALTHY, FAULTY):  # two scrapes with traffic in between: a rate exists
             prom.wait_for(lambda n=name: prom.query(
                 f'sum(rate(http_server_requests_total{{{HASH_SERIES_LABEL}="{n}", '
-                'route=~"/api/.*"}[5m])) > 0'),
-                60, f"a request rate for revision {name}")
+                'route=~"/api/.*"}[5m])) > 0'), f"a request rate for revision {name}")
         yield prom
 
 

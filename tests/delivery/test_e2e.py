@@ -208,7 +208,7 @@ def test_the_e2e_path_filter_covers_what_it_runs():
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yml").read_text())
     runs = [s["run"] for s in workflow["jobs"]["kind"]["steps"] if "run" in s]
     assert all(r.startswith("make ") for r in runs)
-    ran = ["Makefile", "loadtests/run.py", "infra/delivery/e2e.py", "infra/delivery/faulty/faulty.py",
+    ran = ["Makefile", "loadtests/run.py", "infra/delivery/e2e.py", ".ci/faulty/faulty.py",
            ".github/workflows/e2e.yml"]
     assert deployable(ran) == ran
 
@@ -223,7 +223,7 @@ def test_the_faulty_release_fails_one_api_request_in_three_where_the_slis_count_
 
     url = f"sqlite:///{tmp_path / 'lookout.db'}"
     migrate(url)
-    env = {"DATABASE_URL": url, "PYTHONPATH": str(ROOT / "infra" / "delivery" / "faulty")}
+    env = {"DATABASE_URL": url, "PYTHONPATH": str(ROOT / ".ci" / "faulty")}
     with GunicornServer(env, target="faulty:app", ready_path="/readyz", metrics_port=True) as server:
         statuses = [requests.get(f"{server.url}/api/v1/users", timeout=10).status_code for _ in range(9)]
         assert statuses.count(500) == 3 and statuses.count(200) == 6
