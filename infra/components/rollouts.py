@@ -76,7 +76,7 @@ class Canary:
 
     prometheus_url: str
     weights: Sequence[int] = (20, 50)
-    pause_seconds: int = 120
+    pause: str = "2m"
     analysis_interval: str = "1m"
     failure_limit: int = 1
     depends_on: Sequence[pulumi.Resource] = ()  # the controller's release, which brings the CRDs
@@ -85,7 +85,7 @@ class Canary:
         """The Rollout's ``spec.strategy``: canary steps with the SLO analysis in the background."""
         steps: list[dict[str, Any]] = []
         for weight in self.weights:
-            steps += [{"setWeight": weight}, {"pause": {"duration": f"{self.pause_seconds}s"}}]
+            steps += [{"setWeight": weight}, {"pause": {"duration": self.pause}}]
         return {"canary": {
             "maxSurge": "25%", "maxUnavailable": 0, "steps": steps,
             # From the first step on, until the Rollout is promoted: a failure aborts it at any step.

@@ -6,6 +6,7 @@ which the service's Args carry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
@@ -29,6 +30,12 @@ def weights(name: str, value: tuple[str, ...]) -> None:
                           "(the last step, 100, is the promotion)")
 
 
+def pause(name: str, value: str) -> None:
+    """A step's pause as Argo Rollouts reads it: a whole number of seconds, minutes or hours."""
+    if not re.fullmatch(r"[1-9][0-9]*[smh]", value):
+        raise ConfigError(f"{name}: {value!r} is not a duration such as 90s, 2m or 1h")
+
+
 @dataclass(frozen=True)
 class DeliverySettings(Group):
     """The canary: on or off, the share of pods per step, the pause after each, the analysis."""
@@ -36,7 +43,7 @@ class DeliverySettings(Group):
     progressive: Annotated[bool, Key("progressiveDelivery")]
     namespace: Annotated[str, Key("rolloutsNamespace")]
     canary_weights: Annotated[tuple[str, ...], Key("canaryWeights", check=weights)]
-    canary_pause_seconds: Annotated[int, Key("canaryPauseSeconds", at_least=0)]
+    canary_pause: Annotated[str, Key("canaryPause", check=pause)]
     analysis_interval: Annotated[str, Key("canaryAnalysisInterval", check=prometheus_duration)]
     failure_limit: Annotated[int, Key("canaryFailureLimit", at_least=0)]
 
@@ -48,5 +55,5 @@ class DeliverySettings(Group):
         if not self.progressive:
             return None
         return Canary(prometheus_url=prometheus_url, weights=tuple(int(w) for w in self.canary_weights),
-                      pause_seconds=self.canary_pause_seconds, analysis_interval=self.analysis_interval,
+                      pause=self.canary_pause, analysis_interval=self.analysis_interval,
                       failure_limit=self.failure_limit, depends_on=tuple(depends_on))

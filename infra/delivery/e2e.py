@@ -44,7 +44,7 @@ from loadtests.harness import free_port
 STACK = "dev"
 # On top of Pulumi.dev.yaml: a load balancer (cloud-provider-kind), and canary steps short enough
 # for a CI job (the analysis still needs two failed 30 s measurements to abort).
-OVERRIDES = {"serviceType": "LoadBalancer", "canaryPauseSeconds": "60", "canaryAnalysisInterval": "30s"}
+OVERRIDES = {"serviceType": "LoadBalancer", "canaryPause": "1m", "canaryAnalysisInterval": "30s"}
 # Pinned by digest: a tag can be re-pushed. The digests are public pins of these releases seen in
 # other projects; a pull that fails verification means the value needs correcting from the registry.
 CLOUD_PROVIDER_KIND = ("registry.k8s.io/cloud-provider-kind/cloud-controller-manager:v0.11.1"

@@ -24,7 +24,7 @@ from infra.components.rollouts import (
     slo_queries,
 )
 from infra.config import ConfigError
-from infra.config.rollouts import weights
+from infra.config.rollouts import pause, weights
 from infra.mockrun import render, run_program
 from infrastructure.test_infra_service import BASE
 
@@ -174,3 +174,13 @@ def test_the_strict_schema_refuses_unknown_fields_where_the_crd_lists_them():
     assert schema["additionalProperties"] is False
     assert schema["properties"]["a"]["additionalProperties"] is False
     assert "additionalProperties" not in schema["properties"]["free"]
+
+
+@pytest.mark.parametrize("value, ok", [("2m", True), ("90s", True), ("1h", True), ("0s", False),
+                                       ("2 m", False), ("120", False), ("", False)])
+def test_the_pause_is_a_duration_argo_rollouts_reads(value: str, ok: bool):
+    if ok:
+        pause("canaryPause", value)
+    else:
+        with pytest.raises(ConfigError, match="canaryPause"):
+            pause("canaryPause", value)
