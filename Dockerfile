@@ -5,29 +5,38 @@
 #   docker build --build-arg VERSION=0.1.0 --build-arg GIT_COMMIT="$(git rev-parse HEAD)" -t lookout:0.1.0 .
 #   (or `make image`)
 #
-# Only the base dependencies of pyproject.toml go in: Pulumi, Locust and the test tools stay out.
+# Only the app's dependencies go in, exactly as uv.lock pins them (hashes checked, no resolver at
+# build time): Pulumi, Locust and the test tools stay out.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# --- build: a virtualenv with the dependencies, then the app as a plain (non-editable) install ---
+# --- build: a virtualenv with the locked dependencies, then the app as a plain (non-editable) install
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/lookout
-ENV PATH=/opt/lookout/bin:$PATH
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/lookout \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
+# uv, pinned with its hashes (the same file `make venv` bootstraps from).
+COPY .ci/bootstrap/requirements.txt /tmp/uv-requirements.txt
+RUN pip install --require-hashes --no-deps --requirement /tmp/uv-requirements.txt
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && pip install --requirement requirements.txt
+# Dependencies first, from the lock alone, into a new venv: this layer is rebuilt only when they change. --locked
+# refuses a lock that pyproject.toml has moved away from; the build group is setuptools, which
+# builds the app below without fetching anything.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-install-project --group build
 COPY README.md ./
 COPY app ./app
-# pip compiles the bytecode here, so the read-only image never needs to write .pyc files.
-RUN pip install --no-deps . \
-    && pip check \
-    && python -c "import app, app.config"
+# uv compiles the bytecode here, so the read-only image never needs to write .pyc files; the
+# build backend leaves with the build.
+RUN uv pip install --python /opt/lookout/bin/python --no-deps --no-build-isolation . \
+    && uv pip uninstall --python /opt/lookout/bin/python setuptools \
+    && uv pip check --python /opt/lookout/bin/python \
+    && /opt/lookout/bin/python -c "import app, app.config"
 
 # --- runtime: the virtualenv on the same slim base, no compilers, no build files ---------------
 FROM ${PYTHON_IMAGE} AS runtime

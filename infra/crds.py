@@ -11,7 +11,13 @@ CRD references; widen a schema when the program starts using another field.
 
 from __future__ import annotations
 
+import json
+import re
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 _MONITORING = "monitoring.coreos.com/v1"
 _STR = {"type": "string"}
@@ -50,6 +56,7 @@ SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         "namespaceSelector": _object({"any": {"type": "boolean"},
                                       "matchNames": {"type": "array", "items": _STR}}),
         "selector": _SELECTOR,
+        "podTargetLabels": {"type": "array", "items": _STR},
         "endpoints": {"type": "array", "minItems": 1, "items": _object({
             "port": _STR, "path": {"type": "string", "pattern": "^/"}, "scheme": {"enum": ["http", "https"]},
             "interval": _DURATION, "scrapeTimeout": _DURATION, "honorLabels": {"type": "boolean"}})},
@@ -76,3 +83,57 @@ SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         "resources": _RESOURCES,
     }, required=("instances",))),
 }
+
+
+# --- operators' own CRDs, vendored from their charts (infra/charts/crds/) --------------------------
+
+CRDS_DIR = Path(__file__).resolve().parent / "charts" / "crds"
+_TEMPLATE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
+_PROSE = {"description"}
+
+
+def crd_schemas(text: str) -> dict[str, dict[str, Any]]:
+    """``{"group/version/Kind": openAPIV3Schema}`` of a CRD as a chart ships it (template lines dropped),
+    for every served version, without descriptions."""
+    doc = yaml.safe_load("\n".join(line for line in text.splitlines() if not _TEMPLATE_LINE.match(line)))
+    kind, group = doc["spec"]["names"]["kind"], doc["spec"]["group"]
+    return {f"{group}/{v['name']}/{kind}": _without_prose(v["schema"]["openAPIV3Schema"])
+            for v in doc["spec"]["versions"] if v.get("served")}
+
+
+def _without_prose(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without_prose(v) for k, v in schema.items()
+                if k not in _PROSE or not isinstance(v, str)}
+    if isinstance(schema, list):
+        return [_without_prose(v) for v in schema]
+    return schema
+
+
+def strict(schema: Any) -> Any:
+    """The schema with unknown fields refused wherever the CRD lists an object's fields (the API
+    server would prune them silently; a misspelt field should fail here instead)."""
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (strict(v) if k not in ("properties", "patternProperties") else
+               {name: strict(sub) for name, sub in v.items()}) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def vendored_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(apiVersion, kind): strict schema}`` of every CRD vendored under infra/charts/crds/."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(CRDS_DIR.glob("*.json")):
+        for key, schema in json.loads(path.read_text())["schemas"].items():
+            group, version, kind = key.split("/")
+            top = strict(schema)
+            # metadata is `type: object` in a CRD; the API server checks it like any object's.
+            top.setdefault("properties", {})["metadata"] = _METADATA
+            found[(f"{group}/{version}", kind)] = top
+    return found

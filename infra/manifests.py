@@ -4,7 +4,9 @@ Usage:
     python -m infra.manifests --stack dev [--out build/manifests/dev] [--set loadtestEnabled=true]
 
 Writes ``objects/<kind>-<namespace>-<name>.yaml`` (one object per file, Secret values
-redacted), ``helm-releases.yaml`` (chart, version, repository and values of each release) and
+redacted), ``policy/`` (each Rollout's pods as a Deployment, which checkov can scan: it reads pod
+specs of built-in kinds only), ``helm-releases.yaml`` (chart, version, repository and values of each
+release) and
 ``outputs.yaml`` (the stack outputs). The folder is emptied first, so it shows one run exactly.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from infra.checks import pods_as_deployment
 from infra.mockrun import Rendered, render
 from infra.stack_config import schema
 
@@ -53,6 +56,10 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
             raise ValueError(f"two objects would be written to {path.name}")
         path.write_text(yaml.safe_dump(ordered(redacted(obj)), sort_keys=False))
         written.append(path)
+        if obj["kind"] == "Rollout":
+            (out / "policy").mkdir(exist_ok=True)
+            (out / "policy" / file_name(obj)).write_text(
+                yaml.safe_dump(ordered(pods_as_deployment(obj)), sort_keys=False))
     releases = [{"name": r.get("name"), "namespace": r.get("namespace"), "chart": r.get("chart"),
                  "version": r.get("version"), "repository": (r.get("repositoryOpts") or {}).get("repo"),
                  "values": r.get("values") or {}} for r in rendered.releases]

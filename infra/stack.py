@@ -28,6 +28,7 @@ from infra.components import (
     WritableDir,
 )
 from infra.components.pods import selector
+from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
 from infra.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
 
 
 def service_args(s: Settings, monitoring: Monitoring, database: Database,
-                 counts: RateLimitStore | None) -> ServiceArgs:
+                 counts: RateLimitStore | None, delivery: ProgressiveDelivery | None = None) -> ServiceArgs:
     """Return the app's Args: its settings, its secrets (files) and the peers it connects to."""
     secrets: dict[str, pulumi.Input[str]] = {
         "SECRET_KEY": s.service.secret_key, "JWT_SECRET_KEY": s.service.jwt_secret_key,
@@ -95,18 +96,23 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
         writable.append(WritableDir("metrics", METRICS_DIR, "256Mi"))
     return s.service.args(environment=app_environment(s, monitoring.collector_endpoint), secrets=secrets,
                           egress=egress, scrape_namespace=s.monitoring.namespace, writable_dirs=writable,
-                          migration_command=MIGRATION_COMMAND)
+                          migration_command=MIGRATION_COMMAND, canary=s.delivery.canary(
+                              prometheus_url=monitoring.prometheus_url,
+                              depends_on=[delivery.release] if delivery else []))
 
 
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     """Declare everything for one stack and return its outputs."""
     monitoring = Monitoring("monitoring", s.monitoring.args(
         dashboard_files=files.dashboards, rule_files=files.rules, alerting=s.alerting.args(),
-        targets=(ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics"),)))
+        # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
+        targets=(ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
+                              pod_target_labels=(HASH_LABEL,)),)))
     database = Database(f"{APP}-db", s.database.args())
     counts = (RateLimitStore(f"{APP}-ratelimit", s.rate_limits.store_args(s.service.namespace, SERVER))
               if s.rate_limits.shared else None)
-    service = ObservableService(APP, service_args(s, monitoring, database, counts))
+    delivery = ProgressiveDelivery("rollouts", s.delivery.args()) if s.delivery.progressive else None
+    service = ObservableService(APP, service_args(s, monitoring, database, counts, delivery))
     outputs: dict[str, pulumi.Input[str]] = {
         "loadBalancerAddress": service.address,
         "serviceUrl": service.url,
@@ -114,6 +120,8 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         "grafanaAddress": monitoring.grafana_address,
         "grafanaAdminPassword": monitoring.grafana_admin_password,
         "image": s.service.image,  # what runs now: the release pipeline rolls back to it
+        # The canary Rollout the release pipeline waits on ("" with progressiveDelivery off).
+        "rollout": APP if s.delivery.progressive else "",
     }
     if s.loadtest.enabled:
         loadgen = LoadGenerator(f"{APP}-loadtest", s.loadtest.args(

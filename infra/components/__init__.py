@@ -8,10 +8,12 @@ from infra.components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from infra.components.network import Peer
 from infra.components.pods import Resources, WritableDir
 from infra.components.ratelimits import RateLimitStore, RateLimitStoreArgs
+from infra.components.rollouts import Canary, ProgressiveDelivery, ProgressiveDeliveryArgs
 from infra.components.service import ObservableService, Scaling, ServiceArgs, Shutdown
 
 __all__ = [
-    "AlertingArgs", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring",
-    "MonitoringArgs", "ObservableService", "Peer", "RateLimitStore", "RateLimitStoreArgs", "Resources",
+    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring",
+    "MonitoringArgs", "ObservableService", "Peer", "ProgressiveDelivery", "ProgressiveDeliveryArgs",
+    "RateLimitStore", "RateLimitStoreArgs", "Resources",
     "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
 ]

@@ -24,6 +24,7 @@ from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY
 from infra.components.monitoring_values import (
     COLLECTOR,
     OTLP_HTTP_PORT,
+    PROMETHEUS_SERVICE,
     RELEASE,
     TEMPO,
     collector_values,
@@ -49,6 +50,7 @@ class ScrapeTarget:
     port: str = "http"
     path: str = "/metrics"
     interval: str = "15s"
+    pod_target_labels: Sequence[str] = ()  # pod labels copied onto every series (a Rollout's revision)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Monitoring(pulumi.ComponentResource):
     grafana_admin_password: pulumi.Output[str]
     collector_endpoint: str
     collector: Peer
+    prometheus_url: str  # in-cluster address of Prometheus's API (the canary analysis asks it)
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:monitoring:Monitoring", name, None, opts)
@@ -140,7 +143,9 @@ class Monitoring(pulumi.ComponentResource):
                 kind="ServiceMonitor", metadata={**meta, "name": target.name, "labels": release_labels},
                 spec={"namespaceSelector": {"matchNames": [target.namespace]},
                       "selector": {"matchLabels": dict(target.service_labels)},
-                      "endpoints": [{"port": target.port, "path": target.path, "interval": target.interval}]},
+                      "endpoints": [{"port": target.port, "path": target.path, "interval": target.interval}],
+                      **({"podTargetLabels": list(target.pod_target_labels)}
+                         if target.pod_target_labels else {})},
                 opts=after_crds)
         groups = rule_groups(args.rule_files)
         if groups:  # a PrometheusRule without groups is rejected by the operator's schema
@@ -159,6 +164,7 @@ class Monitoring(pulumi.ComponentResource):
         self.namespace = ns.metadata.name
         self.grafana_admin_password = pulumi.Output.secret(password.result)
         self.collector_endpoint = f"http://{COLLECTOR}.{args.namespace}:{OTLP_HTTP_PORT}"
+        self.prometheus_url = f"http://{PROMETHEUS_SERVICE}.{args.namespace}.svc.cluster.local:9090"
         self.collector = Peer(port=OTLP_HTTP_PORT, namespace=args.namespace, pod_labels={
             "app.kubernetes.io/name": "opentelemetry-collector", "app.kubernetes.io/instance": COLLECTOR})
         local = f"http://grafana.{args.namespace}.svc.cluster.local"

@@ -16,6 +16,7 @@ from infra.stack_config import parse_quantity
 if TYPE_CHECKING:
     from infra.components.monitoring import MonitoringArgs
 
+PROMETHEUS_SERVICE = "kps-prometheus"  # what fullnameOverride "kps" names Prometheus's Service
 RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
 TEMPO = "tempo"
 TEMPO_QUERY_PORT = 3100

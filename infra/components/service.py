@@ -24,6 +24,7 @@ from infra.components.pods import (
     selector,
     skip_annotations,
 )
+from infra.components.rollouts import HASH_LABEL, Canary, slo_queries
 
 SECRETS_DIR = "/var/run/secrets/lookout"
 
@@ -69,12 +70,15 @@ class ServiceArgs:
     liveness_path: str = "/livez"
     readiness_path: str = "/readyz"
     skips: Mapping[str, str] = field(default_factory=dict)  # extra checkov skips with their reasons
+    canary: Canary | None = None  # a Rollout (Argo Rollouts) released as a canary; None: a Deployment
 
 
 class ObservableService(pulumi.ComponentResource):
-    """Namespace, settings, secrets, migration Job, Deployment, Service, HPA, PDB and NetworkPolicy."""
+    """Namespace, settings, secrets, migration Job, Deployment (or Rollout and AnalysisTemplate),
+    Service, HPA, PDB and NetworkPolicy."""
 
     namespace: pulumi.Output[str]
+    workload_kind: tuple[str, str]  # apiVersion and kind of what runs the pods
     address: pulumi.Output[str]
     url: pulumi.Output[str]
     pod_labels: dict[str, str]
@@ -117,16 +121,35 @@ class ObservableService(pulumi.ComponentResource):
                 }, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns], delete_before_replace=True))
             rollout_deps.append(job)
 
-        deployment = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=self._meta(
-            "server", name=name, annotations=skip_annotations(self._skips())), spec={
-                # No replicas: the HPA owns the count, and a declared one fights it on every
-                # `pulumi up` under server-side apply (pulumi-kubernetes#2491).
-                "selector": {"matchLabels": self.pod_labels},
-                "strategy": {"type": "RollingUpdate",
-                             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
-                "minReadySeconds": 5, "revisionHistoryLimit": 5, "progressDeadlineSeconds": 600,
-                "template": self._pod_template("server", None, "Always"),
-            }, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *rollout_deps]))
+        workload_spec: dict[str, Any] = {
+            # No replicas: the HPA owns the count, and a declared one fights it on every
+            # `pulumi up` under server-side apply (pulumi-kubernetes#2491).
+            "selector": {"matchLabels": self.pod_labels},
+            "minReadySeconds": 5, "revisionHistoryLimit": 5, "progressDeadlineSeconds": 600,
+            "template": self._pod_template("server", None, "Always"),
+        }
+        workload_meta = self._meta("server", name=name, annotations=skip_annotations(self._skips()))
+        if args.canary is None:
+            rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
+            deployment: pulumi.CustomResource = k8s.apps.v1.Deployment(
+                f"{name}-deployment", metadata=workload_meta, spec={**workload_spec, "strategy": rolling},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *rollout_deps]))
+            self.workload_kind = ("apps/v1", "Deployment")
+        else:
+            after_crds = pulumi.ResourceOptions(parent=self, depends_on=[ns, *args.canary.depends_on])
+            template = k8s.apiextensions.CustomResource(
+                f"{name}-analysis", api_version="argoproj.io/v1alpha1", kind="AnalysisTemplate",
+                metadata=self._meta("server", name=f"{name}-slo-burn"),
+                spec=args.canary.analysis_spec(slo_queries()), opts=after_crds)
+            # A Rollout where the Deployment was: the same pods, released as a canary that the
+            # analysis above promotes or aborts (an aborted one is scaled away by the controller).
+            deployment = k8s.apiextensions.CustomResource(
+                f"{name}-rollout", api_version="argoproj.io/v1alpha1", kind="Rollout", metadata=workload_meta,
+                spec={**workload_spec, "progressDeadlineAbort": True,
+                      "strategy": args.canary.strategy(f"{name}-slo-burn")},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, template, *args.canary.depends_on,
+                                                                     *rollout_deps]))
+            self.workload_kind = ("argoproj.io/v1alpha1", "Rollout")
 
         service_spec: dict[str, Any] = {
             "type": args.service_type, "selector": self.pod_labels,
@@ -205,7 +228,8 @@ class ObservableService(pulumi.ComponentResource):
             container["command"] = command
         spread = [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
                    "labelSelector": {"matchLabels": selector(self._name, component)},
-                   "matchLabelKeys": ["pod-template-hash"]}
+                   # Each revision spreads on its own: a Rollout's pods carry its own hash label.
+                   "matchLabelKeys": [HASH_LABEL if self._args.canary else "pod-template-hash"]}
                   for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
         return {
             "metadata": {"labels": app_labels(self._name, component)},
@@ -221,7 +245,7 @@ class ObservableService(pulumi.ComponentResource):
             },
         }
 
-    def _hpa_spec(self, deployment: k8s.apps.v1.Deployment) -> dict[str, Any]:
+    def _hpa_spec(self, deployment: pulumi.CustomResource) -> dict[str, Any]:
         scaling = self._args.scaling
         metrics: list[dict[str, Any]] = [{"type": "Resource", "resource": {
             "name": "cpu",
@@ -231,8 +255,10 @@ class ObservableService(pulumi.ComponentResource):
                 "metric": {"name": scaling.requests_metric},
                 "target": {"type": "AverageValue", "averageValue": str(scaling.target_requests_per_second)}}})
         return {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                               "name": deployment.metadata.name},
+            "scaleTargetRef": {"apiVersion": self.workload_kind[0], "kind": self.workload_kind[1],
+                               # A custom resource's metadata is a plain mapping, a Deployment's typed.
+                               "name": deployment.metadata.apply(lambda m: m["name"])
+                               if self._args.canary else deployment.metadata.name},
             "minReplicas": scaling.min_replicas, "maxReplicas": scaling.max_replicas, "metrics": metrics,
             "behavior": {
                 # Up fast (double or +4 pods every 15 s), down slowly after a calm window.

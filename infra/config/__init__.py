@@ -16,6 +16,7 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     monitoring   MonitoringSettings     infra/config/monitoring.py  -> MonitoringArgs
     alerting     AlertingSettings       infra/config/monitoring.py  -> AlertingArgs
     loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
+    delivery     DeliverySettings       infra/config/rollouts.py    -> ProgressiveDeliveryArgs, Canary
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from infra.config.fields import Group, Key
 from infra.config.loadgen import LoadGeneratorSettings
 from infra.config.monitoring import AlertingSettings, MonitoringSettings
 from infra.config.ratelimits import RateLimitSettings
+from infra.config.rollouts import DeliverySettings
 from infra.config.service import ServiceSettings
 from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
-                                   AlertingSettings, LoadGeneratorSettings)
+                                   AlertingSettings, LoadGeneratorSettings, DeliverySettings)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Settings:
     monitoring: MonitoringSettings
     alerting: AlertingSettings
     loadtest: LoadGeneratorSettings
+    delivery: DeliverySettings
 
 
 def load_settings(config: pulumi.Config | None = None) -> Settings:
@@ -53,10 +56,11 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     return Settings(stack=pulumi.get_stack(), service=ServiceSettings.read(c),
                     database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
                     monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
-                    loadtest=LoadGeneratorSettings.read(c))
+                    loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c))
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "Key", "LoadGeneratorSettings",
+    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "Key",
+    "LoadGeneratorSettings",
     "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
 ]

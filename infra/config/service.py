@@ -14,6 +14,7 @@ from typing import Annotated
 import pulumi
 
 from infra.components import Peer, Resources, Scaling, ServiceArgs, Shutdown, WritableDir
+from infra.components.rollouts import Canary
 from infra.config.fields import Group, Key, cidrs, percentage, quantity, ratio
 from infra.stack_config import ConfigError, parse_quantity
 
@@ -76,7 +77,7 @@ class ServiceSettings(Group):
 
     def args(self, *, environment: Mapping[str, pulumi.Input[str]], secrets: Mapping[str, pulumi.Input[str]],
              egress: Sequence[Peer], scrape_namespace: str, writable_dirs: Sequence[WritableDir],
-             migration_command: Sequence[str]) -> ServiceArgs:
+             migration_command: Sequence[str], canary: Canary | None = None) -> ServiceArgs:
         """Return the component's Args: these settings plus what the stack wires in."""
         skips = {} if "@sha256:" in self.image else {"CKV_K8S_43": (
             "the release pipeline deploys by digest; other stacks run tags of images they build")}
@@ -90,4 +91,4 @@ class ServiceSettings(Group):
             settings=environment, secrets=secrets, scrape_namespace=scrape_namespace, egress=tuple(egress),
             service_type=self.service_type, source_ranges=self.load_balancer_source_ranges,
             external_traffic_policy=self.external_traffic_policy, writable_dirs=tuple(writable_dirs),
-            migration_command=migration_command, skips=skips)
+            migration_command=migration_command, skips=skips, canary=canary)

@@ -5,32 +5,45 @@ Usage:
         [--expect-commit SHA] [--url https://staging.example.com] [--allow-tag]
 
 Steps: read the image the stack runs now (its ``image`` output), ``pulumi config set image``,
-``pulumi up``, smoke test the service (``--url``, else the ``loadBalancerAddress`` output). When
-``pulumi up`` or the smoke test fails, the stack goes back to the previous image with another
-``pulumi up`` and is smoke tested again; the command still exits 1, so the pipeline stops there.
-Images are deployed by digest: a tag could point elsewhere by the time a rollback needs it.
+``pulumi up``; when the stack releases a canary (its ``rollout`` output names the Argo Rollouts
+``Rollout``), wait until the controller has promoted it, sending a trickle of smoke requests to
+the service meanwhile so the canary has traffic to be judged on; then smoke test the service
+(``--url``, else the ``loadBalancerAddress`` output). When ``pulumi up`` fails, the canary is
+aborted (its SLO analysis failed), cannot be judged, or the smoke test fails, the stack goes back
+to the previous image with another ``pulumi up`` (for an aborted canary the controller already
+sent every pod back to the stable revision: this makes the stack say so) and is smoke tested
+again; the command still exits 1, so the pipeline stops there. Images are deployed by digest: a
+tag could point elsewhere by the time a rollback needs it; ``--require-signature`` refuses an
+image the deploy workflow did not sign (infra/delivery/signature.py).
 
 The stack's secrets (secretKey, jwtSecretKey, databaseUrl) stay where Pulumi keeps them,
 encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's credentials and
 the cluster's.
 
 Environment variables read: KUBECONFIG_DATA (a kubeconfig's text, written to a private temporary
-file for the Pulumi run), GITHUB_STEP_SUMMARY, GITHUB_OUTPUT, and the Pulumi CLI's (see
-pulumi_cli.py).
+file for the Pulumi and kubectl runs), KUBECTL (default ``kubectl``), CANARY_TIMEOUT (seconds a
+canary gets to be promoted, default 1800), GITHUB_STEP_SUMMARY, GITHUB_OUTPUT, and the Pulumi
+CLI's (see pulumi_cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.delivery import signature
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
 from infra.delivery.smoke import SmokeReport, normalise, publish, smoke
 
@@ -76,14 +89,93 @@ class Outcome:
 Smoker = Callable[[str, str | None], SmokeReport]
 
 
+class CanaryFailed(RuntimeError):
+    """The controller aborted the canary, or it could not be judged in time."""
+
+
+class CanaryWatch:
+    """Follow an Argo Rollouts ``Rollout`` with kubectl until it is promoted, aborted or stuck."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, timeout: float | None = None,
+                 poll: float = 10.0) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.kubectl = self.env.get("KUBECTL", "kubectl")
+        self.timeout = timeout if timeout is not None else float(self.env.get("CANARY_TIMEOUT", "1800"))
+        self.poll = poll
+
+    def status(self, namespace: str, name: str) -> dict[str, object]:
+        done = subprocess.run([self.kubectl, "get", "rollout", name, "-n", namespace, "-o", "json"],
+                              env=self.env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise CanaryFailed(f"kubectl get rollout {namespace}/{name} failed: {done.stderr.strip()[-500:]}")
+        return dict(json.loads(done.stdout).get("status") or {})
+
+    def wait(self, namespace: str, name: str) -> str:
+        """Return the promoted revision's hash; raise CanaryFailed on an abort, a pause for judgement
+        (an inconclusive analysis) or the timeout."""
+        deadline = time.monotonic() + self.timeout
+        last = ""
+        while True:
+            status = self.status(namespace, name)
+            phase, message = str(status.get("phase", "")), str(status.get("message", ""))
+            if f"{phase}: {message}" != last:
+                last = f"{phase}: {message}"
+                print(f"rollout: canary {namespace}/{name}: {last}", flush=True)
+            reasons = {str(c.get("reason")) for c in status.get("pauseConditions") or []  # type: ignore[union-attr]
+                       if isinstance(c, dict)}
+            if status.get("abort") or phase == "Degraded":
+                raise CanaryFailed(f"the canary was aborted: {message or phase}")
+            if "InconclusiveAnalysis" in reasons:
+                raise CanaryFailed("the canary could not be judged (inconclusive analysis): "
+                                   "did it get traffic?")
+            if phase == "Healthy" and status.get("stableRS") and status.get("stableRS") == status.get(
+                    "currentPodHash"):
+                return str(status["stableRS"])
+            if time.monotonic() > deadline:
+                raise CanaryFailed(f"the canary was not promoted within {self.timeout:.0f}s ({last})")
+            time.sleep(self.poll)
+
+
+@contextlib.contextmanager
+def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
+    """Send read requests to ``url`` in the background (a canary needs traffic to be judged)."""
+    if not url:
+        yield
+        return
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            for path in ("/api/v1/users", "/"):
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(f"{url}{path}", timeout=5).close()  # noqa: S310 - the service
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 class Rollout:
-    def __init__(self, stack: PulumiStack, smoker: Smoker | None = None, wait: float = 180.0) -> None:
+    def __init__(self, stack: PulumiStack, smoker: Smoker | None = None, wait: float = 180.0,
+                 watch: CanaryWatch | None = None) -> None:
         self.stack = stack
         self.smoker: Smoker = smoker or (lambda url, commit: smoke(url, commit, wait))
+        self.watch = watch or CanaryWatch(stack.env)
 
-    def _deploy(self, image: str) -> None:
+    def _deploy(self, image: str, url: str | None = None) -> None:
         self.stack.set_config("image", image)
         self.stack.up()
+        outputs = self.stack.outputs()
+        if outputs.get("rollout"):
+            target = None
+            with contextlib.suppress(RolloutError):
+                target = self._url(url)
+            with trickle(target):
+                self.watch.wait(str(outputs.get("namespace") or "default"), str(outputs["rollout"]))
 
     def _url(self, url: str | None) -> str:
         if url:
@@ -102,7 +194,7 @@ class Rollout:
         print(f"rollout: {self.stack.stack}: {previous or '(nothing yet)'} -> {image}", flush=True)
         failure = ""
         try:
-            self._deploy(image)
+            self._deploy(image, url)
             target_url = self._url(url)
             report = self.smoker(target_url, expect_commit)
             publish(report)
@@ -112,17 +204,19 @@ class Rollout:
             failure = "the smoke test failed"
         except PulumiError as exc:
             failure, target_url = f"pulumi up failed: {str(exc).splitlines()[0]}", url or ""
+        except CanaryFailed as exc:
+            failure, target_url = str(exc), url or ""
         back = rollback_target(previous, image)
         if back is None:
             why = "there is no previous image" if not previous else "the previous image is this one"
             return Outcome("failed", image, previous, target_url, f"{failure}; no rollback: {why}")
         print(f"rollout: {failure}; rolling {self.stack.stack} back to {back}", flush=True)
         try:
-            self._deploy(back)
+            self._deploy(back, url)
             target_url = self._url(url)
             report = self.smoker(target_url, None)
             publish(report)
-        except PulumiError as exc:
+        except (PulumiError, CanaryFailed) as exc:
             return Outcome("rollback-failed", image, previous, target_url,
                            f"{failure}; the rollback to {back} failed too: {str(exc).splitlines()[0]}")
         if not report.ok:
@@ -166,14 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="",
                         help="address to smoke test (default: the stack's load balancer)")
     parser.add_argument("--allow-tag", action="store_true", help="accept an image by tag (local clusters)")
+    parser.add_argument("--require-signature", action="store_true",
+                        help="refuse the image unless this repository's deploy workflow signed it (cosign)")
     parser.add_argument("--wait", type=float, default=180.0, help="seconds the service gets to become ready")
     args = parser.parse_args(argv)
     try:
         image = check_image(args.image, args.allow_tag)
+        if args.require_signature:
+            signature.verify(image)
         with kubeconfig(dict(os.environ)) as env:
             outcome = Rollout(PulumiStack(args.stack, env=env), wait=args.wait).run(
                 image, args.expect_commit or None, args.url or None)
-    except (RolloutError, PulumiError) as exc:
+    except (RolloutError, PulumiError, signature.SignatureError) as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2
     report(outcome, args.stack)

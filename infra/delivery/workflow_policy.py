@@ -12,7 +12,15 @@ Rules (STYLE.md, "GitHub Actions"):
   - every ``run:`` step is nothing but ``make`` calls, each target exists in the Makefile, and
     each is either run by .ci/run too or listed in the Makefile's RUNNER_ONLY (targets that need
     Docker, a cluster, a registry or the Pulumi CLI, whose scripts are tested with stand-ins);
-  - ci.yml ends in one job that needs every other job: the check branch protection requires.
+  - ci.yml and pull-request.yml each end in one job that needs every other job (``if: always()``):
+    pull-request.yml's "merge gate" is the check branch protection requires;
+  - nothing deploys untested: a workflow with a job that runs ``make deploy`` runs only on a push
+    to main (or by hand), and that job needs, directly or through other jobs, a job calling
+    ci.yml and one calling loadtest.yml (so both passed on the same commit), with no ``if:`` on
+    the way that runs on after a failure (``always()``, ``failure()``, ``cancelled()``); it runs
+    ``make verify-image`` (the image's signature) before ``make deploy``;
+  - the merge gate (pull-request.yml) runs on pull requests and calls ci.yml, loadtest.yml and
+    e2e.yml, and every workflow another one calls declares ``workflow_call``.
 
 actionlint and ``check-jsonschema --builtin-schema vendor.github-workflows`` are run next to this
 by ``make workflow-lint``; they know GitHub's syntax, this knows the project's rules.
@@ -35,7 +43,11 @@ USES_PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)\s*(?:#\s*(?P<versio
 ACTION_AT_SHA = re.compile(r"^[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"^v?\d+(?:\.\d+){0,3}$")
 MAKE_CALL = re.compile(r"(?:^|&&|\|\||;)\s*make\s+([^;&|)\n]+)")  # make in command position
-REQUIRED_GATES = {"ci.yml"}  # workflows whose last job must need all the others
+REQUIRED_GATES = {"ci.yml", "pull-request.yml"}  # workflows whose last job must need all the others
+DEPLOY_GATES = ("ci.yml", "loadtest.yml")  # what every deploy needs to have passed on its commit
+MERGE_GATE = "pull-request.yml"
+MERGE_GATE_CALLS = ("ci.yml", "loadtest.yml", "e2e.yml")
+RUNS_AFTER_FAILURE = re.compile(r"\b(always|failure|cancelled)\(\)")
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,94 @@ def workflow_problems(name: str, text: str, make: MakeInfo) -> list[str]:
     return problems
 
 
+def _runs(job: dict[str, Any]) -> list[str]:
+    return [line for step in _steps(job) if "run" in step for line in _lines(str(step["run"]))]
+
+
+def _needs(job: dict[str, Any]) -> list[str]:
+    needs = job.get("needs") or []
+    return [needs] if isinstance(needs, str) else list(needs)
+
+
+def _ancestors(jobs: dict[str, Any], job_id: str) -> set[str]:
+    """Every job ``job_id`` waits for, directly or through other jobs."""
+    seen: set[str] = set()
+    todo = _needs(jobs.get(job_id) or {})
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += _needs(jobs.get(current) or {})
+    return seen
+
+
+def _calls(job: dict[str, Any]) -> str | None:
+    """The workflow file a job calls (``uses: ./.github/workflows/x.yml``), if it calls one."""
+    uses = str(job.get("uses", ""))
+    return uses.removeprefix("./.github/workflows/") if uses.startswith("./.github/workflows/") else None
+
+
+def gating_problems(name: str, doc: dict[str, Any]) -> list[str]:
+    """A workflow that deploys deploys only what passed CI and the load-test gate on the same commit."""
+    jobs: dict[str, Any] = doc.get("jobs") or {}
+    deploying = [job_id for job_id, job in jobs.items() if any(
+        re.match(r"make\b.*\bdeploy\b", line) for line in _runs(job))]
+    if not deploying:
+        return []
+    problems = []
+    on = doc.get("on", doc.get(True)) or {}
+    triggers = {on} if isinstance(on, str) else set(on)
+    if triggers - {"push", "workflow_dispatch"}:
+        problems.append(f"{name}: deploys, so it runs on a push to main (or by hand) only, not on "
+                        f"{sorted(triggers - {'push', 'workflow_dispatch'})}")
+    push = (on.get("push") or {}) if isinstance(on, dict) else {}
+    if "push" in triggers and push.get("branches") != ["main"]:
+        problems.append(f"{name}: deploys, so its push trigger is main alone")
+    for job_id in deploying:
+        chain = _ancestors(jobs, job_id)
+        for gate in DEPLOY_GATES:
+            if not any(_calls(jobs.get(a) or {}) == gate for a in chain):
+                problems.append(f"{name}: job {job_id} deploys without needing a job that calls {gate} "
+                                "on the same commit")
+        for other in sorted(chain | {job_id}):
+            if RUNS_AFTER_FAILURE.search(str((jobs.get(other) or {}).get("if", ""))):
+                problems.append(f"{name}: job {other} is on the way to a deploy and runs after a failure "
+                                f"({(jobs.get(other) or {})['if']})")
+        lines = _runs(jobs[job_id])
+        deploy = next(i for i, line in enumerate(lines) if re.match(r"make\b.*\bdeploy\b", line))
+        if not any(re.match(r"make\b.*\bverify-image\b", line) for line in lines[:deploy]):
+            problems.append(f"{name}: job {job_id} deploys without make verify-image first (the signature)")
+    return problems
+
+
+def merge_gate_problems(docs: dict[str, dict[str, Any]]) -> list[str]:
+    """The merge gate runs on pull requests and calls what a merge needs; called workflows are callable."""
+    problems = []
+    gate = docs.get(MERGE_GATE)
+    if gate is None:
+        problems.append(f"{MERGE_GATE}: missing; it is the merge gate branch protection requires")
+    else:
+        on = gate.get("on", gate.get(True)) or {}
+        if "pull_request" not in ({on} if isinstance(on, str) else set(on)):
+            problems.append(f"{MERGE_GATE}: the merge gate must run on pull_request")
+        called = {_calls(job) for job in (gate.get("jobs") or {}).values()}
+        problems += [f"{MERGE_GATE}: the merge gate does not call {w}" for w in MERGE_GATE_CALLS
+                     if w not in called]
+        last = list((gate.get("jobs") or {}).values())[-1:] or [{}]
+        if "make ci-verdict" not in _runs(last[0]):
+            problems.append(f"{MERGE_GATE}: the last job must run make ci-verdict "
+                            "(skipped passes, failed fails)")
+    for name, doc in docs.items():
+        for job_id, job in (doc.get("jobs") or {}).items():
+            target = _calls(job)
+            if target is None:
+                continue
+            target_on = (docs.get(target) or {}).get("on", (docs.get(target) or {}).get(True)) or {}
+            if "workflow_call" not in ({target_on} if isinstance(target_on, str) else set(target_on)):
+                problems.append(f"{name}: job {job_id} calls {target}, which does not declare workflow_call")
+    return problems
+
+
 def check(root: Path) -> list[str]:
     """Check every workflow under ``root``/.github/workflows; no workflow at all is a problem too."""
     files = sorted((root / ".github" / "workflows").glob("*.y*ml"))
@@ -161,9 +261,12 @@ def check(root: Path) -> list[str]:
         return [f"no workflow files under {root / '.github' / 'workflows'}"]
     make = make_info(root)
     problems: list[str] = []
+    docs = {}
     for path in files:
         problems += workflow_problems(path.name, path.read_text(), make)
-    return problems
+        docs[path.name] = yaml.safe_load(path.read_text()) or {}
+        problems += gating_problems(path.name, docs[path.name])
+    return problems + merge_gate_problems(docs)
 
 
 def main(argv: list[str] | None = None) -> int:

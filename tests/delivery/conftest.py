@@ -5,6 +5,7 @@ and a stand-in Pulumi CLI.
     lookout_service   -> str        a real gunicorn (production settings, METRICS_PORT) for the module
     failing_service   -> str        a server answering 503 problem+json to everything
     pulumi_standin    -> StandIn    tests/standins/pulumi on a fresh state file
+    kubectl_standin   -> Path       tests/standins/kubectl (its call log), answering from that state
 
 Environment:
     LOOKOUT_REQUIRE_SERVICES=1  a missing tool fails instead of skipping (CI)
@@ -67,10 +68,15 @@ def start_lookout(tmp_path: Path, metrics_port: bool = True) -> GunicornServer:
     return GunicornServer(env, workers=1, threads=4, ready_path="/readyz", metrics_port=metrics_port).start()
 
 
+SERVICE_DATABASES: dict[str, str] = {}  # lookout_service's URL -> the database URL it serves
+
+
 @pytest.fixture(scope="module")
 def lookout_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Lookout served as the image serves it, for the whole module."""
-    server = start_lookout(tmp_path_factory.mktemp("lookout"))
+    folder = tmp_path_factory.mktemp("lookout")
+    server = start_lookout(folder)
+    SERVICE_DATABASES[server.url] = f"sqlite:///{folder / 'lookout.db'}"
     try:
         yield server.url
     finally:
@@ -95,6 +101,14 @@ def pulumi_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIn:
     monkeypatch.setenv("PULUMI", str(STANDIN))
     monkeypatch.setenv("PULUMI_STANDIN_STATE", str(state))
     return StandIn(state, {"PULUMI": str(STANDIN), "PULUMI_STANDIN_STATE": str(state)})
+
+
+@pytest.fixture
+def kubectl_standin(pulumi_standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "kubectl-calls.json"
+    monkeypatch.setenv("KUBECTL", str(STANDIN.parent / "kubectl"))
+    monkeypatch.setenv("KUBECTL_STANDIN_LOG", str(log))
+    return log
 
 
 @pytest.fixture(scope="module")

@@ -112,21 +112,51 @@ def test_the_build_context_holds_only_what_copy_needs():
     for ins in DockerfileParser(str(DOCKERFILE)).structure:
         if ins["instruction"] == "COPY" and not ins["value"].startswith("--from"):
             sources.update(p.rstrip("/").removeprefix("./") for p in ins["value"].split()[:-1])
-    assert sources == allowed == {"pyproject.toml", "README.md", "app"}
+    assert sources == allowed == {"pyproject.toml", "uv.lock", ".ci/bootstrap/requirements.txt", "README.md",
+                                  "app"}
+
+
+def run_steps() -> list[str]:
+    return [i["value"] for i in DockerfileParser(str(DOCKERFILE)).structure if i["instruction"] == "RUN"]
+
+
+def test_the_image_installs_uv_by_hash_and_then_exactly_the_lock():
+    steps = run_steps()
+    assert any("pip install --require-hashes --no-deps" in s and "uv-requirements.txt" in s for s in steps)
+    sync = next(s for s in steps if "uv sync" in s)
+    assert "--locked" in sync and "--extra" not in sync and "--all-extras" not in sync
+    assert not [s for s in steps if re.search(r"\bpip install\b(?!.*--require-hashes)", s)
+                and "uv pip install" not in s], "a pip install that the lock does not pin"
+    assert any("--no-deps --no-build-isolation" in s for s in steps), "the app's build fetches nothing"
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_the_dockerfile_installs_the_base_dependencies_and_nothing_else(tmp_path: Path):
-    """Run the Dockerfile's own dependency step on pyproject.toml: no extra (Pulumi, Locust) leaks in."""
-    step = next(i["value"] for i in DockerfileParser(str(DOCKERFILE)).structure
-                if i["instruction"] == "RUN" and "tomllib" in i["value"])
-    listing = re.search(r'(python -c ".*?")\s*\\?\s*> requirements.txt', step, re.S)
-    assert listing, step
-    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    done = subprocess.run(listing.group(1).replace("python ", f"{sys.executable} ", 1), shell=True,
-                          cwd=tmp_path, capture_output=True, text=True, check=True)
+    """Run the Dockerfile's own dependency step on a copy of pyproject.toml and uv.lock: exactly the
+    lock's versions of the app's dependencies, and no extra (Pulumi, Locust, the test tools)."""
+    sync = next(s for s in run_steps() if "uv sync" in s)
+    for name in ("pyproject.toml", "uv.lock"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv"), "UV_PYTHON_DOWNLOADS": "never",
+           "UV_PYTHON": sys.executable}
+    uv = str(ROOT / ".venv" / "bin" / "uv")
+    done = subprocess.run(sync.replace("uv ", f"{uv} ", 1), shell=True, cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run([uv, "pip", "list", "--format", "json", "--python", str(tmp_path / "venv")],
+                            capture_output=True, text=True, check=True).stdout
+    installed = {normalise(p["name"]): p["version"] for p in json.loads(listed)}
+    locked: dict[str, set[str]] = {}  # a package may be locked at one version per Python range
+    for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]:
+        locked.setdefault(normalise(package["name"]), set()).add(package.get("version", ""))
+    assert installed and {n: v for n, v in installed.items() if v not in locked.get(n, ())} == {}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert done.stdout.split() == project["dependencies"]
-    assert not re.search(r"\b(pulumi|locust|pytest|checkov)\b", done.stdout)
+    wanted = {normalise(re.split(r"[<>=\[; ]", d)[0]) for d in project["dependencies"]}
+    assert wanted <= set(installed)
+    assert not {"pulumi", "locust", "pytest", "checkov", "ruff", "pip-audit"} & set(installed)
 
 
 @pytest.mark.slow

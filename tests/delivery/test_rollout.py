@@ -14,7 +14,7 @@ import pytest
 from delivery.conftest import COMMIT, StandIn
 from infra.delivery import preview as preview_module
 from infra.delivery.pulumi_cli import PulumiStack
-from infra.delivery.rollout import Rollout, RolloutError, check_image, main, rollback_target
+from infra.delivery.rollout import CanaryWatch, Rollout, RolloutError, check_image, main, rollback_target
 from infra.delivery.smoke import smoke
 
 GOOD = "ghcr.io/lookout/lookout@sha256:" + "a" * 64
@@ -145,3 +145,71 @@ def test_a_long_preview_is_cut_below_githubs_comment_limit():
     text = "\n".join(f"~ resource {i}" for i in range(20_000))
     body = preview_module.comment("prod", text, True)
     assert len(body) < 65_536 and "characters left out" in body and "resource 19999" in body
+
+
+# --- canary releases: the controller's verdict, read with kubectl ----------------------------------
+
+@pytest.fixture
+def canary(stand_in: StandIn, kubectl_standin: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PULUMI_STANDIN_ROLLOUT", "lookout")
+    return kubectl_standin
+
+
+def canary_rollout() -> Rollout:
+    return Rollout(PulumiStack("staging"), smoker=lambda url, commit: smoke(url, commit, wait=1),
+                   watch=CanaryWatch(poll=0.01, timeout=5))
+
+
+def test_a_promoted_canary_is_smoke_tested_and_live(canary: Path):
+    deployed(canary, GOOD)
+    outcome = canary_rollout().run(GOOD, COMMIT)
+    assert outcome.status == "deployed"
+    assert ["get", "rollout", "lookout", "-n", "lookout", "-o", "json"] in json.loads(canary.read_text())
+
+
+@pytest.mark.parametrize("behaviour, reason", [
+    ("abort", "the canary was aborted: RolloutAborted"),
+    ("inconclusive", "could not be judged"),
+    ("progress", "not promoted within"),
+])
+def test_a_canary_the_controller_does_not_promote_is_rolled_back(canary: Path, stand_in: StandIn,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 behaviour: str, reason: str):
+    deployed(canary, GOOD)
+    monkeypatch.setenv("KUBECTL_STANDIN_CANARY", json.dumps({BAD: behaviour}))
+    watch = CanaryWatch(poll=0.01, timeout=0.3)
+    outcome = Rollout(PulumiStack("staging"), smoker=lambda url, commit: smoke(url, commit, wait=1),
+                      watch=watch).run(BAD, COMMIT)
+    assert outcome.status == "rolled-back" and reason in outcome.message, outcome.message
+    assert f"rolled back to {GOOD}" in outcome.message
+    assert stand_in.stack("staging")["outputs"]["image"] == GOOD
+
+
+def test_the_canary_gets_traffic_while_it_is_judged():
+    """Staging has no users: the deploy's own trickle of reads is what the analysis judges."""
+    import http.server
+    import threading
+
+    from infra.delivery.rollout import trickle
+    from loadtests.harness import wait_until
+
+    hits: list[str] = []
+
+    class Count(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Count)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with trickle(f"http://127.0.0.1:{server.server_address[1]}", interval=0.01):
+            wait_until(lambda: len(hits) >= 4, "four requests of the trickle")
+        assert "/api/v1/users" in hits and "/" in hits
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -13,7 +13,7 @@ from infra.delivery.workflow_policy import MakeInfo, make_info, workflow_problem
 from loadtests.harness import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
-EXPECTED = {"ci.yml", "loadtest.yml", "e2e.yml", "deploy.yml"}
+EXPECTED = {"ci.yml", "pull-request.yml", "loadtest.yml", "e2e.yml", "deploy.yml"}
 CHECKOUT = "actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2"
 
 
@@ -25,7 +25,7 @@ def triggers(doc: dict) -> dict:
     return doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on:` key as True
 
 
-def test_the_four_workflows_and_dependabot_exist():
+def test_the_five_workflows_and_dependabot_exist():
     assert {p.name for p in WORKFLOWS.glob("*.yml")} == EXPECTED
     assert (ROOT / ".github" / "dependabot.yml").is_file()
 
@@ -140,17 +140,18 @@ def test_ci_ends_in_one_required_check_that_needs_every_job():
     *others, (_, last) = doc["jobs"].items()
     assert last["name"] == "ci passed" and "always()" in last["if"]
     assert set(last["needs"]) == {job_id for job_id, _ in others}
-    broken = (WORKFLOWS / "ci.yml").read_text().replace("needs: [lint, test, delivery, policy, image, helm]",
-                                                        "needs: [lint, test]")
+    broken = (WORKFLOWS / "ci.yml").read_text().replace(
+        "needs: [lint, test, delivery, audit, policy, image, helm]", "needs: [lint, test]")
     assert any("must need" in p for p in workflow_problems("ci.yml", broken, make_info(ROOT)))
 
 
 def test_ci_runs_what_the_issue_lists_with_postgres_and_redis():
     doc = workflow("ci.yml")
-    assert set(triggers(doc)) >= {"pull_request", "push"}
+    assert set(triggers(doc)) == {"workflow_call", "workflow_dispatch"}, "pull requests and main call it"
     runs = {s["run"].strip() for job in doc["jobs"].values() for s in job["steps"] if "run" in s}
     assert {"make lint", "make test", "make workflow-lint", "make hadolint", "make compose-check",
-            "make policy-scan", "make image-check", "make system-packages"} <= runs
+            "make policy-scan", "make image-check", "make system-packages", "make audit",
+            "make trivyignore"} <= runs
     assert set(doc["jobs"]["test"]["services"]) == {"postgres"}
     # Redis comes from the Debian package: its binary is what the fault tests start their own
     # servers from, and a service container on 6379 would keep the package's server from starting.
@@ -158,11 +159,12 @@ def test_ci_runs_what_the_issue_lists_with_postgres_and_redis():
     assert doc["jobs"]["test"]["env"]["TEST_REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert doc["jobs"]["policy"]["strategy"]["matrix"]["stack"] == ["dev", "staging", "prod"]
     assert any(s.get("with", {}).get("cache") == "pip" for s in doc["jobs"]["test"]["steps"])
+    assert "make audit" in [s.get("run") for s in doc["jobs"]["audit"]["steps"]]
 
 
-def test_loadtest_runs_on_pull_requests_and_nightly_and_keeps_the_report():
+def test_loadtest_is_callable_runs_nightly_and_keeps_the_report():
     doc = workflow("loadtest.yml")
-    assert "pull_request" in triggers(doc) and triggers(doc)["schedule"]
+    assert "workflow_call" in triggers(doc) and triggers(doc)["schedule"]
     job = doc["jobs"]["loadtest"]
     assert "postgres" in job["services"] and job["env"]["DATABASE_URL"].startswith("postgresql://")
     steps = job["steps"]
@@ -171,34 +173,73 @@ def test_loadtest_runs_on_pull_requests_and_nightly_and_keeps_the_report():
     assert "reports/loadtest.html" in upload["with"]["path"]
 
 
-def test_e2e_runs_for_deployable_changes_and_on_main():
+def test_e2e_is_called_by_the_merge_gate_and_runs_nightly():
     doc = workflow("e2e.yml")
     on = triggers(doc)
-    assert {"app/**", "infra/**", "dashboards/**"} <= set(on["pull_request"]["paths"])
-    assert on["push"]["branches"] == ["main"]
+    assert "workflow_call" in on and on["schedule"] and "pull_request" not in on and "push" not in on
     runs = [s.get("run") for s in doc["jobs"]["kind"]["steps"] if "run" in s]
-    assert runs.index("make kind-cluster") < runs.index("make kind-up") < runs.index("make kind-check")
+    assert runs.index("make kind-cluster") < runs.index("make kind-up") < runs.index("make kind-check") \
+        < runs.index("make kind-canary")
     assert doc["jobs"]["kind"]["env"]["PULUMI_BACKEND_URL"].startswith("file://")
 
 
 def test_deploy_goes_by_digest_through_staging_to_an_approved_production():
     doc = workflow("deploy.yml")
+    assert set(triggers(doc)) == {"push", "workflow_dispatch"}
     jobs = doc["jobs"]
-    assert jobs["image"]["permissions"]["packages"] == "write"
+    assert jobs["ci"]["uses"] == "./.github/workflows/ci.yml"
+    assert jobs["loadtest"]["uses"] == "./.github/workflows/loadtest.yml"
+    assert set(jobs["image"]["needs"]) == {"ci", "loadtest"}
+    assert jobs["image"]["permissions"] == {"contents": "read", "packages": "write", "id-token": "write",
+                                            "attestations": "write"}
     assert jobs["image"]["outputs"]["image"].endswith("@${{ steps.build.outputs.digest }}")
     assert jobs["staging"]["needs"] == "image" and set(jobs["production"]["needs"]) == {"image", "staging"}
     assert jobs["production"]["environment"]["name"] == "production"
     for stage in ("staging", "production"):
-        assert "make deploy" in [s.get("run") for s in jobs[stage]["steps"]]
+        runs = [s.get("run") for s in jobs[stage]["steps"] if "run" in s]
+        assert runs.index("make verify-image") < runs.index("make deploy")
         assert jobs[stage]["env"]["IMAGE"] == "${{ needs.image.outputs.image }}"
     assert "make loadtest" in [s.get("run") for s in jobs["staging"]["steps"]]
-    preview = jobs["preview"]
-    assert preview["permissions"]["pull-requests"] == "write" and "make preview" in [
-        s.get("run") for s in preview["steps"]]
 
 
-def test_dependabot_groups_pip_and_actions():
+def test_the_image_is_scanned_given_an_sbom_and_provenance_and_signed():
+    steps = workflow("deploy.yml")["jobs"]["image"]["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    trivy = [s for s in steps if s.get("uses", "").startswith("aquasecurity/trivy-action@")]
+    scan = next(s for s in trivy if s["with"].get("exit-code") == "1")
+    assert scan["with"]["severity"] == "HIGH,CRITICAL" and scan["with"]["ignore-unfixed"] is True
+    assert scan["with"]["trivyignores"] == "reports/trivyignore.yaml"
+    assert any(s["with"].get("format") == "cyclonedx" for s in trivy)
+    assert {"actions/attest-sbom", "actions/attest-build-provenance",
+            "sigstore/cosign-installer"} <= set(uses)
+    runs = [s.get("run") for s in steps if "run" in s]
+    assert runs.index("make trivyignore") < runs.index("make sign-image")
+    image_job = workflow("ci.yml")["jobs"]["image"]["steps"]
+    assert any(s.get("uses", "").startswith("aquasecurity/trivy-action@") for s in image_job)
+
+
+def test_the_merge_gate_calls_ci_loadtest_and_e2e_and_previews():
+    doc = workflow("pull-request.yml")
+    assert set(triggers(doc)) == {"pull_request"}
+    jobs = doc["jobs"]
+    assert {j: jobs[j]["uses"] for j in ("ci", "loadtest", "e2e")} == {
+        "ci": "./.github/workflows/ci.yml", "loadtest": "./.github/workflows/loadtest.yml",
+        "e2e": "./.github/workflows/e2e.yml"}
+    assert "if" not in jobs["ci"], "ci runs on every pull request"
+    for job in ("loadtest", "e2e", "preview"):
+        assert "needs.changes.outputs.deployable == 'true'" in jobs[job]["if"]
+    *_, (_, last) = jobs.items()
+    assert last["name"] == "merge gate" and last["if"] == "always()"
+    assert set(last["needs"]) == set(jobs) - {"passed"}
+    assert [s.get("run") for s in last["steps"] if "run" in s] == ["make ci-verdict"]
+    assert jobs["preview"]["permissions"]["pull-requests"] == "write"
+    assert "make preview" in [s.get("run") for s in jobs["preview"]["steps"]]
+    checkout = jobs["changes"]["steps"][0]
+    assert checkout["with"]["fetch-depth"] == 0, "the path filter diffs against the base commit"
+
+
+def test_dependabot_groups_the_lock_and_actions():
     updates = {u["package-ecosystem"]: u for u in yaml.safe_load(
         (ROOT / ".github" / "dependabot.yml").read_text())["updates"]}
-    for ecosystem in ("pip", "github-actions", "docker"):
+    for ecosystem in ("uv", "github-actions", "docker"):
         assert updates[ecosystem]["groups"], f"{ecosystem} updates are not grouped"

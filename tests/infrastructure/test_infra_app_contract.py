@@ -50,7 +50,7 @@ def app_containers(rendered: Rendered) -> list[tuple[str, dict[str, Any], dict[s
     """Return (workload, pod spec, container, namespace) for every container running the app's image."""
     image = rendered.outputs["image"]
     found = []
-    for workload in rendered.find("Deployment") + rendered.find("Job"):
+    for workload in rendered.find("Deployment") + rendered.find("Rollout") + rendered.find("Job"):
         spec = workload["spec"]["template"]["spec"]
         for container in spec["containers"]:
             if container["image"] == image:
@@ -116,7 +116,7 @@ def app_settings(rendered: Rendered, root: Path) -> dict[str, AppConfig]:
 def test_the_app_accepts_every_setting_each_stack_gives_it(stack: str, rendered, tmp_path: Path):
     objects = rendered(stack)
     loaded = app_settings(objects, tmp_path)
-    assert sorted(name.split("/")[0] for name in loaded) == ["Deployment", "Job"]  # server and migrations
+    assert sorted(name.split("/")[0] for name in loaded) == ["Job", "Rollout"]  # migrations and server
     for name, settings in loaded.items():
         assert settings.ENV == "production", name
         assert settings.SECRET_KEY == fake_secret("secretKey"), f"{name}: read from its mounted file"
@@ -124,8 +124,8 @@ def test_the_app_accepts_every_setting_each_stack_gives_it(stack: str, rendered,
         assert settings.RATE_LIMIT_STORAGE_URL.startswith("redis://"), name  # every stack shares counts
         # The pods' memory is sized for this Argon2id cost per thread (infra/config/service.py).
         assert settings.PASSWORD_HASH_MEMORY_KIB == ARGON2_MIB * 1024, name
-    (server,) = [s for n, s in loaded.items() if n.startswith("Deployment/")]
-    (_, _, container, _), *_ = [c for c in app_containers(objects) if c[0].startswith("Deployment/")]
+    (server,) = [s for n, s in loaded.items() if n.startswith("Rollout/")]
+    (_, _, container, _), *_ = [c for c in app_containers(objects) if c[0].startswith("Rollout/")]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert server.METRICS_PORT == ports["metrics"]  # what Prometheus scrapes is where the app serves it
 

@@ -23,7 +23,8 @@ def test_every_object_passes_strict_schemas_of_1_30_and_1_33(
 ):
     objects = render_case(case).objects
     assert {o["kind"] for o in objects} >= {
-        "Deployment",
+        "Rollout",
+        "AnalysisTemplate",
         "Service",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
@@ -69,7 +70,7 @@ def _one(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]
 
 
 def _app(objects: Objects) -> dict[str, Any]:
-    return _one(objects, "Deployment", "lookout")
+    return _one(objects, "Rollout", "lookout")  # the app's pods: a canary Rollout on every stack
 
 
 def _app_container(objects: Objects) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def _close_ingress(o: Objects) -> None:
 
 
 def _set(path: str, value: Any) -> Callable[[Objects], None]:
-    """Return a mutation setting ``value`` at a dotted path of the app Deployment."""
+    """Return a mutation setting ``value`` at a dotted path of the app Rollout."""
 
     def mutate(o: Objects) -> None:
         node = _app(o)
@@ -137,7 +138,34 @@ def _set(path: str, value: Any) -> Callable[[Objects], None]:
 
 BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
     # name: (gate, mutation of the dev stack's objects, words the problem must contain)
-    "typo in a Deployment field": ("schema", _set("spec.replica", 2), "'replica' was unexpected"),
+    "typo in a Rollout field": ("schema", _set("spec.replica", 2), "'replica' was unexpected"),
+    "typo in the Rollout's pod template": (
+        "schema", _set("spec.template.spec.containers.0.imagePullPolicie", "Always"), "imagePullPolicie"),
+    "canary step the CRD does not know": (
+        "schema", lambda o: _app(o)["spec"]["strategy"]["canary"]["steps"].append({"setWieght": 5}),
+        "setWieght"),
+    "analysis metric without a provider": (
+        "schema", lambda o: _one(o, "AnalysisTemplate")["spec"]["metrics"][0].pop("provider"), "provider"),
+    "Rollout naming a missing AnalysisTemplate": (
+        "canary",
+        lambda o: _one(o, "AnalysisTemplate").update(metadata={**_one(o, "AnalysisTemplate")["metadata"],
+                                                                "name": "other"}),
+        "AnalysisTemplate lookout-slo-burn is not declared"),
+    "analysis argument not given": (
+        "canary", lambda o: _app(o)["spec"]["strategy"]["canary"]["analysis"].update(args=[]), "gives"),
+    "analysis query for every pod, not the canary's": (
+        "canary",
+        lambda o: [m["provider"]["prometheus"].update(query="sum(rate(http_server_requests_total[5m]))")
+                   for m in _one(o, "AnalysisTemplate")["spec"]["metrics"]],
+        "does not select the canary's series"),
+    "ServiceMonitor not copying the revision label": (
+        "canary", lambda o: _one(o, "ServiceMonitor")["spec"].pop("podTargetLabels"), "podTargetLabels"),
+    "canary without analysis": (
+        "canary", lambda o: _app(o)["spec"]["strategy"]["canary"].pop("analysis"), "nothing judges it"),
+    "pods spread by a label Rollout pods lack": (
+        "canary",
+        _set("spec.template.spec.topologySpreadConstraints.0.matchLabelKeys", ["pod-template-hash"]),
+        "spreads by pod-template-hash"),
     "HPA v1 field in autoscaling/v2": (
         "schema",
         lambda o: _one(o, "HorizontalPodAutoscaler")["spec"].update(targetCPUUtilizationPercentage=70),
@@ -176,7 +204,7 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
         ),
         "matches no pods",
     ),
-    "HPA aimed at a missing Deployment": (
+    "HPA aimed at a missing workload": (
         "selectors",
         lambda o: _one(o, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"].update(name="lookout-old"),
         "not declared",
@@ -200,7 +228,7 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
             {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]),
         "exposes the metrics port",
     ),
-    "Deployment selector off its own template": (
+    "Rollout selector off its own template": (
         "selectors",
         _set("spec.selector", {"matchLabels": {"a": "b"}}),
         "own pod template",
@@ -215,7 +243,7 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
         _set("spec.template.spec.containers.0.readinessProbe.httpGet.port", "admin"),
         "readinessProbe port admin",
     ),
-    "Deployment without CPU requests": ("resources", _drop_cpu_request, "no cpu request"),
+    "Rollout without CPU requests": ("resources", _drop_cpu_request, "no cpu request"),
     "spec.replicas under an HPA": ("replicas", _set("spec.replicas", 3), "spec.replicas"),
     "NetworkPolicy without DNS": ("network", _drop_dns, "DNS (53/UDP"),
     "NetworkPolicy with DNS over TCP only": ("network", _drop_dns_udp, "53/UDP"),
@@ -225,7 +253,7 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
     "NetworkPolicy without the rate-limit store": (
         "network", _drop_egress_to(6379), "egress to RATE_LIMIT_STORAGE_URL (lookout-ratelimit."),
     "rate-limit store closed to the service": (
-        "network", _close_rate_limit_store, "ingress refuses Deployment lookout/lookout's RATE_LIMIT"),
+        "network", _close_rate_limit_store, "ingress refuses Rollout lookout/lookout's RATE_LIMIT"),
     "NetworkPolicy without scrapes": ("network", _close_ingress, "Prometheus scrapes from monitoring"),
     "preStop + graceful >= grace": (
         "shutdown",

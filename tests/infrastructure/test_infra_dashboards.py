@@ -22,7 +22,7 @@ def test_the_stacks_deploy_what_the_rules_select(render_case, case):
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [TARGET.namespace]
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
 
-    deployment = rendered.one("Deployment", TARGET.deployment)
+    deployment = rendered.one("Rollout", TARGET.deployment)  # the app's pods, released as a canary
     assert deployment["metadata"]["namespace"] == TARGET.namespace
     containers = [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
     assert containers == [TARGET.container]

@@ -31,7 +31,7 @@ def test_the_kind_stack_passes_every_gate_with_a_load_balancer(e2e):
     (service,) = [o for o in e2e.objects if o["kind"] == "Service" and o["metadata"]["name"] == "lookout"]
     assert service["spec"]["type"] == "LoadBalancer"
     assert [p["port"] for p in service["spec"]["ports"]] == [80], "the smoke test goes to the LB on port 80"
-    pods = [o for o in e2e.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "lookout"]
+    pods = [o for o in e2e.objects if o["kind"] == "Rollout" and o["metadata"]["name"] == "lookout"]
     (container,) = pods[0]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == E2E_IMAGE and container["imagePullPolicy"] != "Always", \
         "an image loaded into kind cannot be pulled"

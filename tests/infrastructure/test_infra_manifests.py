@@ -64,7 +64,7 @@ def test_helm_releases_are_listed_with_their_values(written: dict[str, Path]):
     releases = {
         r["name"]: r for r in yaml.safe_load((written["dev"] / "helm-releases.yaml").read_text())["releases"]
     }
-    assert set(releases) == {"kube-prometheus-stack", "otel-collector", "tempo", "cnpg"}
+    assert set(releases) == {"kube-prometheus-stack", "otel-collector", "tempo", "cnpg", "argo-rollouts"}
     assert releases["kube-prometheus-stack"]["values"]["grafana"]["sidecar"]["dashboards"]["enabled"] is True
     assert all(r["version"] and r["repository"].startswith("https://") for r in releases.values())
     prod = yaml.safe_load((written["prod"] / "helm-releases.yaml").read_text())["releases"]
@@ -86,8 +86,8 @@ def test_kubernetes_validate_cli_accepts_the_built_in_objects(version: str, writ
         for stack in written.values()
         for p in (stack / "objects").glob("*.yaml")
         if yaml.safe_load(p.read_text())["apiVersion"].split("/")[0]
-        not in ("monitoring.coreos.com", "postgresql.cnpg.io")
-    ]  # custom kinds: infra.crds checks them
+        not in ("monitoring.coreos.com", "postgresql.cnpg.io", "argoproj.io")
+    ] + [p for stack in written.values() for p in (stack / "policy").glob("*.yaml")]  # custom: infra.crds
     result = subprocess.run(
         [str(BIN / "kubernetes-validate"), "--strict", "-k", version, *map(str, files)],
         capture_output=True,
@@ -99,7 +99,7 @@ def test_kubernetes_validate_cli_accepts_the_built_in_objects(version: str, writ
 
 
 def test_kubernetes_validate_cli_rejects_a_typo(written: dict[str, Path], tmp_path: Path):
-    deployment = yaml.safe_load((written["dev"] / "objects" / "deployment-lookout-lookout.yaml").read_text())
+    deployment = yaml.safe_load((written["dev"] / "policy" / "rollout-lookout-lookout.yaml").read_text())
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/readyz"
     (tmp_path / "broken.yaml").write_text(json.dumps(deployment))
     result = subprocess.run(
