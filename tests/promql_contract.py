@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 # scrapes it. A test fails if an entry is no longer used.
 KUBERNETES: dict[str, str] = {
     "up": "Prometheus, one per scrape target (1 when the scrape succeeded)",
-    "kube_deployment_status_replicas_available": "kube-state-metrics, Deployment status",
-    "kube_deployment_spec_replicas": "kube-state-metrics, Deployment spec (set by the HPA)",
+    "kube_pod_container_status_ready": "kube-state-metrics, 1 per container passing readiness",
+    "kube_horizontalpodautoscaler_status_desired_replicas": "kube-state-metrics, HPA status",
     "kube_horizontalpodautoscaler_spec_max_replicas": "kube-state-metrics, HPA spec",
     "kube_horizontalpodautoscaler_spec_min_replicas": "kube-state-metrics, HPA spec",
     "kube_horizontalpodautoscaler_status_current_replicas": "kube-state-metrics, HPA status",

@@ -79,7 +79,6 @@ def base(uid: str, title: str, description: str) -> Dashboard:
 def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
     """Rate, errors and latency per route, saturation, the database, the pods and the domain."""
     api, app, pods = t.api, t.app, t.pods
-    deploy = f'namespace="{t.namespace}", deployment="{t.deployment}"'
     hpa = f'namespace="{t.namespace}", horizontalpodautoscaler="{t.hpa}"'
     by_route = f"sum by (route) (rate({REQUESTS}{{{api}}}[{RATE}]))"
     errors_by_route = (f'(sum by (route) (rate({REQUESTS}{{{api}, status=~"5.."}}[{RATE}]))'
@@ -161,11 +160,12 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             description="Statements per second by operation, and those that raised."))
         .with_row(Row("Pods"))
         .with_panel(graph("Pods: ready, desired, autoscaler maximum", "short", [
-            query(f"sum(kube_deployment_status_replicas_available{{{deploy}}})", "ready"),
-            query(f"sum(kube_deployment_spec_replicas{{{deploy}}})", "desired"),
+            query(f"sum(kube_pod_container_status_ready{{{pods}}})", "ready"),
+            query(f"sum(kube_horizontalpodautoscaler_status_desired_replicas{{{hpa}}})", "desired"),
             query(f"sum(kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}})", "HPA maximum")], width=8,
-            description="Available pods against what the Deployment (set by the HPA) wants, and the "
-                        "HPA's ceiling (kube-state-metrics)."))
+            description="Ready app containers against what the HPA wants, and its ceiling "
+                        "(kube-state-metrics). Read from pods and the HPA, not the workload, so the "
+                        "panel is the same whether a Deployment or an Argo Rollout runs the pods."))
         .with_panel(graph("CPU per pod", "short", [query(
             f"sum by (pod) (rate(container_cpu_usage_seconds_total{{{pods}}}[{RATE}]))", "{{pod}}")],
             width=8, description="CPU cores used by each pod's app container (cAdvisor)."))
