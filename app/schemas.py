@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from apiflask import PaginationSchema, Schema
+from apiflask import Schema
 from apiflask.fields import DateTime, Dict, Email, Enum, Integer, List, Nested, String
 from apiflask.validators import Length, Range
 from flask import current_app
@@ -85,12 +85,19 @@ class UserPatch(UserBase):
             raise ValidationError("Give at least one field to update.", "_schema")
 
 
-class UserOut(Schema):
+class UserPublic(Schema):
+    """A user as any authenticated caller sees another (app/api/policy.py)."""
+
     id = Integer(required=True)
-    email = String(required=True)
     name = String(required=True)
+
+
+class UserFull(UserPublic):
+    """A user as the user themself and admins see it (app/api/policy.py)."""
+
+    email = String(required=True)
     role = Enum(Role, by_value=True, required=True)
-    created_by = Integer(attribute="created_by_id", allow_none=True)
+    created_by = Integer(attribute="created_by_id", allow_none=True, required=True)
     created_at = DateTime(required=True)
     updated_at = DateTime(required=True)
 
@@ -98,6 +105,10 @@ class UserOut(Schema):
 class PageQuery(Schema):
     page = Integer(load_default=1, validate=Range(min=1, max=1_000_000))
     per_page = Integer(load_default=None, validate=Range(min=1, max=1_000_000))
+    role = Enum(Role, by_value=True, metadata={"description": "Only users of this role."})
+    email = String(validate=[Length(min=1, max=EMAIL_MAX), printable],
+                   metadata={**PRINTABLE, "description": "Only the user with this email (compared as stored: "
+                             "normalised, case-insensitive)."})
 
     @post_load
     def _cap(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -107,9 +118,27 @@ class PageQuery(Schema):
         return data
 
 
+LINK = {"format": "uri-reference",
+        "description": "A relative link, or an absolute one under PUBLIC_URL; empty when there is no such page."}
+
+
+class PageLinks(Schema):
+    """Where a page is, and links to its neighbours that keep the request's filters."""
+
+    page = Integer(required=True)
+    per_page = Integer(required=True)
+    pages = Integer(required=True)
+    total = Integer(required=True)
+    current = String(required=True, metadata=LINK)
+    next = String(required=True, metadata=LINK)
+    prev = String(required=True, metadata=LINK)
+    first = String(required=True, metadata=LINK)
+    last = String(required=True, metadata=LINK)
+
+
 class UsersPage(Schema):
-    items = List(Nested(UserOut), required=True)
-    pagination = Nested(PaginationSchema, required=True)
+    items = List(Nested(UserFull), required=True)
+    pagination = Nested(PageLinks, required=True)
 
 
 class TokenIn(Schema):

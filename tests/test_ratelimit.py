@@ -31,8 +31,9 @@ def assert_rate_limited(response, limit: str, app) -> None:
     assert metric_value(app, "lookout_rate_limited_total", {"limit": limit}) >= 1
 
 
-def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, monkeypatch):
-    """Every limit is on a write method, so reads skip the limiter's per-request hook."""
+def test_reads_outside_the_api_skip_the_limiter_and_the_rest_go_through_it(app, admin_headers, monkeypatch):
+    """Every limit is on a write method or on the API's reads, so other reads (/, health, docs)
+    skip the limiter's per-request hooks."""
     limiter = app.extensions["lookout.limiter"]
     checked, context_reads = [], []
     identify = limiter.identify_request
@@ -41,13 +42,15 @@ def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, mon
     monkeypatch.setattr(type(limiter), "context",
                         property(lambda self: context_reads.append(1) or context.fget(self)))
     client = app.test_client()
-    for path in ("/", "/api/v1/users", "/livez"):
+    for path in ("/", "/livez", "/openapi.json"):
         assert client.get(path, headers=admin_headers).status_code == 200
-    assert client.head("/api/v1/users", headers=admin_headers).status_code == 200
+    assert client.head("/livez").status_code == 200
     assert checked == [] and context_reads == []
+    assert client.get("/api/v1/users", headers=admin_headers).status_code == 200
+    assert len(checked) == 1 and context_reads
     client.post("/api/v1/users", json={**NEW, "email": "limited@example.com"}, headers=admin_headers)
     client.delete("/api/v1/users/999999", headers=admin_headers)
-    assert len(checked) == 2 and context_reads
+    assert len(checked) == 3
 
 
 def test_a_write_verifies_its_token_once(app, make_user, monkeypatch):
@@ -158,7 +161,22 @@ def test_writes_are_limited_per_user(app, make_user, limited_app):
         client.post("/api/v1/users", json={**NEW, "email": "m@example.com"}, headers=second_auth).status_code
         == 201
     )
-    assert client.get("/api/v1/users").status_code == 200  # reads are not limited
+    assert client.get("/api/v1/users", headers=first_auth).status_code == 200  # reads have their own limit
+
+
+def test_reads_are_limited_per_user(app, make_user, limited_app):
+    """One token cannot page through every profile: RATE_LIMIT_READS per user, 429 with Retry-After."""
+    first, second = make_user(email="reader@example.com"), make_user(email="other@example.com")
+    limited = limited_app(RATE_LIMIT_READS="2 per minute")
+    client = limited.test_client()
+    with limited.app_context():
+        first_auth, second_auth = bearer(first), bearer(second)
+    for _ in range(2):
+        assert client.get(f"/api/v1/users/{second.id}", headers=first_auth).status_code == 200
+    response = client.get("/api/v1/users/me", headers=first_auth)
+    assert_rate_limited(response, "reads", limited)
+    assert client.get(f"/api/v1/users/{first.id}", headers=second_auth).status_code == 200
+    assert client.post("/api/v1/users", json={**NEW, "email": "w@example.com"}, headers=first_auth).status_code == 201
 
 
 def test_limits_can_be_switched_off(app, make_user, limited_app):
@@ -201,7 +219,8 @@ def test_spec_documents_429_with_retry_after(client):
     for path, method in limited:
         response = paths[path][method]["responses"]["429"]
         assert "Retry-After" in response["headers"], (path, method)
-    assert "429" not in paths["/api/v1/users"]["get"]["responses"]
+    assert "429" in paths["/api/v1/users"]["get"]["responses"]  # reads of the users too
+    assert "429" not in paths["/livez"]["get"]["responses"]
 
 
 def test_redis_storage_shares_one_budget_between_processes(app, make_user, database_url, redis_url):
