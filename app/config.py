@@ -138,7 +138,7 @@ class Config(BaseModel):
         description="Prefix of the keys in a shared rate-limit store.")
     RATE_LIMIT_LOGIN: str = Field(  # POST /auth/token, per client address
         default="30 per minute", description="Token requests per client address.")
-    RATE_LIMIT_LOGIN_FAILURES: str = Field(  # refused logins per email and address, current_passwords per user
+    RATE_LIMIT_LOGIN_FAILURES: str = Field(  # refused logins per email+address; current_passwords per user
         default="10 per minute",
         description="Refused token requests per account email and client address; refused "
         "`current_password`s per user.")
@@ -153,8 +153,8 @@ class Config(BaseModel):
         description="POST, PATCH and DELETE requests per user (per client address without a valid token).")
     PUBLIC_URL: str | None = Field(  # links in responses; never from Host or X-Forwarded-*
         default=None,
-        description="External `http(s)://host[:port][/path]` prefixed to the links in responses; unset: links "
-        "are relative paths.")
+        description="External `http(s)://host[:port][/path]` prefixed to the links in responses; unset: "
+        "links are relative paths.")
     CORS_ORIGINS: tuple[str, ...] = Field(  # comma-separated in the environment; empty: CORS closed
         default=(),
         description="Comma-separated exact origins allowed to call `/api/*` from a browser; empty: no CORS "

@@ -104,7 +104,8 @@ def is_rate_limited(path: str, method: str) -> bool:
     reads of the users (app/auth/limits.py, app/api/limits.py)."""
     from .ratelimit import WRITE_METHODS
 
-    return path.startswith("/api/v1/") and (method.upper() in WRITE_METHODS or path.startswith("/api/v1/users"))
+    return path.startswith("/api/v1/") and (method.upper() in WRITE_METHODS
+                                            or path.startswith("/api/v1/users"))
 
 
 # The operations whose answer carries a user other than the caller, and the rule each follows.
@@ -122,7 +123,8 @@ def describe_views(spec: dict[Any, Any]) -> None:
     schemas = spec["components"]["schemas"]
     full = schemas["UserFull"]
     public_fields = list(UserPublic._declared_fields)
-    schemas["UserPublic"] = {"type": "object", "properties": {k: full["properties"][k] for k in public_fields},
+    schemas["UserPublic"] = {"type": "object",
+                             "properties": {k: full["properties"][k] for k in public_fields},
                              "required": [k for k in full.get("required", []) if k in public_fields],
                              # a full record must not pass as a public one: oneOf needs exactly one
                              "additionalProperties": False, "description": UserPublic.__doc__}
@@ -131,10 +133,11 @@ def describe_views(spec: dict[Any, Any]) -> None:
         for status, response in spec["paths"][path][method]["responses"].items():
             if not status.startswith("2"):
                 continue
-            who = {view: [str(c) for c in Caller if (r := rules.get(c)) and r.view == view] for view in VIEW_SCHEMAS}
+            who = {view: [str(c) for c in Caller if (r := rules.get(c)) and r.view == view]
+                   for view in VIEW_SCHEMAS}
             response["description"] = "; ".join(
-                f"`{VIEW_SCHEMAS[view]}` for callers of kind {', '.join(callers)}" for view, callers in who.items()
-                if callers) + " (callers: app/README.md, Who may do what)."
+                f"`{VIEW_SCHEMAS[view]}` for callers of kind {', '.join(callers)}"
+                for view, callers in who.items() if callers) + " (callers: app/README.md, Who may do what)."
             response["content"]["application/json"]["schema"] = {
                 "oneOf": [{"$ref": f"#/components/schemas/{VIEW_SCHEMAS[view]}"} for view in VIEW_SCHEMAS]}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from app.api.policy import RULES, Caller, Operation, Rule
 
-
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- authorization-table:start -->", "<!-- authorization-table:end -->"
 REQUESTS = {

@@ -119,7 +119,8 @@ class PageQuery(Schema):
 
 
 LINK = {"format": "uri-reference",
-        "description": "A relative link, or an absolute one under PUBLIC_URL; empty when there is no such page."}
+        "description": "A relative link, or an absolute one under PUBLIC_URL; empty when there is no such "
+                       "page."}
 
 
 class PageLinks(Schema):

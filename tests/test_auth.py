@@ -119,7 +119,8 @@ def test_a_deleted_users_token_does_not_pass_for_whoever_gets_the_id_next(client
     assert created.status_code == 201
     assert_problem(client.patch(f"/api/v1/users/{created.get_json()['id']}", json={"name": "taken over"},
                                 headers=headers), 401)
-    assert client.get(f"/api/v1/users/{created.get_json()['id']}", headers=admin_headers).get_json()["name"] == "Next"
+    fetched = client.get(f"/api/v1/users/{created.get_json()['id']}", headers=admin_headers)
+    assert fetched.get_json()["name"] == "Next"
 
 
 def test_a_token_carries_the_users_version_and_only_that_version_passes(client, make_user, app):

@@ -107,8 +107,9 @@ def test_any_bytes_as_a_json_body_are_answered_cleanly(client, admin_headers, ra
 
 @EXAMPLES
 @given(page=st.text(max_size=30), per_page=st.text(max_size=30))
-def test_any_query_for_a_page_is_answered_cleanly(client, page, per_page):
-    response = client.get("/api/v1/users", query_string={"page": page, "per_page": per_page})
+def test_any_query_for_a_page_is_answered_cleanly(client, admin_headers, page, per_page):
+    response = client.get("/api/v1/users", query_string={"page": page, "per_page": per_page},
+                          headers=admin_headers)
     assert_clean(response, {200, 422})
 
 
@@ -125,7 +126,7 @@ def test_a_valid_name_is_stored_as_sent_less_surrounding_space(client, admin_hea
         return
     assert response.status_code in (201, 409), response.get_json()
     if response.status_code == 201:
-        stored = client.get(response.headers["Location"]).get_json()
+        stored = client.get(response.headers["Location"], headers=admin_headers).get_json()
         assert stored["name"] == name.strip()
 
 
@@ -152,14 +153,14 @@ def test_injection_style_strings_are_stored_verbatim_never_run(client, admin_hea
     assert response.status_code == 201, response.get_json()
     assert response.mimetype == "application/json"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert client.get(response.headers["Location"]).get_json()["name"] == value
+    assert client.get(response.headers["Location"], headers=admin_headers).get_json()["name"] == value
     with app.app_context():
         assert "users" in inspect(db.engine).get_table_names()
-    listed = client.get("/api/v1/users", query_string={"page": value})
+    listed = client.get("/api/v1/users", query_string={"page": value}, headers=admin_headers)
     assert_clean(listed, {422})
 
 
-def test_an_injection_in_the_path_is_a_404(client):
+def test_an_injection_in_the_path_is_a_404(client, admin_headers):
     for path in (
         "/api/v1/users/1%20OR%201=1",
         "/api/v1/users/1;DROP%20TABLE%20users",
@@ -167,7 +168,7 @@ def test_an_injection_in_the_path_is_a_404(client):
         "/api/v1/users/..%2F..%2Fetc%2Fpasswd",
         "/api/v1/users/99999999999999999999999",
     ):
-        assert_problem(client.get(path), 404)
+        assert_problem(client.get(path, headers=admin_headers), 404)
 
 
 @pytest.mark.parametrize("depth, status", [(MAX_JSON_DEPTH, 422), (MAX_JSON_DEPTH + 1, 400), (100_000, 400)])

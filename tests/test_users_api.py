@@ -66,7 +66,8 @@ def test_every_pagination_link_can_be_followed(client, make_user, users):
         make_user()
     query = "role=user&" if users else ""  # 0 users: no user of that role, an empty first page
     for page in (1, 2, 3, 9):
-        pagination = client.get(f"/api/v1/users?{query}per_page=3&page={page}", headers=headers).get_json()["pagination"]
+        pagination = client.get(f"/api/v1/users?{query}per_page=3&page={page}",
+                                headers=headers).get_json()["pagination"]
         for name in ("first", "last", "next", "prev", "current"):
             if pagination[name]:
                 followed = client.get(pagination[name], headers=headers)
@@ -245,7 +246,8 @@ def test_deleting_creator_keeps_created_users(client, make_user, admin_headers):
     creator = make_user()
     created = client.post("/api/v1/users", json=NEW, headers=bearer(creator)).get_json()
     assert client.delete(f"/api/v1/users/{creator.id}", headers=admin_headers).status_code == 204
-    assert client.get(f"/api/v1/users/{created['id']}", headers=admin_headers).get_json()["created_by"] is None
+    fetched = client.get(f"/api/v1/users/{created['id']}", headers=admin_headers)
+    assert fetched.get_json()["created_by"] is None
 
 
 def test_the_last_admin_can_be_neither_deleted_nor_demoted(client, make_user, app):

@@ -49,7 +49,7 @@ class Operation(enum.StrEnum):
     CREATE = "create a user"
     CREATE_ADMIN = "create an admin"
     PATCH_PROFILE = "patch name, email"
-    PATCH_PASSWORD = "patch password"
+    PATCH_PASSWORD = "patch password"  # noqa: S105  # nosec B105 # an operation's name
     PATCH_ROLE = "patch role"
     DELETE = "delete"
 
