@@ -36,9 +36,9 @@ def test_crud_over_http(live_server):
                             json={"email": "Grace@Example.com", "name": "Grace", "password": "cobol-rocks"})
     assert created.status_code == 201
     user = created.json()
-    assert requests.get(f"{url}{created.headers['Location']}", timeout=10).json() == user
+    assert requests.get(f"{url}{created.headers['Location']}", headers=auth, timeout=10).json() == user
 
-    listed = requests.get(f"{url}/api/v1/users", timeout=10).json()
+    listed = requests.get(f"{url}/api/v1/users", headers=auth, timeout=10).json()
     assert [u["email"] for u in listed["items"]] == ["admin@example.com", "grace@example.com"]
 
     patched = requests.patch(f"{url}/api/v1/users/{user['id']}", headers=auth, json={"name": "Rear Admiral"},
@@ -46,7 +46,7 @@ def test_crud_over_http(live_server):
     assert patched.status_code == 200 and patched.json()["name"] == "Rear Admiral"
 
     assert requests.delete(f"{url}/api/v1/users/{user['id']}", headers=auth, timeout=10).status_code == 204
-    gone = requests.get(f"{url}/api/v1/users/{user['id']}", timeout=10)
+    gone = requests.get(f"{url}/api/v1/users/{user['id']}", headers=auth, timeout=10)
     assert gone.status_code == 404 and gone.headers["Content-Type"] == "application/problem+json"
 
 
