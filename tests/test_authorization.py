@@ -59,7 +59,8 @@ def view_schemas() -> dict[View, OAS30Validator]:
 
     spec = create_app({}).test_client().get("/openapi.json").get_json()
     schemas = spec["components"]["schemas"]
-    return {View.PUBLIC: OAS30Validator(schemas["UserPublic"]), View.FULL: OAS30Validator(schemas["UserFull"])}
+    return {View.PUBLIC: OAS30Validator(schemas["UserPublic"]),
+            View.FULL: OAS30Validator(schemas["UserFull"])}
 
 
 @pytest.mark.parametrize("operation, caller", CELLS, ids=[f"{o.name}-{c}" for o, c in CELLS])
