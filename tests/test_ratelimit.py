@@ -96,29 +96,44 @@ def test_token_endpoint_is_limited_per_address(app, make_user, limited_app):
     assert other.status_code == 200  # another address has its own budget
 
 
-def test_refused_logins_are_limited_per_account(app, make_user, limited_app):
+def test_refused_logins_are_limited_per_account_and_address(app, make_user, limited_app):
+    """Guessing from one address is as slow as RATE_LIMIT_LOGIN_FAILURES allows; the owner's correct
+    password from their own address still gets in; successful logins cost nothing."""
     victim, bystander = make_user(email="victim@example.com"), make_user(email="bystander@example.com")
-    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute")
+    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute",
+                          RATE_LIMIT_LOGIN_FAILURES_ACCOUNT="5 per minute")
     client = limited.test_client()
+
+    def login(email: str, password: str, address: str):
+        return client.post("/api/v1/auth/token", json={"email": email, "password": password},
+                           environ_base={"REMOTE_ADDR": address})
+
     for _ in range(3):  # successful logins cost nothing
-        assert (
-            client.post("/api/v1/auth/token", json={"email": victim.email, "password": PASSWORD}).status_code
-            == 200
-        )
-    for address in ("10.0.0.1", "10.0.0.2"):  # guesses from two addresses count together
-        wrong = client.post(
-            "/api/v1/auth/token",
-            json={"email": " Victim@Example.com", "password": "guess-guess"},
-            environ_base={"REMOTE_ADDR": address},
-        )
+        assert login(victim.email, PASSWORD, "10.0.0.1").status_code == 200
+    for _ in range(2):
+        assert login(" Victim@Example.com", "guess-guess", "10.6.6.6").status_code == 401
+    # The guesser's budget for this account is spent: even the right password is refused there.
+    assert_rate_limited(login(victim.email, PASSWORD, "10.6.6.6"), "login-failures", limited)
+    assert_rate_limited(login(victim.email, "next-guess", "10.6.6.6"), "login-failures", limited)
+    assert login(victim.email, PASSWORD, "10.0.0.1").status_code == 200  # the owner still gets in
+    assert login(bystander.email, PASSWORD, "10.6.6.6").status_code == 200  # other accounts too
+
+
+def test_refused_logins_of_one_account_have_a_ceiling_over_every_address(app, make_user, limited_app):
+    """Guessing from many addresses at once is bounded by RATE_LIMIT_LOGIN_FAILURES_ACCOUNT."""
+    victim, bystander = make_user(email="victim@example.com"), make_user(email="bystander@example.com")
+    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute",
+                          RATE_LIMIT_LOGIN_FAILURES_ACCOUNT="5 per minute")
+    client = limited.test_client()
+    for address in ("10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.2", "10.0.0.3"):
+        wrong = client.post("/api/v1/auth/token", json={"email": victim.email, "password": "guess-guess"},
+                            environ_base={"REMOTE_ADDR": address})
         assert wrong.status_code == 401
-    blocked = client.post(
-        "/api/v1/auth/token",
-        json={"email": victim.email, "password": PASSWORD},
-        environ_base={"REMOTE_ADDR": "10.0.0.3"},
-    )
-    assert_rate_limited(blocked, "login-failures", limited)
-    ok = client.post("/api/v1/auth/token", json={"email": bystander.email, "password": PASSWORD})
+    blocked = client.post("/api/v1/auth/token", json={"email": victim.email, "password": PASSWORD},
+                          environ_base={"REMOTE_ADDR": "10.0.0.4"})
+    assert_rate_limited(blocked, "login-failures-account", limited)
+    ok = client.post("/api/v1/auth/token", json={"email": bystander.email, "password": PASSWORD},
+                     environ_base={"REMOTE_ADDR": "10.0.0.4"})
     assert ok.status_code == 200
 
 
@@ -198,7 +213,8 @@ def test_a_body_too_deep_to_parse_is_400_and_leaves_the_limiter_alone(client, ap
     assert metric_value(app, "lookout_rate_limit_fallback") == 0  # not mistaken for a storage failure
 
 
-@pytest.mark.parametrize("setting", ["RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES"])
+@pytest.mark.parametrize("setting", ["RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_READS",
+                                     "RATE_LIMIT_LOGIN_FAILURES_ACCOUNT", "RATE_LIMIT_WRITES"])
 def test_a_malformed_limit_is_refused_naming_the_setting(setting):
     with pytest.raises(ConfigError, match=setting):
         load_config({setting: "lots"}, default_env="testing")
