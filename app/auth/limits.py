@@ -15,6 +15,7 @@ Successful logins cost nothing in either failure budget.
 
 from __future__ import annotations
 
+import re
 from typing import cast
 
 from flask import Blueprint, Response, request
@@ -24,6 +25,8 @@ from werkzeug.exceptions import HTTPException
 from ..ratelimit import client_address, limiter_of
 from ..schemas import normalise_email
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # the body is refused; the key must still encode
+
 
 def account() -> str:
     """The email the token request is for (normalised as at login), else the address."""
@@ -32,7 +35,7 @@ def account() -> str:
     except (RecursionError, HTTPException):  # too deep, too large: refused later, with its status
         body = None
     email = body.get("email") if isinstance(body, dict) else None
-    if isinstance(email, str) and email.strip():
+    if isinstance(email, str) and email.strip() and not LONE_SURROGATE.search(email):  # no store key
         return f"account:{normalise_email(email)}"
     return client_address()
 
