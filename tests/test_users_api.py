@@ -351,3 +351,42 @@ def test_token_login_with_seeded_password(client, make_user):
     user = make_user()
     response = client.post("/api/v1/auth/token", json={"email": user.email.upper(), "password": PASSWORD})
     assert response.status_code == 200
+
+
+def test_links_never_come_from_the_host_header(client, make_user, admin_headers):
+    for _ in range(3):
+        make_user()
+    response = client.get("/api/v1/users?per_page=2", headers={**admin_headers, "Host": "evil.example",
+                                                                 "X-Forwarded-Proto": "https",
+                                                                 "X-Forwarded-Host": "evil.example"})
+    links = [v for k, v in response.get_json()["pagination"].items() if isinstance(v, str) and v]
+    assert links and all(link.startswith("/api/v1/users?") for link in links), links
+    created = client.post("/api/v1/users", json={**NEW, "email": "host@example.com"},
+                          headers={**admin_headers, "Host": "evil.example"})
+    assert created.headers["Location"] == f"/api/v1/users/{created.get_json()['id']}"
+
+
+def test_links_use_public_url_when_it_is_set(database_url, admin_headers):
+    from app import create_app
+
+    app = create_app({"DATABASE_URL": database_url, "PUBLIC_URL": "https://api.example.com/"})
+    pagination = app.test_client().get("/api/v1/users", headers={**admin_headers, "Host": "evil.example"}
+                                       ).get_json()["pagination"]
+    assert pagination["first"] == "https://api.example.com/api/v1/users?page=1&per_page=20"
+
+
+def test_the_list_filters_by_role_and_email_and_its_links_keep_the_filters(client, make_user, admin_headers):
+    for n in range(3):
+        make_user(email=f"plain{n}@example.com")
+    make_user(Role.ADMIN, email="second.admin@example.com")
+    admins = client.get("/api/v1/users?role=admin&per_page=1", headers=admin_headers).get_json()
+    assert [u["role"] for u in admins["items"]] == ["admin"] and admins["pagination"]["total"] == 2
+    assert admins["pagination"]["next"] == "/api/v1/users?page=2&per_page=1&role=admin"
+    following = client.get(admins["pagination"]["next"], headers=admin_headers).get_json()
+    assert [u["email"] for u in following["items"]] == ["second.admin@example.com"]
+    found = client.get("/api/v1/users?email=%20Plain1@EXAMPLE.com", headers=admin_headers).get_json()
+    assert [u["email"] for u in found["items"]] == ["plain1@example.com"]
+    assert "email=" in found["pagination"]["current"]
+    none = client.get("/api/v1/users?email=nobody@example.com", headers=admin_headers).get_json()
+    assert none["items"] == [] and none["pagination"]["total"] == 0
+    assert_problem(client.get("/api/v1/users?role=root", headers=admin_headers), 422)
