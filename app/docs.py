@@ -93,6 +93,10 @@ def describe_problems(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
                 if status[0] in "45" and "application/json" in response.get("content", {}):
                     response["content"] = {PROBLEM: response["content"]["application/json"]}
     describe_views(spec)
+    from .schemas import name_pattern
+
+    for schema in ("UserIn", "UserPatch"):  # the exact rule: not only invisible characters
+        spec["components"]["schemas"][schema]["properties"]["name"]["pattern"] = name_pattern()
     # At least one field to change; current_password alone changes nothing.
     patch = spec["components"]["schemas"]["UserPatch"]
     patch["anyOf"] = [{"required": [name]} for name in patch["properties"] if name != "current_password"]

@@ -375,7 +375,8 @@ def test_links_use_public_url_when_it_is_set(database_url, admin_headers):
     assert pagination["first"] == "https://api.example.com/api/v1/users?page=1&per_page=20"
 
 
-def test_the_list_filters_by_role_and_email_and_its_links_keep_the_filters(client, make_user, admin_headers):
+def test_the_list_filters_by_role_and_email_and_its_links_keep_the_filters(client, make_user,
+                                                                           admin_headers):
     for n in range(3):
         make_user(email=f"plain{n}@example.com")
     make_user(Role.ADMIN, email="second.admin@example.com")
@@ -390,3 +391,49 @@ def test_the_list_filters_by_role_and_email_and_its_links_keep_the_filters(clien
     none = client.get("/api/v1/users?email=nobody@example.com", headers=admin_headers).get_json()
     assert none["items"] == [] and none["pagination"]["total"] == 0
     assert_problem(client.get("/api/v1/users?role=root", headers=admin_headers), 422)
+
+
+@pytest.mark.parametrize("email", ["\uff42\uff4f\uff53\uff53@example.com", "BOSS@EXAMPLE.COM",
+                                   "boss@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com"])  # full width
+def test_an_email_equal_after_nfkc_and_lower_casing_is_taken(client, make_user, admin_headers, email):
+    make_user(email="boss@example.com")
+    response = client.post("/api/v1/users", json={**NEW, "email": email}, headers=admin_headers)
+    body = assert_problem(response, 409)
+    assert "already exists" in body["detail"]
+
+
+@pytest.mark.parametrize("email", ["\u0430dmin@example.com", "boss@ex\u0430mple.com",  # Cyrillic a
+                                   "p\u0430ypal@example.com"])
+def test_an_email_mixing_scripts_within_a_part_is_refused(client, admin_headers, email):
+    response = client.post("/api/v1/users", json={**NEW, "email": email}, headers=admin_headers)
+    body = assert_problem(response, 422)
+    assert [e["field"] for e in body["errors"]] == ["email"]
+
+
+@pytest.mark.parametrize("email", ["\u0438\u0432\u0430\u043d@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",  # noqa: E501
+                                   "\u03b4\u03bf\u03ba\u03b9\u03bc\u03ae@example.com",
+                                   "m\u00fcller@example.de",
+                                   "\u592a\u90ce@\u4f8b\u3048.jp"])
+def test_an_email_in_one_script_per_part_is_accepted(client, admin_headers, email):
+    response = client.post("/api/v1/users", json={**NEW, "email": email}, headers=admin_headers)
+    if response.status_code == 422:  # the address validator's own rules, not the script rule
+        assert not any("script" in e["message"] for e in response.get_json()["errors"]), response.get_json()
+    else:
+        assert response.status_code == 201, response.get_json()
+
+
+@pytest.mark.parametrize("name", ["\u202eevil\u202c", "Ada\u2066", "\u200f", "a\u061cb", "\u200e Bob"])
+def test_a_name_with_a_bidi_control_is_refused(client, admin_headers, name):
+    response = client.post("/api/v1/users", json={**NEW, "name": name}, headers=admin_headers)
+    body = assert_problem(response, 422)
+    assert {e["field"] for e in body["errors"]} == {"name"}
+    assert any("bidirectional" in e["message"] for e in body["errors"])
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u200b\u200c\u200d", "\u0301\u0301", "\u3000\u200b", "\ufeff"])
+def test_a_name_of_invisible_characters_only_is_refused(client, admin_headers, make_user, name):
+    target = make_user()
+    for response in (client.post("/api/v1/users", json={**NEW, "name": name}, headers=admin_headers),
+                     client.patch(f"/api/v1/users/{target.id}", json={"name": name}, headers=admin_headers)):
+        body = assert_problem(response, 422)
+        assert [e["field"] for e in body["errors"]] == ["name"]
