@@ -1,5 +1,6 @@
 """Request guards the blueprints that take JSON bodies run before validation.
 
+``init_app`` makes ``<int:...>`` in routes match ASCII digits only.
 ``bp.before_request(require_json_body)`` answers 415 for a write whose body is not JSON, and 400
 for JSON nested too deeply to parse or holding what Python cannot take (a lone surrogate, an
 integer beyond its digit limit), as problems (app/errors.py turns the HTTPError into one).
@@ -12,12 +13,25 @@ import re
 import sys
 
 from apiflask import HTTPError
-from flask import request
+from flask import Flask, request
+from werkzeug.routing import IntegerConverter
 
 MAX_JSON_DEPTH = 64
 INT_DIGITS = sys.get_int_max_str_digits() or 4300  # 0: unlimited; the default limit otherwise
 # What may hold an unencodable value: a \uD800-\uDFFF escape, or a run of digits over the limit.
 SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{%d}" % (INT_DIGITS + 1))
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """``<int:...>`` for ASCII digits only. Werkzeug's ``\\d+`` matches every Unicode decimal
+    digit, and int() reads them: /users/%EF%BC%91 (a full-width 1) was user 1."""
+
+    regex = "[0-9]+"
+
+
+def init_app(app: Flask) -> None:
+    """Before any blueprint adds its routes: ids in paths are ASCII digits."""
+    app.url_map.converters["int"] = AsciiIntegerConverter
 
 
 def require_json_body() -> None:

@@ -220,6 +220,10 @@ def test_an_injection_in_the_path_is_a_404(client, admin_headers):
         "/api/v1/users/-1",
         "/api/v1/users/..%2F..%2Fetc%2Fpasswd",
         "/api/v1/users/99999999999999999999999",
+        "/api/v1/users/%EF%BC%91",  # a full-width 1: a digit to Python's \d, not an id
+        "/api/v1/users/%D9%A1",  # an Arabic-indic 1
+        "/api/v1/users/%C2%B2",  # a superscript 2
+        "/api/v1/users/" + "9" * 5000,
     ):
         assert_problem(client.get(path, headers=admin_headers), 404)
 

@@ -14,7 +14,7 @@ from ..auth import auth, current_user
 from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..guards import require_json_body
-from ..models import Role, User
+from ..models import MAX_ID, Role, User
 from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UserPublic, UsersPage, normalise_email
 from ..telemetry import count_auth_failure, count_user_created
 from .limits import declare_limits, refuse_password
@@ -26,7 +26,6 @@ bp.record_once(declare_limits)
 
 FULL, PUBLIC = UserFull(), UserPublic()
 DUPLICATE_EMAIL = "A user with this email already exists."
-MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; a larger one cannot exist (and overflows SQLite)
 
 
 LAST_ADMIN = ("That is the last admin: make another user an admin first, or nobody could manage "
