@@ -1,6 +1,7 @@
 """Request guards the blueprints that take JSON bodies run before validation.
 
-``init_app`` makes ``<int:...>`` in routes match ASCII digits only.
+``init_app`` makes ``<int:...>`` in routes match ASCII digits only, and keeps METRICS_PORT to
+``/metrics``.
 ``bp.before_request(require_json_body)`` answers 415 for a write whose body is not JSON, and 400
 for JSON nested too deeply to parse or holding what Python cannot take (a lone surrogate, an
 integer beyond its digit limit), as problems (app/errors.py turns the HTTPError into one).
@@ -17,6 +18,7 @@ from flask import Flask, request
 from werkzeug.routing import IntegerConverter
 
 MAX_JSON_DEPTH = 64
+METRICS_ENDPOINT = "metrics.scrape"  # app/telemetry/metrics.py
 INT_DIGITS = sys.get_int_max_str_digits() or 4300  # 0: unlimited; the default limit otherwise
 # What may hold an unencodable value: a \uD800-\uDFFF escape, or a run of digits over the limit.
 SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{%d}" % (INT_DIGITS + 1))
@@ -30,8 +32,18 @@ class AsciiIntegerConverter(IntegerConverter):
 
 
 def init_app(app: Flask) -> None:
-    """Before any blueprint adds its routes: ids in paths are ASCII digits."""
+    """Before any blueprint adds its routes: ids in paths are ASCII digits. With METRICS_PORT
+    set, that port answers ``/metrics`` and nothing else (404 problem), so exposing it to
+    Prometheus exposes nothing more of the service."""
     app.url_map.converters["int"] = AsciiIntegerConverter
+    metrics_port = app.config["METRICS_PORT"]
+    if metrics_port:
+        port = str(metrics_port)
+
+        @app.before_request
+        def _metrics_port_serves_metrics_only() -> None:
+            if request.environ.get("SERVER_PORT") == port and request.endpoint != METRICS_ENDPOINT:
+                raise HTTPError(404)
 
 
 def require_json_body() -> None:

@@ -6,7 +6,7 @@ import threading
 import uuid
 
 import pytest
-from conftest import PASSWORD, bearer, metric_value
+from conftest import PASSWORD, assert_problem, bearer, metric_value
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from app import create_app
@@ -159,6 +159,19 @@ def test_metrics_port_restricts_the_endpoint(database_url, port, status):
     app = create_app({"DATABASE_URL": database_url, "METRICS_PORT": 9100})
     response = app.test_client().get("/metrics", environ_overrides={"SERVER_PORT": port})
     assert response.status_code == status
+
+
+@pytest.mark.parametrize("path", ["/", "/livez", "/readyz", "/docs", "/openapi.json", "/api/v1/users",
+                                  "/api/v1/users/me", "/nowhere"])
+def test_the_metrics_port_serves_nothing_but_metrics(database_url, admin_headers, path):
+    app = create_app({"DATABASE_URL": database_url, "METRICS_PORT": 9100})
+    client = app.test_client()
+    on_metrics_port = {"SERVER_PORT": "9100"}
+    assert_problem(client.get(path, headers=admin_headers, environ_overrides=on_metrics_port), 404)
+    assert_problem(client.post(path, json={}, headers=admin_headers, environ_overrides=on_metrics_port), 404)
+    assert client.get("/metrics", environ_overrides=on_metrics_port).status_code == 200
+    on_main_port = client.get(path, headers=admin_headers, environ_overrides={"SERVER_PORT": "8000"})
+    assert on_main_port.status_code != 404 or path == "/nowhere"
 
 
 def test_telemetry_can_be_switched_off(database_url, span_exporter):

@@ -155,6 +155,23 @@ def test_a_taken_port_of_its_own_choosing_is_replaced(sqlite_url, monkeypatch, t
 
 
 @pytest.mark.slow
+def test_the_metrics_port_answers_metrics_and_nothing_else(sqlite_url):
+    """Exposing the metrics port to Prometheus exposes nothing more of the service."""
+    with GunicornServer({"DATABASE_URL": sqlite_url}, metrics_port=True) as server:
+        metrics_url = f"http://127.0.0.1:{server.metrics_port}"
+        assert requests.get(f"{metrics_url}/metrics", timeout=5).status_code == 200
+        for path in ("/", "/livez", "/docs", "/openapi.json", "/api/v1/users", "/api/v1/users/1"):
+            answer = requests.get(f"{metrics_url}{path}", timeout=5)
+            assert answer.status_code == 404, path
+            assert answer.headers["Content-Type"] == "application/problem+json"
+        token = requests.post(f"{metrics_url}/api/v1/auth/token", timeout=5,
+                              json={"email": "nobody@example.com", "password": "irrelevant"})
+        assert token.status_code == 404
+        assert requests.get(f"{server.url}/metrics", timeout=5).status_code == 404
+        assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
 def test_a_given_port_stays_even_when_taken(sqlite_url, taken_port):
     """A restart in the same place must not wander off to another port."""
     server = GunicornServer({"DATABASE_URL": sqlite_url}, port=taken_port)
