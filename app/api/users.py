@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from apiflask import APIBlueprint, abort
-from flask import Response, current_app, jsonify, url_for
+from flask import Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -15,16 +15,16 @@ from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..guards import require_json_body
 from ..models import MAX_ID, Role, User
-from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UserPublic, UsersPage, normalise_email
+from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UsersPage, normalise_email
 from ..telemetry import count_auth_failure, count_user_created
 from .limits import declare_limits, refuse_password
-from .policy import Operation, View, allow, view_for
+from .policy import Operation, allow
+from .responses import link, page_links, user_response
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Users")
 bp.before_request(require_json_body)
 bp.record_once(declare_limits)
 
-FULL, PUBLIC = UserFull(), UserPublic()
 DUPLICATE_EMAIL = "A user with this email already exists."
 
 
@@ -65,36 +65,6 @@ def commit_or_409(check: Callable[[], None] | None = None) -> None:
     except IntegrityError:
         db.session.rollback()
         abort(409, DUPLICATE_EMAIL)
-
-
-def link(endpoint: str, **values: Any) -> str:
-    """A link to ``endpoint``: a path, under PUBLIC_URL when that is set; never built from the
-    request's Host or X-Forwarded-* headers, which any client can set."""
-    return f"{current_app.config['PUBLIC_URL'] or ''}{url_for(endpoint, **values)}"
-
-
-def page_links(page: Any, filters: dict[str, Any]) -> dict[str, Any]:
-    """The pagination block of a list page; its links keep the request's filters."""
-    per_page, last_num = page.per_page, max(page.pages, 1)  # no users: "last" is page 1
-
-    def to(number: int) -> str:
-        return link("api.list_users", page=number, per_page=per_page, **filters)
-
-    return {"total": page.total, "pages": page.pages, "per_page": per_page, "page": page.page,
-            "current": to(page.page), "first": to(1), "last": to(last_num),
-            "next": to(page.page + 1) if page.page < page.pages else "",
-            # past the end: back to the last page, not to page - 1
-            "prev": to(min(page.page - 1, last_num)) if page.page > 1 else ""}
-
-
-def user_response(actor: User, user: User, status: int = 200,
-                  headers: dict[str, str] | None = None) -> Response:
-    """``user`` in the view ``actor`` may read: the public profile, or the full record."""
-    schema = FULL if view_for(actor, user) is View.FULL else PUBLIC
-    response = jsonify(schema.dump(user))
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
 
 
 @bp.get("/users")
