@@ -114,8 +114,9 @@ manifests: venv ## Write every Kubernetes object of STACK=dev|staging|prod under
 infra-docs: venv ## Rewrite the config table of infra/README.md from infra/Pulumi.yaml
 	$(BIN)/python -m infra.docs
 
-docs: infra-docs ## Rewrite the generated tables: app/README.md's settings, infra/README.md's config
+docs: infra-docs ## Rewrite the generated tables: app/README.md's settings and authorization, infra/README.md's config
 	$(BIN)/python -m app.settings_table
+	$(BIN)/python -m app.policy_table
 
 clean-infra:
 	rm -rf $(CHECKOV_VENV) build/manifests

@@ -34,10 +34,11 @@ def create_app(config: Mapping[str, Any] | Config | None = None, *,
 
 
 def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = None) -> None:
-    from . import breaker, cli, database, docs, ratelimit, security, telemetry
+    from . import breaker, cli, database, docs, guards, ratelimit, security, telemetry
     from .auth import passwords
     from .extensions import MIGRATIONS, db, migrate, render_item
 
+    guards.init_app(app)
     db.init_app(app)
     database.init_app(app)
     breaker.init_app(app)

@@ -138,12 +138,23 @@ class Config(BaseModel):
         description="Prefix of the keys in a shared rate-limit store.")
     RATE_LIMIT_LOGIN: str = Field(  # POST /auth/token, per client address
         default="30 per minute", description="Token requests per client address.")
-    RATE_LIMIT_LOGIN_FAILURES: str = Field(  # refused logins per email, current_passwords per user
+    RATE_LIMIT_LOGIN_FAILURES: str = Field(  # refused logins per email+address; current_passwords per user
         default="10 per minute",
-        description="Refused token requests per account email; refused `current_password`s per user.")
+        description="Refused token requests per account email and client address; refused "
+        "`current_password`s per user.")
+    RATE_LIMIT_LOGIN_FAILURES_ACCOUNT: str = Field(  # the ceiling over every address
+        default="100 per minute",
+        description="Refused token requests per account email, from every address together.")
+    RATE_LIMIT_READS: str = Field(  # GET /api/v1/users*, per user
+        default="600 per minute",
+        description="API reads (`GET /api/v1/users...`) per user (per client address without a valid token).")
     RATE_LIMIT_WRITES: str = Field(  # POST/PATCH/DELETE, per user (or address)
         default="120 per minute",
         description="POST, PATCH and DELETE requests per user (per client address without a valid token).")
+    PUBLIC_URL: str | None = Field(  # links in responses; never from Host or X-Forwarded-*
+        default=None,
+        description="External `http(s)://host[:port][/path]` prefixed to the links in responses; unset: "
+        "links are relative paths.")
     CORS_ORIGINS: tuple[str, ...] = Field(  # comma-separated in the environment; empty: CORS closed
         default=(),
         description="Comma-separated exact origins allowed to call `/api/*` from a browser; empty: no CORS "
@@ -162,10 +173,20 @@ class Config(BaseModel):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return url
 
-    @field_validator("RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES")
+    @field_validator("RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_LOGIN_FAILURES_ACCOUNT",
+                     "RATE_LIMIT_READS", "RATE_LIMIT_WRITES")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         return check_rate_limit(value)
+
+    @field_validator("PUBLIC_URL")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?", url):
+            raise ValueError(f"{url!r} is not an http(s) URL such as https://api.example.com")
+        return url.rstrip("/")
 
     @field_validator("RATE_LIMIT_STORAGE_URL")
     @classmethod

@@ -15,8 +15,8 @@ class LookoutAPI(APIFlask):
     """APIFlask with one fix to its OpenAPI schema registry, and Flask's ensure_sync remembered.
 
     APIFlask 3.1 remembers only the schemas it registered itself. When apispec has already
-    added a schema while resolving a ``Nested`` field (``UsersPage.items`` holds ``UserOut``),
-    APIFlask registers it again under a new name (``UserOut1``). Reuse apispec's name instead.
+    added a schema while resolving a ``Nested`` field (``UsersPage.items`` holds ``UserFull``),
+    APIFlask registers it again under a new name (``UserFull1``). Reuse apispec's name instead.
     tests/test_openapi.py fails if a suffixed duplicate comes back.
     """
 
@@ -92,6 +92,11 @@ def describe_problems(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
             for status, response in responses.items():
                 if status[0] in "45" and "application/json" in response.get("content", {}):
                     response["content"] = {PROBLEM: response["content"]["application/json"]}
+    describe_views(spec)
+    from .schemas import name_pattern
+
+    for schema in ("UserIn", "UserPatch"):  # the exact rule: not only invisible characters
+        spec["components"]["schemas"][schema]["properties"]["name"]["pattern"] = name_pattern()
     # At least one field to change; current_password alone changes nothing.
     patch = spec["components"]["schemas"]["UserPatch"]
     patch["anyOf"] = [{"required": [name]} for name in patch["properties"] if name != "current_password"]
@@ -99,11 +104,46 @@ def describe_problems(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
 
 
 def is_rate_limited(path: str, method: str) -> bool:
-    """The operations with a rate limit: the token endpoint and every write of the API
-    (app/auth/limits.py, app/api/limits.py)."""
+    """The operations with a rate limit: the token endpoint, every write of the API and the
+    reads of the users (app/auth/limits.py, app/api/limits.py)."""
     from .ratelimit import WRITE_METHODS
 
-    return path.startswith("/api/v1/") and method.upper() in WRITE_METHODS
+    return path.startswith("/api/v1/") and (method.upper() in WRITE_METHODS
+                                            or path.startswith("/api/v1/users"))
+
+
+# The operations whose answer carries a user other than the caller, and the rule each follows.
+USER_ANSWERS = {("/api/v1/users/{user_id}", "get"): "GET", ("/api/v1/users", "post"): "CREATE",
+                ("/api/v1/users/{user_id}", "patch"): "PATCH_PROFILE"}
+VIEW_SCHEMAS = {"public": "UserPublic", "full": "UserFull"}
+
+
+def describe_views(spec: dict[Any, Any]) -> None:
+    """Say which caller gets which view of a user, from the rules the views follow
+    (app/api/policy.py): the answer is one of UserPublic and UserFull, named per caller."""
+    from .api.policy import RULES, Caller, Operation
+    from .schemas import UserPublic
+
+    schemas = spec["components"]["schemas"]
+    full = schemas["UserFull"]
+    public_fields = list(UserPublic._declared_fields)
+    schemas["UserPublic"] = {"type": "object",
+                             "properties": {k: full["properties"][k] for k in public_fields},
+                             "required": [k for k in full.get("required", []) if k in public_fields],
+                             # a full record must not pass as a public one: oneOf needs exactly one
+                             "additionalProperties": False, "description": UserPublic.__doc__}
+    for (path, method), name in USER_ANSWERS.items():
+        rules = RULES[Operation[name]]
+        for status, response in spec["paths"][path][method]["responses"].items():
+            if not status.startswith("2"):
+                continue
+            who = {view: [str(c) for c in Caller if (r := rules.get(c)) and r.view == view]
+                   for view in VIEW_SCHEMAS}
+            response["description"] = "; ".join(
+                f"`{VIEW_SCHEMAS[view]}` for callers of kind {', '.join(callers)}"
+                for view, callers in who.items() if callers) + " (callers: app/README.md, Who may do what)."
+            response["content"]["application/json"]["schema"] = {
+                "oneOf": [{"$ref": f"#/components/schemas/{VIEW_SCHEMAS[view]}"} for view in VIEW_SCHEMAS]}
 
 
 def init_app(app: APIFlask) -> None:

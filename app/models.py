@@ -37,6 +37,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; a larger one cannot exist (and overflows SQLite)
+
+
 class Role(enum.StrEnum):
     USER = "user"
     ADMIN = "admin"

@@ -2,10 +2,12 @@
 blueprint declares its own limits when it is registered.
 
 Settings: RATE_LIMIT_ENABLED, RATE_LIMIT_STORAGE_URL, RATE_LIMIT_STORAGE_TIMEOUT,
-RATE_LIMIT_KEY_PREFIX, RATE_LIMIT_LOGIN, RATE_LIMIT_LOGIN_FAILURES, RATE_LIMIT_WRITES.
+RATE_LIMIT_KEY_PREFIX, RATE_LIMIT_LOGIN, RATE_LIMIT_LOGIN_FAILURES,
+RATE_LIMIT_LOGIN_FAILURES_ACCOUNT, RATE_LIMIT_READS, RATE_LIMIT_WRITES.
 
 The limits and what each counts are in app/auth/limits.py (the token endpoint) and
-app/api/limits.py (the API's writes): every one is on a write method (WRITE_METHODS).
+app/api/limits.py (the API's reads and writes): every one is on a write method (WRITE_METHODS)
+or on a blueprint that asked for its reads to be limited (``limit_reads``).
 A refused request is answered here: 429 problem with Retry-After, counted in
 ``lookout_rate_limited_total``.
 
@@ -15,7 +17,7 @@ process falls back to its own memory with the same limits, logs it, keeps answer
 returns to Redis when a periodic check (exponential back-off) finds it again. Every Redis call
 is bounded by RATE_LIMIT_STORAGE_TIMEOUT, so a black-holed Redis costs a request at most that.
 ``lookout_rate_limit_fallback`` is 1 while a process counts alone (the LookoutRateLimitFallback
-alert watches it); it changes on writes, the only requests the limiter sees.
+alert watches it); it changes on the requests the limiter sees (writes, API reads).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .errors import problem
 from .telemetry import count_rate_limited, set_rate_limit_fallback
 
 KEY = "lookout.limiter"
+READS_KEY = "lookout.limited_reads"
 WRITE_METHODS = ["POST", "PATCH", "DELETE"]
 
 
@@ -69,11 +72,23 @@ def init_app(app: Flask) -> Limiter:
         strategy="moving-window",
     )
     limiter.init_app(app)
-    _check_writes_only(app, limiter)
+    app.extensions[READS_KEY] = set()
+    _check_limited_only(app, limiter)
     _report_fallback(app, limiter)
     app.register_error_handler(RateLimitExceeded, _rate_limited)
     app.extensions[KEY] = limiter
     return limiter
+
+
+def limit_reads(app: App, blueprint: str) -> None:
+    """Let the limiter see the reads of ``blueprint`` too (it declares limits on them)."""
+    app.extensions.setdefault(READS_KEY, set()).add(blueprint)
+
+
+def is_limited() -> bool:
+    """Whether the limiter looks at this request: a write, or a read of a blueprint whose reads
+    are limited. Other requests (/, health, docs, /metrics) skip it."""
+    return request.method in WRITE_METHODS or request.blueprint in current_app.extensions[READS_KEY]
 
 
 def limiter_of(app: App) -> Limiter:
@@ -90,7 +105,7 @@ def _rate_limited(exc: RateLimitExceeded) -> Response:
 
 
 def _report_fallback(app: Flask, limiter: Limiter) -> None:
-    """After each write, publish whether this process counts alone (its store failed).
+    """After each request the limiter sees, publish whether this process counts alone (its store failed).
 
     While Flask-Limiter counts in its in-memory fallback, the strategy it uses
     (``Limiter.limiter``) works on that memory instead of the configured ``Limiter.storage``.
@@ -101,20 +116,20 @@ def _report_fallback(app: Flask, limiter: Limiter) -> None:
 
     @app.teardown_request
     def _fallback(exc: BaseException | None) -> None:
-        if request.method in WRITE_METHODS:
+        if is_limited():
             set_rate_limit_fallback(limiter.limiter.storage is not limiter.storage)
 
 
-def _check_writes_only(app: Flask, limiter: Limiter) -> None:
-    """Run the limiter's app-wide request hooks for write methods only.
+def _check_limited_only(app: Flask, limiter: Limiter) -> None:
+    """Run the limiter's app-wide request hooks only for the requests it limits (``is_limited``).
 
     Flask-Limiter resolves and evaluates the limits of every request in its before_request
     hook and reads its per-request context in its after_request and teardown hooks. Its public
     way to skip a request, a ``request_filter``, still runs most of that: 0.24 million
     instructions per request, 18% of an in-process ``GET /`` and 2.2% of the users endpoint
     (valgrind, Flask-Limiter 4.1.1; with no filter at all, 35% and 7%). Every limit here is on
-    a write method, so reads skip the three hooks. A limit on a read method would have to
-    change this (tests/test_ratelimit.py checks both sides).
+    a write method or on the reads of a blueprint that called ``limit_reads``, so other reads
+    (/, health, docs, /metrics) skip the three hooks (tests/test_ratelimit.py checks both sides).
 
     This rewires Flask's hook lists around hooks Flask-Limiter registers in ``init_app``; a
     release that registers them differently stops the app at start with a message naming the
@@ -128,21 +143,21 @@ def _check_writes_only(app: Flask, limiter: Limiter) -> None:
             isinstance(hook, partial) and hook.args[:1] == (limiter,))
 
     def before(hook: Callable[[], None]) -> Callable[[], None]:
-        def writes_only() -> None:
-            if request.method in WRITE_METHODS:
+        def limited_only() -> None:
+            if is_limited():
                 hook()
-        return writes_only
+        return limited_only
 
     def after(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
-        def writes_only(response: Response) -> Response:
-            return hook(response) if request.method in WRITE_METHODS else response
-        return writes_only
+        def limited_only(response: Response) -> Response:
+            return hook(response) if is_limited() else response
+        return limited_only
 
     def teardown(hook: Callable[[BaseException | None], None]) -> Callable[[BaseException | None], None]:
-        def writes_only(exc: BaseException | None) -> None:
-            if request.method in WRITE_METHODS:
+        def limited_only(exc: BaseException | None) -> None:
+            if is_limited():
                 hook(exc)
-        return writes_only
+        return limited_only
 
     for name, guard in (("before_request_funcs", before), ("after_request_funcs", after),
                         ("teardown_request_funcs", teardown)):
@@ -151,13 +166,14 @@ def _check_writes_only(app: Flask, limiter: Limiter) -> None:
         if len(positions) != 1:  # no app at all rather than limits silently skipped
             raise RuntimeError(
                 f"Flask-Limiter {flask_limiter.__version__} registers {len(positions)} request hooks "
-                f"of its own in app.{name}, where app/ratelimit.py (_check_writes_only) expects 1: "
+                f"of its own in app.{name}, where app/ratelimit.py (_check_limited_only) expects 1: "
                 "check its Limiter.init_app, or drop the trim and let every request run the hooks")
         hooks[positions[0]] = guard(hooks[positions[0]])
 
 
 def which_limit(exc: RateLimitExceeded) -> str:
-    """The metric label of the limit that was hit: ``login``, ``login-failures`` or ``writes``."""
+    """The metric label of the limit that was hit: ``login``, ``login-failures``,
+    ``login-failures-account``, ``reads`` or ``writes``."""
     scope = getattr(exc.limit, "scope", None)
     return scope if isinstance(scope, str) else "other"
 

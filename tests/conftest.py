@@ -232,6 +232,15 @@ def bearer(user: User) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def server_bearer(user: User) -> dict[str, str]:
+    """``bearer`` for a server the harness started, which signs with its production secrets."""
+    key = harness.PRODUCTION_SECRETS["JWT_SECRET_KEY"]
+    claims = (user.id, user.role.value, user.token_version)  # read in the test's own app context
+    with create_app({"DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": key}).app_context():
+        token, _ = issue_token(*claims)
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
 def admin_headers(make_user: Callable[..., User]) -> dict[str, str]:
     return bearer(make_user(Role.ADMIN, email="admin@example.com"))

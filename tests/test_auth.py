@@ -65,6 +65,12 @@ BAD_TOKENS = {
     "no aud": lambda app, uid: _signed(app, _claims(app, uid, aud=None)),
     "no iss": lambda app, uid: _signed(app, _claims(app, uid, iss=None)),
     "non-numeric sub": lambda app, uid: _signed(app, _claims(app, uid, sub="admin")),
+    # Digits to str.isdigit(), not to int() or to an ASCII reader: "\u00b2" made int() raise (a 500).
+    "superscript sub": lambda app, uid: _signed(app, _claims(app, uid, sub="\u00b2")),
+    "full-width sub": lambda app, uid: _signed(app, _claims(app, uid, sub="\uff11")),
+    "arabic-indic sub": lambda app, uid: _signed(app, _claims(app, uid, sub="\u0661")),
+    "sub beyond int digits": lambda app, uid: _signed(app, _claims(app, uid, sub="9" * 5000)),
+    "sub beyond ids": lambda app, uid: _signed(app, _claims(app, uid, sub=str(2**31))),
     "garbage": lambda app, uid: "not.a.jwt",
     "tampered payload": lambda app, uid: (lambda t: t.split(".")[0] + "." + _b64(_claims(app, uid + 1))
                                           + "." + t.split(".")[2])(_signed(app, _claims(app, uid))),
@@ -81,6 +87,14 @@ def test_bad_tokens_are_401(client, make_user, app, case):
                            json={"email": "x@example.com", "name": "X", "password": "long-enough"})
     assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="lookout"'
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_TOKENS if "sub" in c])
+def test_a_read_with_a_bad_subject_is_401(client, make_user, app, case):
+    user = make_user()
+    token = BAD_TOKENS[case](app, user.id)
+    response = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 401)
 
 
 def test_control_case_a_good_token_passes(client, make_user, app):
@@ -119,7 +133,8 @@ def test_a_deleted_users_token_does_not_pass_for_whoever_gets_the_id_next(client
     assert created.status_code == 201
     assert_problem(client.patch(f"/api/v1/users/{created.get_json()['id']}", json={"name": "taken over"},
                                 headers=headers), 401)
-    assert client.get(f"/api/v1/users/{created.get_json()['id']}").get_json()["name"] == "Next"
+    fetched = client.get(f"/api/v1/users/{created.get_json()['id']}", headers=admin_headers)
+    assert fetched.get_json()["name"] == "Next"
 
 
 def test_a_token_carries_the_users_version_and_only_that_version_passes(client, make_user, app):

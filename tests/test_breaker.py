@@ -4,11 +4,12 @@ closed again by any statement that succeeds."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_problem, migrate
+from conftest import add_admin, assert_problem, migrate
 from sqlalchemy import event
 
 from app import breaker as breaker_module
 from app import create_app
+from app.auth.tokens import issue_token
 from app.breaker import KEY, DatabaseBreaker
 from app.extensions import db
 
@@ -58,11 +59,13 @@ def test_an_unreachable_database_is_asked_once_per_interval_then_found_again(tmp
     with app.app_context():
         event.listen(db.engine, "do_connect", lambda *args: attempts.append(1))
 
-    assert_problem(client.get("/api/v1/users/1"), 503)  # a real failure opens the breaker
+    with app.app_context():
+        early = {"Authorization": f"Bearer {issue_token(1, 'admin')[0]}"}  # checked against the database
+    assert_problem(client.get("/api/v1/users/1", headers=early), 503)  # a real failure opens the breaker
     assert app.extensions[KEY].is_open and attempts
     tried = len(attempts)
     for _ in range(20):
-        response = client.get("/api/v1/users/1")
+        response = client.get("/api/v1/users/1", headers=early)
         assert_problem(response, 503)
         assert response.headers["Retry-After"]
     assert len(attempts) == tried  # refused without asking the database
@@ -70,10 +73,14 @@ def test_an_unreachable_database_is_asked_once_per_interval_then_found_again(tmp
 
     missing.parent.mkdir()
     migrate(f"sqlite:///{missing}")
+    add_admin(f"sqlite:///{missing}")
+    with app.app_context():
+        token, _ = issue_token(1, "admin")
+    headers = {"Authorization": f"Bearer {token}"}
     clock.advance(0.6)
-    assert client.get("/api/v1/users").status_code == 200  # the trial finds the database back
+    assert client.get("/api/v1/users", headers=headers).status_code == 200  # the trial finds it back
     assert not app.extensions[KEY].is_open
-    assert client.get("/api/v1/users/1").status_code == 404
+    assert client.get("/api/v1/users/2", headers=headers).status_code == 404
 
 
 def test_it_can_be_turned_off(tmp_path):

@@ -43,7 +43,10 @@ def test_every_setting_is_overridable_and_typed():
 
 @pytest.mark.parametrize("name, value", [("MAX_CONTENT_LENGTH", "lots"), ("DEBUG", "perhaps"),
                                          ("JWT_ALGORITHM", "none"), ("JWT_ALGORITHM", "RS256"),
-                                         ("PAGE_SIZE_MAX", "0"), ("DATABASE_URL", "mysql://x/y")])
+                                         ("PAGE_SIZE_MAX", "0"), ("DATABASE_URL", "mysql://x/y"),
+                                         ("PUBLIC_URL", "api.example.com"), ("PUBLIC_URL", "ftp://x.example"),
+                                         ("PUBLIC_URL", "https://x.example/a?b=c"),
+                                         ("RATE_LIMIT_READS", "many")])
 def test_bad_value_names_the_setting(name, value):
     with pytest.raises(ConfigError, match=f"{name}: "):
         load_config({"LOOKOUT_ENV": "development", name: value})
@@ -66,6 +69,12 @@ def test_production_refuses_weak_or_missing_settings(name, value, reason):
         values[name] = value
     with pytest.raises(ConfigError, match=rf"{name}: .*{reason}"):
         load_config(values)
+
+
+@pytest.mark.parametrize("value, stored", [("https://api.example.com", "https://api.example.com"),
+                                           ("http://127.0.0.1:8000/lookout/", "http://127.0.0.1:8000/lookout")])
+def test_public_url_is_an_http_url_without_trailing_slash(value, stored):
+    assert load_config({"LOOKOUT_ENV": "development", "PUBLIC_URL": value}).PUBLIC_URL == stored
 
 
 def test_production_accepts_good_settings_and_picks_psycopg():

@@ -55,9 +55,10 @@ class Traffic:
     def one_round(self) -> None:
         """Every kind of request the dashboards show: reads, misses, writes, refusals, probes."""
         s, url = self.session, self.url
-        s.get(f"{url}/api/v1/users", timeout=10)
-        s.get(f"{url}/api/v1/users/1", timeout=10)
-        s.get(f"{url}/api/v1/users/999999", timeout=10)  # 404: a client error, not an SLO error
+        s.get(f"{url}/api/v1/users", headers=self.auth, timeout=10)
+        s.get(f"{url}/api/v1/users/1", headers=self.auth, timeout=10)
+        s.get(f"{url}/api/v1/users/999999", headers=self.auth, timeout=10)  # 404: client error, no SLO error
+        s.get(f"{url}/api/v1/users/1", timeout=10)  # anonymous: 401, an auth failure, not an SLO error
         s.post(f"{url}/api/v1/auth/token", timeout=10,
                json={"email": "admin@example.com", "password": "wrong"})
         s.get(f"{url}/readyz", timeout=10)

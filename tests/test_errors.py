@@ -46,7 +46,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(client, admin_headers, make_user, case):
     _, method, path, kwargs, status = case
-    admin_id = client.get("/api/v1/users").get_json()["items"][0]["id"]
+    admin_id = client.get("/api/v1/users/me", headers=admin_headers).get_json()["id"]
     kwargs = {**kwargs, "headers": {**admin_headers, **kwargs.get("headers", {})}}
     response = getattr(client, method)(path.format(admin=admin_id), **kwargs)
     body = assert_problem(response, status)
@@ -86,9 +86,12 @@ def test_unhandled_exception_is_a_generic_500_and_logged(app, caplog):
 
 def test_database_outage_is_503_not_500():
     from app import create_app
+    from app.auth.tokens import issue_token
 
     app = create_app({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none",
                       "DATABASE_CONNECT_TIMEOUT": 1})
-    response = app.test_client().get("/api/v1/users")
+    with app.app_context():
+        token, _ = issue_token(1, "admin")
+    response = app.test_client().get("/api/v1/users", headers={"Authorization": f"Bearer {token}"})
     assert_problem(response, 503)
     assert response.headers["Retry-After"]

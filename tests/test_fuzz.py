@@ -1,6 +1,8 @@
 """schemathesis against the live /openapi.json of a real gunicorn, every check on, a few hundred
-examples per operation, valid and invalid, as an admin so that every operation is reached:
-no 5xx and no response the spec does not allow."""
+examples per operation, valid and invalid, once as an admin (every operation is reached) and once
+as a regular user: no 5xx (none answered, none counted in /metrics), no response the spec does
+not allow, and the regular user never reads another user's email or role. Bodies also carry lone
+surrogates and over-long integers (tests/schemathesis_hooks.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from test_shutdown import CHEAP, login
 
 from app.models import Role
 from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
-EXAMPLES = 300
+EXAMPLES = int(os.environ.get("LOOKOUT_FUZZ_EXAMPLES", "300"))
 
 
 @pytest.fixture
@@ -27,19 +31,33 @@ def database_url(request):
     return _migrated_url(request, "postgresql" if os.environ.get("TEST_DATABASE_URL") else "sqlite")
 
 
-def test_schemathesis_finds_no_server_error_and_no_spec_violation(app, make_user, tmp_path):
-    make_user(Role.ADMIN, email="admin@example.com")
+def server_errors_counted(url: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "http_server_requests_total" and sample.labels["status"].startswith("5"))
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.USER])
+def test_schemathesis_finds_no_server_error_and_no_spec_violation(app, make_user, tmp_path, role):
+    caller = make_user(role, email="caller@example.com")
+    make_user(Role.USER, email="someone.else@example.com")  # whose email a user must never read
     env = {
         "DATABASE_URL": app.config["DATABASE_URL"],
         **CHEAP,
         "RATE_LIMIT_LOGIN": "100000 per minute",
+        "RATE_LIMIT_READS": "100000 per minute",
         "LOG_LEVEL": "ERROR",
     }
+    hooks = {"SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(Path(__file__).parent),
+             "LOOKOUT_FUZZ_CALLER_ID": str(caller.id) if role is Role.USER else ""}
     with GunicornServer(env, workers=1, threads=4) as server:
-        token = login(server.url, "admin@example.com")
+        token = login(server.url, "caller@example.com")
         run = subprocess.run(
             [
                 str(Path(sys.executable).with_name("st")),
+                "--config-file",
+                str(Path(__file__).with_name("schemathesis.toml")),
                 "run",
                 f"{server.url}/openapi.json",
                 "--checks",
@@ -62,8 +80,13 @@ def test_schemathesis_finds_no_server_error_and_no_spec_violation(app, make_user
             text=True,
             timeout=600,
             cwd=tmp_path,
+            env={**os.environ, **hooks},
         )
+        server_errors = server_errors_counted(server.url)
         server_log = server.output()
+    if os.environ.get("LOOKOUT_FUZZ_DUMP"):
+        Path(os.environ["LOOKOUT_FUZZ_DUMP"]).write_text(run.stdout)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "0 generated" not in run.stdout
     assert "Traceback" not in server_log, server_log[-4000:]
+    assert server_errors == 0

@@ -26,7 +26,7 @@ def test_database_down_fails_readiness_fast_but_not_liveness():
     assert client.get("/livez").status_code == 200
 
 
-def test_root_describes_the_service(client):
+def test_root_describes_the_service(client, admin_headers):
     from app.schemas import ServiceInfo
 
     response = client.get("/")
@@ -34,7 +34,7 @@ def test_root_describes_the_service(client):
     assert response.mimetype == "application/json" and ServiceInfo().validate(body) == {}
     assert body["service"] == "lookout" and body["version"] and body["commit"]
     for link in body["links"].values():
-        assert client.get(link).status_code == 200, link
+        assert client.get(link, headers=admin_headers).status_code == 200, link
     # The document is built once per mount point: another prefix gets its own links.
     mounted = client.get("/", base_url="http://localhost/lookout").get_json()
     assert mounted["links"] == {name: "/lookout" + link for name, link in body["links"].items()}

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import bearer
 
 from app.telemetry.logs import JsonFormatter, logging_config
 from loadtests.harness import wait_until
@@ -39,8 +40,9 @@ def access_lines(lines):
     return [line for line in lines if line["logger"] == "lookout.access"]
 
 
-def test_access_line_fields(traced_app, span_exporter, log_lines):
-    response = traced_app.test_client().get("/api/v1/users/12345")
+def test_access_line_fields(traced_app, span_exporter, log_lines, make_user):
+    user = make_user()
+    response = traced_app.test_client().get("/api/v1/users/12345", headers=bearer(user))
     [line] = access_lines(log_lines())
     assert {"time", "level", "logger", "message", "request_id", "trace_id", "span_id"} <= line.keys()
     assert line["method"] == "GET" and line["route"] == "/api/v1/users/<int:user_id>"

@@ -6,7 +6,7 @@ import threading
 import uuid
 
 import pytest
-from conftest import PASSWORD, bearer, metric_value
+from conftest import PASSWORD, assert_problem, bearer, metric_value
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from app import create_app
@@ -22,8 +22,8 @@ def series(client, prefix: str = "http_server_") -> set[str]:
 
 def test_requests_are_labelled_by_route_template(app, client, make_user):
     user = make_user()
-    client.get(f"/api/v1/users/{user.id}")
-    client.get("/api/v1/users/999999")
+    client.get(f"/api/v1/users/{user.id}", headers=bearer(user))
+    client.get("/api/v1/users/999999", headers=bearer(user))
     labels = {"method": "GET", "route": "/api/v1/users/<int:user_id>"}
     assert metric_value(app, "http_server_requests_total", {**labels, "status": "200"}) == 1
     assert metric_value(app, "http_server_requests_total", {**labels, "status": "404"}) == 1
@@ -108,7 +108,7 @@ def test_build_info(app):
 
 
 def test_database_time_by_operation(app, client, admin_headers):
-    client.get("/api/v1/users")
+    client.get("/api/v1/users", headers=admin_headers)
     client.post("/api/v1/users", headers=admin_headers,
                 json={"email": "db@example.com", "name": "Db", "password": "long-enough"})
     for operation in ("SELECT", "INSERT"):
@@ -136,7 +136,7 @@ def test_domain_counters(app, client, make_user, admin_headers):
 
 def test_exemplar_carries_the_trace_id_of_a_sampled_request(traced_app, span_exporter):
     client = traced_app.test_client()
-    client.get("/api/v1/users")
+    client.get("/api/v1/users")  # anonymous: a 401, still a sampled request of the route
     server_span = next(s for s in span_exporter.get_finished_spans() if s.name == "GET /api/v1/users")
     trace_id = format(server_span.context.trace_id, "032x")
     response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
@@ -161,11 +161,24 @@ def test_metrics_port_restricts_the_endpoint(database_url, port, status):
     assert response.status_code == status
 
 
+@pytest.mark.parametrize("path", ["/", "/livez", "/readyz", "/docs", "/openapi.json", "/api/v1/users",
+                                  "/api/v1/users/me", "/nowhere"])
+def test_the_metrics_port_serves_nothing_but_metrics(database_url, admin_headers, path):
+    app = create_app({"DATABASE_URL": database_url, "METRICS_PORT": 9100})
+    client = app.test_client()
+    on_metrics_port = {"SERVER_PORT": "9100"}
+    assert_problem(client.get(path, headers=admin_headers, environ_overrides=on_metrics_port), 404)
+    assert_problem(client.post(path, json={}, headers=admin_headers, environ_overrides=on_metrics_port), 404)
+    assert client.get("/metrics", environ_overrides=on_metrics_port).status_code == 200
+    on_main_port = client.get(path, headers=admin_headers, environ_overrides={"SERVER_PORT": "8000"})
+    assert on_main_port.status_code != 404 or path == "/nowhere"
+
+
 def test_telemetry_can_be_switched_off(database_url, span_exporter):
     app = create_app({"DATABASE_URL": database_url, "TELEMETRY_ENABLED": False},
                      tracer_provider=span_exporter.provider)
     client = app.test_client()
-    assert client.get("/api/v1/users").status_code == 200
+    assert client.get("/api/v1/users").status_code == 401
     assert client.get("/metrics").status_code == 404
     assert span_exporter.get_finished_spans() == ()
     assert client.get("/livez").headers["X-Request-ID"]

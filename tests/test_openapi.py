@@ -22,7 +22,7 @@ def test_spec_is_valid_openapi_3(spec_client):
 
 
 def test_each_schema_is_a_single_component(spec_client):
-    """apispec renames a schema it meets twice (UserOut1); references would then diverge."""
+    """apispec renames a schema it meets twice (UserFull1); references would then diverge."""
     names = spec_client.get("/openapi.json").get_json()["components"]["schemas"]
     assert [n for n in names if n[-1].isdigit()] == []
 
@@ -63,7 +63,9 @@ def test_writes_declare_bearer_security_and_errors(spec_client):
     create = spec["paths"]["/api/v1/users"]["post"]
     assert create["security"] == [{"BearerAuth": []}]
     assert {"201", "401", "409", "422"} <= create["responses"].keys()
-    assert "password" not in spec["components"]["schemas"]["UserOut"]["properties"]
+    for view in ("UserPublic", "UserFull"):
+        assert "password" not in spec["components"]["schemas"][view]["properties"]
+    assert {"email", "role"}.isdisjoint(spec["components"]["schemas"]["UserPublic"]["properties"])
 
 
 def test_docs_page_and_its_assets_are_served_locally(spec_client):

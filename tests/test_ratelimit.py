@@ -31,8 +31,9 @@ def assert_rate_limited(response, limit: str, app) -> None:
     assert metric_value(app, "lookout_rate_limited_total", {"limit": limit}) >= 1
 
 
-def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, monkeypatch):
-    """Every limit is on a write method, so reads skip the limiter's per-request hook."""
+def test_reads_outside_the_api_skip_the_limiter_and_the_rest_go_through_it(app, admin_headers, monkeypatch):
+    """Every limit is on a write method or on the API's reads, so other reads (/, health, docs)
+    skip the limiter's per-request hooks."""
     limiter = app.extensions["lookout.limiter"]
     checked, context_reads = [], []
     identify = limiter.identify_request
@@ -41,13 +42,15 @@ def test_reads_skip_the_limiter_and_writes_go_through_it(app, admin_headers, mon
     monkeypatch.setattr(type(limiter), "context",
                         property(lambda self: context_reads.append(1) or context.fget(self)))
     client = app.test_client()
-    for path in ("/", "/api/v1/users", "/livez"):
+    for path in ("/", "/livez", "/openapi.json"):
         assert client.get(path, headers=admin_headers).status_code == 200
-    assert client.head("/api/v1/users", headers=admin_headers).status_code == 200
+    assert client.head("/livez").status_code == 200
     assert checked == [] and context_reads == []
+    assert client.get("/api/v1/users", headers=admin_headers).status_code == 200
+    assert len(checked) == 1 and context_reads
     client.post("/api/v1/users", json={**NEW, "email": "limited@example.com"}, headers=admin_headers)
     client.delete("/api/v1/users/999999", headers=admin_headers)
-    assert len(checked) == 2 and context_reads
+    assert len(checked) == 3
 
 
 def test_a_write_verifies_its_token_once(app, make_user, monkeypatch):
@@ -93,29 +96,44 @@ def test_token_endpoint_is_limited_per_address(app, make_user, limited_app):
     assert other.status_code == 200  # another address has its own budget
 
 
-def test_refused_logins_are_limited_per_account(app, make_user, limited_app):
+def test_refused_logins_are_limited_per_account_and_address(app, make_user, limited_app):
+    """Guessing from one address is as slow as RATE_LIMIT_LOGIN_FAILURES allows; the owner's correct
+    password from their own address still gets in; successful logins cost nothing."""
     victim, bystander = make_user(email="victim@example.com"), make_user(email="bystander@example.com")
-    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute")
+    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute",
+                          RATE_LIMIT_LOGIN_FAILURES_ACCOUNT="5 per minute")
     client = limited.test_client()
+
+    def login(email: str, password: str, address: str):
+        return client.post("/api/v1/auth/token", json={"email": email, "password": password},
+                           environ_base={"REMOTE_ADDR": address})
+
     for _ in range(3):  # successful logins cost nothing
-        assert (
-            client.post("/api/v1/auth/token", json={"email": victim.email, "password": PASSWORD}).status_code
-            == 200
-        )
-    for address in ("10.0.0.1", "10.0.0.2"):  # guesses from two addresses count together
-        wrong = client.post(
-            "/api/v1/auth/token",
-            json={"email": " Victim@Example.com", "password": "guess-guess"},
-            environ_base={"REMOTE_ADDR": address},
-        )
+        assert login(victim.email, PASSWORD, "10.0.0.1").status_code == 200
+    for _ in range(2):
+        assert login(" Victim@Example.com", "guess-guess", "10.6.6.6").status_code == 401
+    # The guesser's budget for this account is spent: even the right password is refused there.
+    assert_rate_limited(login(victim.email, PASSWORD, "10.6.6.6"), "login-failures", limited)
+    assert_rate_limited(login(victim.email, "next-guess", "10.6.6.6"), "login-failures", limited)
+    assert login(victim.email, PASSWORD, "10.0.0.1").status_code == 200  # the owner still gets in
+    assert login(bystander.email, PASSWORD, "10.6.6.6").status_code == 200  # other accounts too
+
+
+def test_refused_logins_of_one_account_have_a_ceiling_over_every_address(app, make_user, limited_app):
+    """Guessing from many addresses at once is bounded by RATE_LIMIT_LOGIN_FAILURES_ACCOUNT."""
+    victim, bystander = make_user(email="victim@example.com"), make_user(email="bystander@example.com")
+    limited = limited_app(RATE_LIMIT_LOGIN="100 per minute", RATE_LIMIT_LOGIN_FAILURES="2 per minute",
+                          RATE_LIMIT_LOGIN_FAILURES_ACCOUNT="5 per minute")
+    client = limited.test_client()
+    for address in ("10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.2", "10.0.0.3"):
+        wrong = client.post("/api/v1/auth/token", json={"email": victim.email, "password": "guess-guess"},
+                            environ_base={"REMOTE_ADDR": address})
         assert wrong.status_code == 401
-    blocked = client.post(
-        "/api/v1/auth/token",
-        json={"email": victim.email, "password": PASSWORD},
-        environ_base={"REMOTE_ADDR": "10.0.0.3"},
-    )
-    assert_rate_limited(blocked, "login-failures", limited)
-    ok = client.post("/api/v1/auth/token", json={"email": bystander.email, "password": PASSWORD})
+    blocked = client.post("/api/v1/auth/token", json={"email": victim.email, "password": PASSWORD},
+                          environ_base={"REMOTE_ADDR": "10.0.0.4"})
+    assert_rate_limited(blocked, "login-failures-account", limited)
+    ok = client.post("/api/v1/auth/token", json={"email": bystander.email, "password": PASSWORD},
+                     environ_base={"REMOTE_ADDR": "10.0.0.4"})
     assert ok.status_code == 200
 
 
@@ -158,7 +176,23 @@ def test_writes_are_limited_per_user(app, make_user, limited_app):
         client.post("/api/v1/users", json={**NEW, "email": "m@example.com"}, headers=second_auth).status_code
         == 201
     )
-    assert client.get("/api/v1/users").status_code == 200  # reads are not limited
+    assert client.get("/api/v1/users", headers=first_auth).status_code == 200  # reads have their own limit
+
+
+def test_reads_are_limited_per_user(app, make_user, limited_app):
+    """One token cannot page through every profile: RATE_LIMIT_READS per user, 429 with Retry-After."""
+    first, second = make_user(email="reader@example.com"), make_user(email="other@example.com")
+    limited = limited_app(RATE_LIMIT_READS="2 per minute")
+    client = limited.test_client()
+    with limited.app_context():
+        first_auth, second_auth = bearer(first), bearer(second)
+    for _ in range(2):
+        assert client.get(f"/api/v1/users/{second.id}", headers=first_auth).status_code == 200
+    response = client.get("/api/v1/users/me", headers=first_auth)
+    assert_rate_limited(response, "reads", limited)
+    assert client.get(f"/api/v1/users/{first.id}", headers=second_auth).status_code == 200
+    written = client.post("/api/v1/users", json={**NEW, "email": "w@example.com"}, headers=first_auth)
+    assert written.status_code == 201  # writes have their own budget
 
 
 def test_limits_can_be_switched_off(app, make_user, limited_app):
@@ -179,7 +213,8 @@ def test_a_body_too_deep_to_parse_is_400_and_leaves_the_limiter_alone(client, ap
     assert metric_value(app, "lookout_rate_limit_fallback") == 0  # not mistaken for a storage failure
 
 
-@pytest.mark.parametrize("setting", ["RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_WRITES"])
+@pytest.mark.parametrize("setting", ["RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_READS",
+                                     "RATE_LIMIT_LOGIN_FAILURES_ACCOUNT", "RATE_LIMIT_WRITES"])
 def test_a_malformed_limit_is_refused_naming_the_setting(setting):
     with pytest.raises(ConfigError, match=setting):
         load_config({setting: "lots"}, default_env="testing")
@@ -201,7 +236,8 @@ def test_spec_documents_429_with_retry_after(client):
     for path, method in limited:
         response = paths[path][method]["responses"]["429"]
         assert "Retry-After" in response["headers"], (path, method)
-    assert "429" not in paths["/api/v1/users"]["get"]["responses"]
+    assert "429" in paths["/api/v1/users"]["get"]["responses"]  # reads of the users too
+    assert "429" not in paths["/livez"]["get"]["responses"]
 
 
 def test_redis_storage_shares_one_budget_between_processes(app, make_user, database_url, redis_url):

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 import requests
-from conftest import service_missing
+from conftest import server_bearer, service_missing
 from faults import RedisServer, TCPProxy, redis_server_binary
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,7 +70,8 @@ def until_redis_counts_again(url: str, storage: redis.Redis) -> None:
     wait_until(back, "the service to go back to Redis", interval=1)
 
 
-def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_server):
+def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_server, make_user):
+    user = make_user()  # reads are rate-limited too: they keep answering while Redis is away
     proxy = TCPProxy(redis_server.port)
     env = {
         "DATABASE_URL": app.config["DATABASE_URL"],
@@ -99,7 +100,8 @@ def test_redis_outages_degrade_to_per_process_limits_and_recover(app, redis_serv
         assert LIMIT <= sum(status == 401 for status, _ in answers) <= 2 * LIMIT
         assert max(seconds for _, seconds in answers) < STORAGE_TIMEOUT * 4 + 1
         assert 1 <= counting_alone(server.url) <= 2  # the workers that took an attempt say so
-        assert requests.get(f"{server.url}/api/v1/users", timeout=10).status_code == 200
+        read = requests.get(f"{server.url}/api/v1/users/me", headers=server_bearer(user), timeout=10)
+        assert read.status_code == 200
         proxy.restore()
         until_redis_counts_again(server.url, storage)
 

@@ -36,9 +36,9 @@ def test_crud_over_http(live_server):
                             json={"email": "Grace@Example.com", "name": "Grace", "password": "cobol-rocks"})
     assert created.status_code == 201
     user = created.json()
-    assert requests.get(f"{url}{created.headers['Location']}", timeout=10).json() == user
+    assert requests.get(f"{url}{created.headers['Location']}", headers=auth, timeout=10).json() == user
 
-    listed = requests.get(f"{url}/api/v1/users", timeout=10).json()
+    listed = requests.get(f"{url}/api/v1/users", headers=auth, timeout=10).json()
     assert [u["email"] for u in listed["items"]] == ["admin@example.com", "grace@example.com"]
 
     patched = requests.patch(f"{url}/api/v1/users/{user['id']}", headers=auth, json={"name": "Rear Admiral"},
@@ -46,7 +46,7 @@ def test_crud_over_http(live_server):
     assert patched.status_code == 200 and patched.json()["name"] == "Rear Admiral"
 
     assert requests.delete(f"{url}/api/v1/users/{user['id']}", headers=auth, timeout=10).status_code == 204
-    gone = requests.get(f"{url}/api/v1/users/{user['id']}", timeout=10)
+    gone = requests.get(f"{url}/api/v1/users/{user['id']}", headers=auth, timeout=10)
     assert gone.status_code == 404 and gone.headers["Content-Type"] == "application/problem+json"
 
 
@@ -152,6 +152,23 @@ def test_a_taken_port_of_its_own_choosing_is_replaced(sqlite_url, monkeypatch, t
         assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
         scrape = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
         assert scrape.status_code == 200 and "lookout_build_info" in scrape.text
+
+
+@pytest.mark.slow
+def test_the_metrics_port_answers_metrics_and_nothing_else(sqlite_url):
+    """Exposing the metrics port to Prometheus exposes nothing more of the service."""
+    with GunicornServer({"DATABASE_URL": sqlite_url}, metrics_port=True) as server:
+        metrics_url = f"http://127.0.0.1:{server.metrics_port}"
+        assert requests.get(f"{metrics_url}/metrics", timeout=5).status_code == 200
+        for path in ("/", "/livez", "/docs", "/openapi.json", "/api/v1/users", "/api/v1/users/1"):
+            answer = requests.get(f"{metrics_url}{path}", timeout=5)
+            assert answer.status_code == 404, path
+            assert answer.headers["Content-Type"] == "application/problem+json"
+        token = requests.post(f"{metrics_url}/api/v1/auth/token", timeout=5,
+                              json={"email": "nobody@example.com", "password": "irrelevant"})
+        assert token.status_code == 404
+        assert requests.get(f"{server.url}/metrics", timeout=5).status_code == 404
+        assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
 
 
 @pytest.mark.slow

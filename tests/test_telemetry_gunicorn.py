@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import PASSWORD
+from conftest import PASSWORD, server_bearer
 from otlp import OTLPReceiver
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as text_families
@@ -74,14 +74,16 @@ def otlp_env(receiver: OTLPReceiver) -> dict[str, str]:
 
 def test_four_workers_spans_logs_and_exact_scrapes(sqlite_app, make_user):
     user = make_user()
+    auth = server_bearer(user)
     n = 240
     trace_ids = [secrets.token_hex(16) for _ in range(n)]
     with OTLPReceiver() as receiver, GunicornServer(
         {"DATABASE_URL": sqlite_app.config["DATABASE_URL"], **otlp_env(receiver)}, workers=4, threads=2,
     ) as server:
         responses = fire(f"{server.url}/api/v1/users/{user.id}", n, lambda i: {
-            "X-Request-ID": f"req-{i}", "traceparent": f"00-{trace_ids[i]}-{secrets.token_hex(8)}-01"})
-        assert [r.status_code for r in responses] == [200] * n
+            **auth, "X-Request-ID": f"req-{i}",
+            "traceparent": f"00-{trace_ids[i]}-{secrets.token_hex(8)}-01"})
+        assert [r.status_code for r in responses] == [200] * n, responses[0].text
 
         # Scrapes land on any worker; each merges all workers' files and must see all n.
         scraped = [requests_total(requests.get(f"{server.url}/metrics", timeout=10).text) for _ in range(10)]
@@ -112,10 +114,11 @@ def test_four_workers_spans_logs_and_exact_scrapes(sqlite_app, make_user):
 def test_exemplar_points_at_an_exported_span(sqlite_app, make_user):
     """One worker with threads (the Kubernetes model): exemplars in the OpenMetrics scrape."""
     user = make_user()
+    auth = server_bearer(user)
     with OTLPReceiver() as receiver, GunicornServer(
         {"DATABASE_URL": sqlite_app.config["DATABASE_URL"], **otlp_env(receiver)}, workers=1, threads=4,
     ) as server:
-        fire(f"{server.url}/api/v1/users/{user.id}", 20)
+        fire(f"{server.url}/api/v1/users/{user.id}", 20, lambda i: auth)
         scrape = requests.get(f"{server.url}/metrics", headers={"Accept": "application/openmetrics-text"},
                               timeout=10)
         spans = receiver.wait_for(lambda s: len(s) >= 20)
@@ -185,7 +188,8 @@ def test_blackholed_collector_neither_slows_requests_nor_holds_shutdown(sqlite_a
             slowest = 0.0
             for _ in range(100):
                 started = time.monotonic()
-                assert requests.get(f"{server.url}/api/v1/users", timeout=10).status_code == 200
+                # anonymous: a 401 without the database, traced and exported all the same
+                assert requests.get(f"{server.url}/api/v1/users", timeout=10).status_code == 401
                 slowest = max(slowest, time.monotonic() - started)
             # An export in the request path would wait for the 5 s export timeout.
             assert slowest < 2, slowest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import bearer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
@@ -17,7 +18,9 @@ def spans_by_kind(exporter, kind):
 def test_server_span_named_by_route_with_database_children(traced_app, span_exporter, make_user):
     user = make_user()
     span_exporter.clear()
-    traced_app.test_client().get(f"/api/v1/users/{user.id}")
+    headers = bearer(user)
+    span_exporter.clear()
+    traced_app.test_client().get(f"/api/v1/users/{user.id}", headers=headers)
     [server] = spans_by_kind(span_exporter, SpanKind.SERVER)
     assert server.name == "GET /api/v1/users/<int:user_id>"
     assert server.attributes["http.route"] == "/api/v1/users/<int:user_id>"

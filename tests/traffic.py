@@ -48,7 +48,7 @@ class Result:
 @dataclass
 class Traffic:
     url: str
-    token: str
+    token: str  # an admin's: the first user is found through the admin list
     threads: int = 4
     write_every: int = 4  # one write in this many requests
     follow_readiness: bool = False
@@ -69,7 +69,8 @@ class Traffic:
     setup_requests = 1  # the GET /api/v1/users below, not in ``results``
 
     def _first_user(self) -> int:
-        listed = requests.get(f"{self.url}/api/v1/users?per_page=1", timeout=10).json()
+        listed = requests.get(f"{self.url}/api/v1/users?per_page=1", timeout=10,
+                              headers={"Authorization": f"Bearer {self.token}"}).json()
         return listed["items"][0]["id"]
 
     def __enter__(self) -> Traffic:
@@ -128,7 +129,8 @@ class Traffic:
                         json={"email": email, "name": "Load", "password": "long-enough"},
                     )
                 else:
-                    response = session.get(f"{self.url}/api/v1/users/{self.user_id}", timeout=self.timeout)
+                    response = session.get(f"{self.url}/api/v1/users/{self.user_id}", headers=headers,
+                                           timeout=self.timeout)
                 result = Result(
                     "write" if write else "read",
                     started,

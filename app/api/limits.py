@@ -1,5 +1,8 @@
 """The API's rate limits, declared on the app's limiter when the blueprint is registered.
 
+- ``GET``: RATE_LIMIT_READS per user (the token's subject), or per client address for a
+  request without a valid token, so one token cannot page through every profile quickly.
+
 - ``POST``, ``PATCH``, ``DELETE``: RATE_LIMIT_WRITES per user (the token's subject), or per
   client address for a request without a valid token.
 - ``PATCH``: RATE_LIMIT_LOGIN_FAILURES per user, counting the requests refused for a wrong
@@ -15,11 +18,11 @@ from flask import Blueprint, Response, g, request
 from flask.blueprints import BlueprintSetupState
 
 from ..auth.tokens import request_claims
-from ..ratelimit import WRITE_METHODS, client_address, limiter_of
+from ..ratelimit import WRITE_METHODS, client_address, limit_reads, limiter_of
 
 
 def principal() -> str:
-    """The user a write is made by (a valid token's subject), else the client address."""
+    """The user a request is made by (a valid token's subject), else the client address."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     claims = request_claims(token) if scheme.lower() == "bearer" and token else None
     return f"user:{claims['sub']}" if claims else client_address()
@@ -40,6 +43,8 @@ def declare_limits(state: BlueprintSetupState) -> None:
     blueprint = cast(Blueprint, state.blueprint)  # typed as Flask's sans-IO base class
     limiter.shared_limit(config["RATE_LIMIT_WRITES"], "writes", key_func=principal,
                          methods=WRITE_METHODS)(blueprint)
+    limiter.shared_limit(config["RATE_LIMIT_READS"], "reads", key_func=principal, methods=["GET"])(blueprint)
+    limit_reads(state.app, blueprint.name)
     # The same scope as the token endpoint's refused attempts, keyed by user, not by email.
     limiter.shared_limit(config["RATE_LIMIT_LOGIN_FAILURES"], "login-failures", key_func=principal,
                          methods=["PATCH"], deduct_when=password_refused)(blueprint)

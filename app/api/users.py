@@ -1,12 +1,12 @@
-"""The users resource: create, list, get, partial update, delete."""
+"""The users resource: create, list, get, partial update, delete; who may do what is in policy.py."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from apiflask import APIBlueprint, abort, pagination_builder
-from flask import url_for
+from apiflask import APIBlueprint, abort
+from flask import Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -14,17 +14,18 @@ from ..auth import auth, current_user
 from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..guards import require_json_body
-from ..models import Role, User
-from ..schemas import PageQuery, UserIn, UserOut, UserPatch, UsersPage
+from ..models import MAX_ID, Role, User
+from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UsersPage, normalise_email
 from ..telemetry import count_auth_failure, count_user_created
 from .limits import declare_limits, refuse_password
+from .policy import Operation, allow
+from .responses import link, page_links, user_response
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Users")
 bp.before_request(require_json_body)
 bp.record_once(declare_limits)
 
 DUPLICATE_EMAIL = "A user with this email already exists."
-MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; a larger one cannot exist (and overflows SQLite)
 
 
 LAST_ADMIN = ("That is the last admin: make another user an admin first, or nobody could manage "
@@ -67,71 +68,86 @@ def commit_or_409(check: Callable[[], None] | None = None) -> None:
 
 
 @bp.get("/users")
+@bp.auth_required(auth)
 @bp.input(PageQuery, location="query", arg_name="query")
 @bp.output(UsersPage)
-@bp.doc(summary="List users, oldest first")
-def list_users(query: dict[str, int]) -> dict[str, Any]:
-    page = db.paginate(select(User).order_by(User.id), page=query["page"],
-                       per_page=query["per_page"], error_out=False)
-    # Flask-SQLAlchemy's Pagination has read-only properties where APIFlask's protocol type
-    # declares plain attributes; at run time it is exactly what pagination_builder reads.
-    links: dict[str, Any] = pagination_builder(page)  # type: ignore[arg-type, assignment]
-    if page.pages == 0:  # no users: its "last" would be page 0, which no request may ask for
-        links["last"] = links["first"]
-    if page.page > max(page.pages, 1):  # past the end: back to the last page, not to page - 1
-        links["prev"] = links["last"]
-    return {"items": page.items, "pagination": links}
+@bp.doc(summary="List users, oldest first (admins only)",
+        description="Filter by `role` and find by `email`; the pagination links keep the filters.",
+        responses={403: "Only admins list users"})
+def list_users(query: dict[str, Any]) -> dict[str, Any]:
+    allow(Operation.LIST, current_user())
+    statement, filters = select(User).order_by(User.id), {}
+    if "role" in query:
+        statement = statement.where(User.role == query["role"])
+        filters["role"] = query["role"].value
+    if "email" in query:
+        statement = statement.where(User.email == normalise_email(query["email"]))
+        filters["email"] = query["email"]
+    page = db.paginate(statement, page=query["page"], per_page=query["per_page"], error_out=False)
+    return {"items": page.items, "pagination": page_links(page, filters)}
+
+
+@bp.get("/users/me")
+@bp.auth_required(auth)
+@bp.output(UserFull)
+@bp.doc(summary="Get your own full record")
+def get_me() -> User:
+    actor = current_user()
+    allow(Operation.ME, actor)
+    return actor
 
 
 @bp.get("/users/<int:user_id>")
-@bp.output(UserOut)
+@bp.auth_required(auth)
+@bp.output(UserFull)
 @bp.doc(summary="Get a user")
-def get_user(user_id: int) -> User:
-    return get_user_or_404(user_id)
+def get_user(user_id: int) -> Response:
+    actor, user = current_user(), get_user_or_404(user_id)
+    allow(Operation.GET, actor, user)
+    return user_response(actor, user)
 
 
 @bp.post("/users")
 @bp.auth_required(auth)
 @bp.input(UserIn, arg_name="data")
-@bp.output(UserOut, status_code=201)
+@bp.output(UserFull, status_code=201)
 @bp.doc(summary="Create a user", responses={403: "Only admins create admins", 409: DUPLICATE_EMAIL})
-def create_user(data: dict[str, Any]) -> tuple[User, int, dict[str, str]]:
+def create_user(data: dict[str, Any]) -> Response:
     actor = current_user()
-    if data["role"] == Role.ADMIN and not actor.is_admin:
-        abort(403, "Only an admin can create an admin.")
+    allow(Operation.CREATE_ADMIN if data["role"] == Role.ADMIN else Operation.CREATE, actor)
     user = User(email=data["email"], name=data["name"], role=data["role"],
                 password_hash=hash_password(data["password"]), created_by_id=actor.id)
     db.session.add(user)
     commit_or_409()
     count_user_created()
-    return user, 201, {"Location": url_for("api.get_user", user_id=user.id)}
+    return user_response(actor, user, 201, {"Location": link("api.get_user", user_id=user.id)})
 
 
 @bp.patch("/users/<int:user_id>")
 @bp.auth_required(auth)
 @bp.input(UserPatch, arg_name="changes")
-@bp.output(UserOut)
+@bp.output(UserFull)
 @bp.doc(summary="Change some fields of a user",
-        description="Allowed for admins, the user themself and the user's creator. "
+        description="Allowed for admins, the user themself and the user's creator (while the user's role "
+                    "is not higher than the creator's). "
                     "Changing a role needs an admin; changing a password needs an admin or the user. "
                     "Users changing their own password or email send their `current_password` too. "
                     "A password change ends every token issued to the user before it, the caller's "
                     "own included.",
         responses={403: "Not allowed to change this user, or `current_password` missing or wrong",
                    409: f"{DUPLICATE_EMAIL} Or the change would demote the last admin."})
-def update_user(user_id: int, changes: dict[str, Any]) -> User:
+def update_user(user_id: int, changes: dict[str, Any]) -> Response:
     actor, user = current_user(), get_user_or_404(user_id)
     is_self = actor.id == user.id
-    if not (actor.is_admin or is_self or user.created_by_id == actor.id):
-        abort(403, "You can change only yourself and users you created.")
-    if "role" in changes and changes["role"] != user.role and not actor.is_admin:
-        abort(403, "Only an admin can change a role.")
+    allow(Operation.PATCH_PROFILE, actor, user)  # any change needs at least this
+    if "role" in changes and changes["role"] != user.role:
+        allow(Operation.PATCH_ROLE, actor, user)
     demotes = changes.get("role") == Role.USER
     if demotes:  # before any change is flushed: every such request takes its locks in one order
         lock_admins()
     current_password = changes.pop("current_password", None)
-    if "password" in changes and not (actor.is_admin or is_self):
-        abort(403, "Only the user or an admin can change a password.")
+    if "password" in changes:
+        allow(Operation.PATCH_PASSWORD, actor, user)
     # A stolen token alone must neither take the account over (a new password) nor move its
     # login to another address, locking the owner out (a new email).
     new_email = changes.get("email", user.email) != user.email
@@ -151,16 +167,20 @@ def update_user(user_id: int, changes: dict[str, Any]) -> User:
     for field, value in changes.items():
         setattr(user, field, value)
     commit_or_409(refuse_if_no_admin_left if demotes else None)
-    return user
+    return user_response(actor, user)
 
 
 @bp.delete("/users/<int:user_id>")
-@bp.auth_required(auth, roles=[Role.ADMIN.value])
+@bp.auth_required(auth)
 @bp.output({}, status_code=204)
 @bp.doc(summary="Delete a user (admins only)",
         responses={403: "Only admins delete users", 409: "That is the last admin"})
 def delete_user(user_id: int) -> tuple[str, int]:
+    actor = current_user()
+    if not actor.is_admin:  # before the lookup: a 404 would tell who exists
+        allow(Operation.DELETE, actor)
     user = get_user_or_404(user_id)
+    allow(Operation.DELETE, actor, user)
     admin = user.is_admin
     if admin:
         lock_admins()

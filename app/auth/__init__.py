@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 from apiflask import APIBlueprint, HTTPError, HTTPTokenAuth, abort
 from flask import Response, current_app
 from sqlalchemy import select
 
 from ..extensions import db
 from ..guards import require_json_body
-from ..models import Role, User
+from ..models import MAX_ID, Role, User
 from ..schemas import TokenIn, TokenOut, normalise_email
 from ..telemetry import count_auth_failure
 from .limits import declare_limits
 from .passwords import verify_password
 from .tokens import issue_token, request_claims
 
+SUBJECT = re.compile("[0-9]{1,10}")  # a user id
 bp = APIBlueprint("auth", __name__, url_prefix="/api/v1/auth", tag="Auth")
 bp.before_request(require_json_body)
 bp.record_once(declare_limits)
@@ -24,11 +27,14 @@ auth = HTTPTokenAuth(scheme="Bearer", realm="lookout", description="JWT from POS
 @auth.verify_token
 def _verify(token: str) -> User | None:
     claims = request_claims(token) if token else None
-    if claims is None or not claims["sub"].isdigit():
+    # ASCII digits only: str.isdigit() also takes "\u00b2", which int() refuses (a 500).
+    if claims is None or not isinstance(subject := claims["sub"], str) or not SUBJECT.fullmatch(subject):
+        return None
+    if int(subject) > MAX_ID:
         return None
     # The user is re-read on every request: a deleted user's token stops working at once,
     # and a role change takes effect without waiting for the token to expire.
-    user = db.session.get(User, int(claims["sub"]))
+    user = db.session.get(User, int(subject))
     # SQLite reuses the id of a deleted last row: a token issued before its user existed
     # belongs to the deleted one. iat is whole seconds and clocks of pods differ a little, so
     # the comparison allows the token leeway.

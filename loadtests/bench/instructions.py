@@ -21,7 +21,10 @@ figure moved by up to 4% between runs that way.
 
     python -m loadtests.bench.instructions APP PATH REQUESTS   (what valgrind runs)
 
-APP: ``bare`` (a), ``common`` (b), ``lookout`` (this service, by its own env).
+APP: ``bare`` (a), ``common`` (b), ``lookout`` (this service, by its own env). For ``lookout``,
+BENCH_AS=admin or BENCH_AS=user sends every request with a bearer token of the database's
+first user of that role (the users API needs one), and ``{other}`` in PATH is the id of the
+second regular user: someone else's profile. Both are set up before the counted part.
 """
 
 from __future__ import annotations
@@ -103,14 +106,38 @@ def _build(app: str) -> object:
     return baseline._common() if app == "common" else baseline._flask()
 
 
+def _caller(app: object, role: str) -> tuple[str, int]:
+    """A token of the first user of ``role``, and the id of the second regular user."""
+    from sqlalchemy import select
+
+    from app.auth.tokens import issue_token
+    from app.extensions import db
+    from app.models import Role, User
+
+    with app.app_context():  # type: ignore[attr-defined]
+        caller = db.session.scalar(select(User).where(User.role == Role(role)).order_by(User.id))
+        regular = select(User.id).where(User.role == Role.USER).order_by(User.id).limit(2)
+        users = db.session.scalars(regular).all()
+        if caller is None or len(users) < 2:
+            sys.exit(f"the database needs a user of role {role} and two regular users")
+        token, _ = issue_token(caller.id, role, caller.token_version)
+        db.session.remove()
+    return token, users[1]
+
+
 def serve(app_name: str, path: str, requests: int) -> None:
     """What runs under valgrind: build, warm up, then answer ``requests`` requests in-process."""
     from werkzeug.test import EnvironBuilder
 
     app = _build(app_name)
+    headers = [("User-Agent", "wrk"), ("Accept", "*/*")]
+    if os.environ.get("BENCH_AS"):
+        token, other = _caller(app, os.environ["BENCH_AS"])
+        headers.append(("Authorization", f"Bearer {token}"))
+        path = path.replace("{other}", str(other))
     route, _, query = path.partition("?")
     builder = EnvironBuilder(path=route, query_string=query, base_url="http://127.0.0.1:8000",
-                             headers=[("User-Agent", "wrk"), ("Accept", "*/*")])
+                             headers=headers)
     environ: dict[str, object] = builder.get_environ()
     statuses: list[str] = []
 

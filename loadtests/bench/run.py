@@ -43,6 +43,8 @@ IDLE_CPU_SECONDS = 0.005  # a server that used less than this in IDLE_WINDOW is 
 IDLE_WINDOW = 0.25
 IDLE_TIMEOUT = 8.0  # past the span processor's 5 s export schedule
 USERS_PATH = "/api/v1/users?per_page=20"  # every users-endpoint part measures this page
+PROFILE_PATH = "/api/v1/users/{other}"  # another user's public profile (instructions.py)
+BENCH_ADMIN = "bench-admin@example.com"
 
 
 @dataclass
@@ -225,6 +227,10 @@ def _migrate_and_seed(url: str, users: int) -> None:
     if users:
         subprocess.run([*flask, "users", "seed", str(users)], env=env, check=True, capture_output=True,
                        timeout=120)
+        # The users API needs a token: an admin for the list (instructions.py logs in as it).
+        subprocess.run([*flask, "users", "create", "--admin", "--email", BENCH_ADMIN, "--name", "Bench"],
+                       env={**env, "LOOKOUT_USER_PASSWORD": "bench-admin-password"}, check=True,
+                       capture_output=True, timeout=120)
 
 
 def verdict(ratio: Ratio, goal: float) -> str:
@@ -323,12 +329,15 @@ def instruction_counts(database_url: str | None, requests: int) -> str:
              f"- (c) with tracing off/(b): {b.per_request / untraced.per_request:.3f}"]
     sampled = [f"GET / {(c.sampled_extra or 0) / 1e6:.3f}"]
     if database_url:
-        env = {**lookout, "DATABASE_URL": database_url}
-        off = instructions.count("users endpoint, telemetry off", "lookout", USERS_PATH,
+        env = {**lookout, "DATABASE_URL": database_url, "BENCH_AS": "admin"}
+        off = instructions.count("users endpoint (admin list page), telemetry off", "lookout", USERS_PATH,
                                  {**env, "TELEMETRY_ENABLED": "false"}, requests)
-        on = instructions.sampled_mix("users endpoint, telemetry on, default sampling", "lookout",
-                                      USERS_PATH, env, requests, DEFAULT_SAMPLE_RATIO)
-        counts += [off, on]
+        on = instructions.sampled_mix("users endpoint (admin list page), telemetry on, default sampling",
+                                      "lookout", USERS_PATH, env, requests, DEFAULT_SAMPLE_RATIO)
+        profile = instructions.sampled_mix(
+            "GET /api/v1/users/{id} as a regular user (public profile), default sampling", "lookout",
+            PROFILE_PATH, {**env, "BENCH_AS": "user"}, requests, DEFAULT_SAMPLE_RATIO)
+        counts += [off, on, profile]
         lines.append(f"- users endpoint on/off: {off.per_request / on.per_request:.3f}")
         sampled.append(f"users endpoint {(on.sampled_extra or 0) / 1e6:.3f}")
     rows = ["| setup | instructions per request (millions) |", "|---|---:|"]
