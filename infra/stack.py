@@ -36,6 +36,9 @@ APP = "lookout"
 SERVER = selector(APP, "server")  # the service's pods
 METRICS_DIR = "/var/lib/lookout/metrics"
 MIGRATION_COMMAND = ("flask", "--app", "app", "db", "upgrade")  # the image's, run before a rollout
+# After the migrations, in the same Job: the first admin, from BOOTSTRAP_ADMIN (files only it mounts).
+BOOTSTRAP_COMMAND = ("flask", "--app", "app", "users", "bootstrap-admin")
+BOOTSTRAP_EMAIL, BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
     return env
 
 
+def bootstrap_admin(s: Settings) -> dict[str, pulumi.Input[str]]:
+    """Return the bootstrap admin's credentials, as the variables ``flask users bootstrap-admin`` reads."""
+    return {BOOTSTRAP_EMAIL: s.service.bootstrap_admin_email, BOOTSTRAP_PASSWORD: s.service.bootstrap_admin_password}
+
+
 def service_args(s: Settings, monitoring: Monitoring, database: Database,
                  counts: RateLimitStore | None, delivery: ProgressiveDelivery | None = None) -> ServiceArgs:
     """Return the app's Args: its settings, its secrets (files) and the peers it connects to."""
@@ -96,7 +104,8 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
         writable.append(WritableDir("metrics", METRICS_DIR, "256Mi"))
     return s.service.args(environment=app_environment(s, monitoring.collector_endpoint), secrets=secrets,
                           egress=egress, scrape_namespace=s.monitoring.namespace, writable_dirs=writable,
-                          migration_command=MIGRATION_COMMAND, canary=s.delivery.canary(
+                          migration_command=MIGRATION_COMMAND, post_migration_command=BOOTSTRAP_COMMAND,
+                          job_secrets=bootstrap_admin(s), canary=s.delivery.canary(
                               prometheus_url=monitoring.prometheus_url,
                               depends_on=[delivery.release] if delivery else []))
 
