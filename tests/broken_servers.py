@@ -94,3 +94,17 @@ class SlowProxy(_Server):
                 self.reply(answer.status, answer.getheaders(), answer.read())
             finally:
                 upstream.close()
+
+
+class RecordingProxy(SlowProxy):
+    """Forwards to ``upstream`` at once and records each request as (method, path, has a token)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, delay=0.0)
+        self.requests: list[tuple[str, str, bool]] = []
+
+    class handler(SlowProxy.handler):
+        def handle_any(self) -> None:
+            owner: RecordingProxy = self.server.owner  # type: ignore[attr-defined]
+            owner.requests.append((self.command, self.path, "Authorization" in self.headers))
+            super().handle_any()
