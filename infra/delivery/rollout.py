@@ -16,9 +16,10 @@ again; the command still exits 1, so the pipeline stops there. Images are deploy
 tag could point elsewhere by the time a rollback needs it; ``--require-signature`` refuses an
 image the deploy workflow did not sign (infra/delivery/signature.py).
 
-The stack's secrets (secretKey, jwtSecretKey, databaseUrl) stay where Pulumi keeps them,
-encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's credentials and
-the cluster's.
+The stack's secrets (secretKey, jwtSecretKey, bootstrapAdminPassword, databaseUrl) stay where
+Pulumi keeps them, encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's
+credentials and the cluster's. The smoke test logs in as the stack's bootstrap admin
+(``pulumi config get``), or as LOOKOUT_SMOKE_EMAIL / LOOKOUT_SMOKE_PASSWORD when both are set.
 
 Environment variables read: KUBECONFIG_DATA (a kubeconfig's text, written to a private temporary
 file for the Pulumi and kubectl runs), KUBECTL (default ``kubectl``), CANARY_TIMEOUT (seconds a
@@ -45,7 +46,8 @@ from pathlib import Path
 
 from infra.delivery import signature
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
-from infra.delivery.smoke import SmokeReport, normalise, publish, smoke
+from infra.delivery.smoke import SmokeReport, credentials_from, normalise, publish, smoke
+from infra.stack_config import schema
 
 DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
@@ -159,11 +161,22 @@ def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
         thread.join(10)
 
 
+def admin_credentials(stack: PulumiStack, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The smoke test's account: LOOKOUT_SMOKE_* when set, else the stack's bootstrap admin."""
+    if given := credentials_from(environ):
+        return given
+    password = stack.config("bootstrapAdminPassword")  # the CLI decrypts it for the stack's owner
+    if not password:
+        return None
+    return stack.config("bootstrapAdminEmail") or str(schema()["bootstrapAdminEmail"].default), password
+
+
 class Rollout:
     def __init__(self, stack: PulumiStack, smoker: Smoker | None = None, wait: float = 180.0,
                  watch: CanaryWatch | None = None) -> None:
         self.stack = stack
-        self.smoker: Smoker = smoker or (lambda url, commit: smoke(url, commit, wait))
+        self.credentials: tuple[str, str] | None = None  # read from the stack when the run starts
+        self.smoker: Smoker = smoker or (lambda url, commit: smoke(url, commit, wait, self.credentials))
         self.watch = watch or CanaryWatch(stack.env)
 
     def _deploy(self, image: str, url: str | None = None) -> None:
@@ -190,6 +203,7 @@ class Rollout:
         self.stack.select()
         for key, value in (secrets or {}).items():
             self.stack.set_config(key, value, secret=True)
+        self.credentials = admin_credentials(self.stack, os.environ)
         previous = self.stack.outputs().get("image") or None
         print(f"rollout: {self.stack.stack}: {previous or '(nothing yet)'} -> {image}", flush=True)
         failure = ""
