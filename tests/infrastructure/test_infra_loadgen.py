@@ -243,7 +243,7 @@ def job_run(tmp_path: Path, target: str, credentials: dict[str, str]) -> tuple[i
     """Run the bounded run's master and worker Jobs as the kubelet would (files laid out as the
     ConfigMap mounts them, the credentials as the Secret sets them), on 127.0.0.1 and free ports;
     return the master's exit code and output."""
-    rendered = build(repo_files().loadtests, run_time="8s", run_seconds=8, users=3, spawn_rate=3,
+    rendered = build(repo_files().loadtests, run_time="8s", run_seconds=8, users=8, spawn_rate=8,
                      workers=1, credentials=credentials, pip_requirements="")
     files = files_configmap(rendered)["data"]
     root = tmp_path / "files"
@@ -275,7 +275,10 @@ def job_run(tmp_path: Path, target: str, credentials: dict[str, str]) -> tuple[i
     environ |= {"PYTHONPATH": str(root), "HOME": str(tmp_path)}
     log = tmp_path / "master.log"
     with log.open("w") as out:
-        master = launch(command(master_job, ports), env={**environ, **master_env},
+        # Busier users than the stack's (a few hundred requests): one slow request on a shared
+        # machine must not decide the p95 of a few dozen.
+        master = launch([*command(master_job, ports), "--think-time-scale", "0.2"],
+                        env={**environ, **master_env},
                         cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
         worker_command = [*command(worker_job, {"--master-host": "127.0.0.1"}),
                           "--master-port", str(master_port)]
