@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from infra.delivery import signature
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
 from infra.delivery.smoke import SmokeReport, credentials_from, normalise, publish, smoke
@@ -139,8 +141,10 @@ class CanaryWatch:
 
 
 @contextlib.contextmanager
-def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
-    """Send read requests to ``url`` in the background (a canary needs traffic to be judged)."""
+def trickle(url: str | None, interval: float = 0.2,
+            headers: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Send read requests to ``url`` in the background (a canary needs traffic to be judged);
+    ``headers`` carry a token, so the reads are the API's real work rather than 401s."""
     if not url:
         yield
         return
@@ -149,8 +153,9 @@ def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
     def run() -> None:
         while not stop.wait(interval):
             for path in ("/api/v1/users", "/"):
+                request = urllib.request.Request(f"{url}{path}", headers=dict(headers or {}))  # noqa: S310
                 with contextlib.suppress(OSError):
-                    urllib.request.urlopen(f"{url}{path}", timeout=5).close()  # noqa: S310 - the service
+                    urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - the service
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -159,6 +164,18 @@ def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(10)
+
+
+def bearer(url: str | None, credentials: tuple[str, str] | None) -> dict[str, str]:
+    """Log in at ``url``; return the Authorization header, or none when that is not possible."""
+    if not url or not credentials:
+        return {}
+    with contextlib.suppress(requests.RequestException, ValueError):
+        answer = requests.post(f"{url}/api/v1/auth/token", timeout=10,
+                               json={"email": credentials[0], "password": credentials[1]})
+        if answer.status_code == 200:
+            return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    return {}
 
 
 def admin_credentials(stack: PulumiStack, environ: Mapping[str, str]) -> tuple[str, str] | None:
@@ -187,7 +204,7 @@ class Rollout:
             target = None
             with contextlib.suppress(RolloutError):
                 target = self._url(url)
-            with trickle(target):
+            with trickle(target, headers=bearer(target, self.credentials)):
                 self.watch.wait(str(outputs.get("namespace") or "default"), str(outputs["rollout"]))
 
     def _url(self, url: str | None) -> str:
