@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from broken_servers import FailingServer, RecordingProxy, SlowProxy
+from broken_servers import FailingReadsProxy, FailingServer, RecordingProxy, SlowProxy
 from conftest import PASSWORD
 
 from app.models import Role
@@ -48,12 +48,24 @@ def gate_lines(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_the_gate_fails_a_service_that_answers_5xx(tmp_path):
+    """Reads of single users fail with 503 (set-up gets through): the failure ratio fails the run."""
+    with LocalService(tmp_path / "service", environ()) as service, FailingReadsProxy(service.url) as url:
+        done = run("loadtests.run", "--target", url, "--reports", str(tmp_path), *SHORT_RUN,
+                   env=environ(LOOKOUT_LOADTEST_ADMIN_EMAIL=service.admin_email,
+                               LOOKOUT_LOADTEST_ADMIN_PASSWORD=service.admin_password))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "SLO gate: FAIL: failure ratio" in gate_lines(done)
+    assert "exceptions" not in gate_lines(done)  # the personas ran: the answers failed, not set-up
+    assert (tmp_path / "loadtest.html").exists()
+
+
+def test_the_gate_fails_a_service_that_cannot_be_set_up(tmp_path):
+    """Every answer a 503, the admin's login too: set-up fails, and so does the run."""
     with FailingServer() as url:
         done = run("loadtests.run", "--target", url, "--reports", str(tmp_path), *SHORT_RUN,
                    env=environ(**ADMIN))
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "SLO gate: FAIL: failure ratio 100.00%" in gate_lines(done)
-    assert (tmp_path / "loadtest.html").exists()
+    assert "SLO gate: FAIL" in gate_lines(done) and "admin login failed: 503" in done.stderr
 
 
 def test_the_gate_fails_a_slow_service_on_latency(tmp_path):
