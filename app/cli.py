@@ -3,22 +3,28 @@
 Usage (``make admin`` and ``make seed`` run these with LOOKOUT_ENV=development):
     flask --app app users create --email E --name N [--admin]   # password prompted for
     flask --app app users seed 20
+    flask --app app users bootstrap-admin [--reset-password]    # the deployment's migration Job
 
 Environment variables read: LOOKOUT_USER_PASSWORD (the new user's password, instead of the
-prompt), and the app's settings (LOOKOUT_ENV, DATABASE_URL, ...), as for every flask command.
+prompt); LOOKOUT_BOOTSTRAP_ADMIN_EMAIL, LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD (or
+LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD_FILE, a file holding it) and LOOKOUT_BOOTSTRAP_ADMIN_NAME
+(default "Admin") for bootstrap-admin; and the app's settings (LOOKOUT_ENV, DATABASE_URL, ...),
+as for every flask command.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .auth.passwords import hash_password
+from .auth.passwords import hash_password, verify_password
 from .extensions import db
 from .models import Role, User
 from .schemas import UserIn
@@ -61,6 +67,73 @@ def seed(count: int) -> None:
     db.session.add_all(new)
     db.session.commit()
     click.echo(f"seeded {len(new)} users ({count - len(new)} already there)")
+
+
+BOOTSTRAP_EMAIL = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL"
+BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
+BOOTSTRAP_NAME = "LOOKOUT_BOOTSTRAP_ADMIN_NAME"
+
+
+def _from_environment(name: str) -> str:
+    """Return ``name``'s value, or the content of the file ``<name>_FILE`` names (a mounted secret)."""
+    if path := os.environ.get(f"{name}_FILE"):
+        try:
+            return Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise click.ClickException(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    if not (value := os.environ.get(name, "")):
+        raise click.ClickException(f"{name} (or {name}_FILE) is not set")
+    return value
+
+
+@users_cli.command("bootstrap-admin")
+@click.option("--reset-password", is_flag=True,
+              help="Set the existing account's password to the configured one (never done otherwise).")
+def bootstrap_admin(reset_password: bool) -> None:
+    """Create the first admin from LOOKOUT_BOOTSTRAP_ADMIN_*; an existing account is left as it is.
+
+    Safe to run on every deploy: a rerun changes nothing. When the account exists with another
+    password (changed through the API since) the password is not overwritten: a warning says
+    so, and ``--reset-password`` sets it on purpose.
+    """
+    email, password = _from_environment(BOOTSTRAP_EMAIL), _from_environment(BOOTSTRAP_PASSWORD)
+    given = {"email": email, "name": os.environ.get(BOOTSTRAP_NAME) or "Admin", "password": password,
+             "role": Role.ADMIN.value}
+    if errors := UserIn().validate(given):
+        names = {"email": BOOTSTRAP_EMAIL, "password": BOOTSTRAP_PASSWORD, "name": BOOTSTRAP_NAME}
+        raise click.UsageError("; ".join(f"{names.get(k, k)}: {' '.join(v)}" for k, v in errors.items()))
+    data = UserIn().load(given)
+    user = db.session.scalar(select(User).where(User.email == data["email"]))
+    if user is None:
+        user = User(email=data["email"], name=data["name"], role=Role.ADMIN,
+                    password_hash=hash_password(data["password"]))
+        db.session.add(user)
+        try:
+            db.session.commit()
+        except IntegrityError:  # another run created it in between: that one's account stands
+            db.session.rollback()
+            click.echo(f"bootstrap admin {data['email']} was created by another run; unchanged")
+            return
+        click.echo(f"created bootstrap admin {user.email} (id {user.id})")
+        return
+    if not user.is_admin:
+        current_app.logger.warning(
+            "bootstrap admin %s exists with the role %s; it is not promoted (an admin may do it "
+            "with PATCH /api/v1/users/%d)", user.email, user.role.value, user.id)
+    if verify_password(user.password_hash, data["password"])[0]:
+        click.echo(f"bootstrap admin {user.email} exists (id {user.id}); unchanged")
+    elif reset_password:
+        user.password_hash = hash_password(data["password"])
+        user.token_version = User.token_version + 1  # as a password change through the API does
+        db.session.commit()
+        click.echo(f"bootstrap admin {user.email}: password reset to {BOOTSTRAP_PASSWORD}")
+    else:
+        current_app.logger.warning(
+            "bootstrap admin %s exists with a password other than %s; it is NOT overwritten. To "
+            "reset it, change it through the API (PATCH /api/v1/users/%d, with current_password "
+            "when you change your own) or run `flask --app app users bootstrap-admin "
+            "--reset-password` with the same settings", user.email, BOOTSTRAP_PASSWORD, user.id)
+        click.echo(f"bootstrap admin {user.email} exists (id {user.id}) with another password; unchanged")
 
 
 def init_app(app: Flask) -> None:

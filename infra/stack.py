@@ -9,7 +9,9 @@ settings loader.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +31,16 @@ from infra.components import (
 )
 from infra.components.pods import selector
 from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
-from infra.config import Settings
+from infra.config import ConfigError, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP = "lookout"
 SERVER = selector(APP, "server")  # the service's pods
 METRICS_DIR = "/var/lib/lookout/metrics"
 MIGRATION_COMMAND = ("flask", "--app", "app", "db", "upgrade")  # the image's, run before a rollout
+# After the migrations, in the same Job: the first admin, from BOOTSTRAP_ADMIN (files only it mounts).
+BOOTSTRAP_COMMAND = ("flask", "--app", "app", "users", "bootstrap-admin")
+BOOTSTRAP_EMAIL, BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,22 @@ def repo_files(root: Path = REPO_ROOT) -> RepoFiles:
     locust += [root / "dashboards" / "__init__.py", root / "dashboards" / "slo.yaml"]
     return RepoFiles(dashboards=tuple(dashboards.dashboard_files()), rules=tuple(dashboards.rule_files()),
                      loadtests={p.relative_to(root).as_posix(): p.read_text() for p in locust if p.exists()})
+
+
+def locked_requirements(names: Sequence[str], lock: Path = REPO_ROOT / "uv.lock") -> str:
+    """Return a requirements file for ``names`` at the versions ``lock`` pins, each with every
+    distribution's hash, for ``pip install --require-hashes`` (uv can export a whole project this
+    way, but not a few packages of it without their project's other dependencies)."""
+    packages = {p["name"]: p for p in tomllib.loads(lock.read_text())["package"]} if names else {}
+    lines = []
+    for name in names:
+        package = packages.get(canonical := re.sub(r"[-_.]+", "-", name).lower())
+        if package is None:
+            raise ConfigError(f"loadtestPipPackages: {name!r} is not in uv.lock (add it to pyproject.toml, "
+                              "then make lock)")
+        hashes = [d["hash"] for d in [package.get("sdist"), *package.get("wheels", [])] if d]
+        lines.append(" ".join([f"{canonical}=={package['version']}", *(f"--hash={h}" for h in hashes)]))
+    return "".join(f"{line}\n" for line in lines)
 
 
 def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
@@ -81,6 +102,12 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
     return env
 
 
+def bootstrap_admin(s: Settings) -> dict[str, pulumi.Input[str]]:
+    """Return the bootstrap admin's credentials, as the variables ``flask users bootstrap-admin`` reads."""
+    return {BOOTSTRAP_EMAIL: s.service.bootstrap_admin_email,
+            BOOTSTRAP_PASSWORD: s.service.bootstrap_admin_password}
+
+
 def service_args(s: Settings, monitoring: Monitoring, database: Database,
                  counts: RateLimitStore | None, delivery: ProgressiveDelivery | None = None) -> ServiceArgs:
     """Return the app's Args: its settings, its secrets (files) and the peers it connects to."""
@@ -96,7 +123,8 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
         writable.append(WritableDir("metrics", METRICS_DIR, "256Mi"))
     return s.service.args(environment=app_environment(s, monitoring.collector_endpoint), secrets=secrets,
                           egress=egress, scrape_namespace=s.monitoring.namespace, writable_dirs=writable,
-                          migration_command=MIGRATION_COMMAND, canary=s.delivery.canary(
+                          migration_command=MIGRATION_COMMAND, post_migration_command=BOOTSTRAP_COMMAND,
+                          job_secrets=bootstrap_admin(s), canary=s.delivery.canary(
                               prometheus_url=monitoring.prometheus_url,
                               depends_on=[delivery.release] if delivery else []))
 
@@ -124,8 +152,15 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         "rollout": APP if s.delivery.progressive else "",
     }
     if s.loadtest.enabled:
+        # The run logs in as the bootstrap admin: it needs an admin to make its accounts and to list.
+        admin = bootstrap_admin(s)
         loadgen = LoadGenerator(f"{APP}-loadtest", s.loadtest.args(
             files=files.loadtests, target_url=service.url,
-            target=Peer(port=8000, namespace=s.service.namespace, pod_labels=SERVER)))
+            target=Peer(port=8000, namespace=s.service.namespace, pod_labels=SERVER),
+            pip_requirements=locked_requirements(s.loadtest.pip_packages),
+            credentials={"LOOKOUT_LOADTEST_ADMIN_EMAIL": admin[BOOTSTRAP_EMAIL],
+                         "LOOKOUT_LOADTEST_ADMIN_PASSWORD": admin[BOOTSTRAP_PASSWORD]}))
         outputs["locustWebUrl"] = loadgen.web_url
+        if loadgen.verdict_job:
+            outputs["loadtestJob"] = loadgen.verdict_job
     return outputs

@@ -1,12 +1,19 @@
 """Accounts and data the personas need, made through the API (never in the database).
 
+Every read of the API needs a token: plain users see others' public profiles and their own full
+record, admins list users. So every persona logs in first and reuses its token.
+
 Set-up and measured traffic are kept apart:
 - Set-up goes through plain HTTP requests that are not in Locust's stats: the admin's login
-  (``--admin-email``/``--admin-password``, the bootstrap account ``flask users create --admin``
-  makes), the seed users (``seed_users``, a ``test_start`` listener) and each writer's account.
-  It happens once per run or per user, so measuring it would overweight it in a short run; a
-  set-up failure raises ``SetupError`` and the SLO gate fails the run on it.
+  (``--admin-email``/``--admin-password``, the bootstrap admin of the deployment or of
+  ``flask users bootstrap-admin``), the seed users (``seed_users``, a ``test_start`` listener),
+  each writer's account, the readers' accounts (``ReaderAccounts``) and the ids readers fetch
+  (``stable_ids``). It happens once per run, process or user, so measuring it would overweight
+  it in a short run; a set-up failure raises ``SetupError`` and the SLO gate fails the run on it.
 - What the personas do, their own logins included, goes through their Locust client.
+
+``PASSWORD`` is made per process: an account is logged into only by the process that made it
+(in distributed mode, the master's seed users are only ever read, never logged into).
 """
 
 from __future__ import annotations
@@ -59,6 +66,96 @@ def login(user: Any, email: str, password: str) -> Token | None:
     if body is None:
         return None
     return Token(body["access_token"], time.monotonic() + body["expires_in"])
+
+
+class Account:
+    """An account this process made, and its token, shared by the users that log in as it."""
+
+    def __init__(self, email: str, user_id: int) -> None:
+        self.email, self.id = email, user_id
+        self.token: Token | None = None
+        self._lock = gevent.lock.BoundedSemaphore()  # one login at a time, the others reuse it
+
+    def headers(self, user: Any) -> dict[str, str] | None:
+        """Return the Authorization header, logging in as ``user`` (measured) when the token is stale."""
+        with self._lock:
+            if self.token is None or not self.token.fresh():
+                self.token = login(user, self.email, PASSWORD)
+        return self.token.headers if self.token else None
+
+
+class ReaderAccounts:
+    """Plain accounts for readers, made by the admin as set-up: one per ``per_account`` readers.
+
+    Sharing keeps the Argon2id cost of logins low (a token per account, not per reader), while
+    each account's reads stay below the service's per-user read limit (RATE_LIMIT_READS, 600 a
+    minute by default): 8 readers at about one read a second each make some 480 a minute.
+    """
+
+    def __init__(self, per_account: int = 8) -> None:
+        self.per_account = per_account
+        self._accounts: list[Account] = []
+        self._assigned = 0
+        self._lock = gevent.lock.BoundedSemaphore()
+
+    def assign(self, environment: Any) -> Account:
+        """Return the account the next reader uses, making a new one every ``per_account`` readers."""
+        with self._lock:
+            if self._assigned % self.per_account == 0:
+                email = new_email("reader")
+                user_id = create_account(environment, email, "Load Reader")
+                if user_id is None:  # accept_existing is off: a 409 raised already
+                    raise SetupError(f"{email} was not created")
+                self._accounts.append(Account(email, user_id))
+            self._assigned += 1
+            return self._accounts[-1]
+
+
+READERS = ReaderAccounts()
+
+
+class StableIds:
+    """Ids readers fetch, which no persona deletes: the seed users and the bootstrap admin.
+
+    Found once per process by the admin (set-up), from the oldest users: listing is for admins.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[int] | None = None
+        self._lock = gevent.lock.BoundedSemaphore()
+
+    def get(self, environment: Any) -> list[int]:
+        with self._lock:
+            if self._ids is None:
+                answer = setup_request(environment, "GET", "/api/v1/users?page=1&per_page=100",
+                                       headers=ADMIN.headers(environment))
+                if answer.status_code != 200:
+                    raise SetupError(f"listing users as the admin failed: {answer.status_code} "
+                                     f"{answer.text[:200]}")
+                self._ids = [u["id"] for u in answer.json()["items"]
+                             if u["email"].startswith(SEED_PREFIX) or u["created_by"] is None]
+            return self._ids
+
+
+STABLE_IDS = StableIds()
+
+
+def me_path(environment: Any, account: Account, token: Token) -> str | None:
+    """Return "/api/v1/users/me" when the service has it (set-up, probed once per process), else None.
+
+    Services from before restricted reads answer 404 there; readers then read their own record
+    by id, which needs the same rights.
+    """
+    if _ME["probed"] is None:
+        answer = setup_request(environment, "GET", "/api/v1/users/me", headers=token.headers)
+        if answer.status_code not in (200, 404):
+            raise SetupError(f"GET /api/v1/users/me as {account.email}: {answer.status_code} "
+                             f"{answer.text[:200]}")
+        _ME["probed"] = answer.status_code == 200
+    return "/api/v1/users/me" if _ME["probed"] else None
+
+
+_ME: dict[str, bool | None] = {"probed": None}
 
 
 class AdminSession:

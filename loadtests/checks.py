@@ -22,6 +22,8 @@ USER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": int, "email": str, "name": str, "role": str,
     "created_by": (int, type(None)), "created_at": str, "updated_at": str,
 }
+# What every authenticated caller sees of any user; the user themself and admins get USER_FIELDS.
+PROFILE_FIELDS: dict[str, type | tuple[type, ...]] = {"id": int, "name": str}
 PAGINATION_FIELDS = ("page", "per_page", "pages", "total", "next", "prev", "first", "last", "current")
 PROBLEM_FIELDS: dict[str, type] = {"type": str, "title": str, "status": int, "detail": str, "instance": str}
 
@@ -47,6 +49,21 @@ def user_errors(body: Any) -> list[str]:
     if isinstance(body, dict):
         if body.get("role") not in ROLES:
             errors.append(f"user.role {body.get('role')!r} is not one of {sorted(ROLES)}")
+        if "password" in body or "password_hash" in body:
+            errors.append("user carries a password field")
+    return errors
+
+
+def profile_errors(body: Any) -> list[str]:
+    """Check a user as another user sees it: at least the public profile, and no password.
+
+    The full record's fields may be there too (before reads were restricted, everyone got them);
+    those that are there must have their types.
+    """
+    errors = _field_errors(body, PROFILE_FIELDS, "user")
+    if isinstance(body, dict):
+        present = {k: v for k, v in USER_FIELDS.items() if k in body and k not in PROFILE_FIELDS}
+        errors += _field_errors(body, present, "user")
         if "password" in body or "password_hash" in body:
             errors.append("user carries a password field")
     return errors

@@ -23,11 +23,11 @@ from loadtests import steps
 from loadtests.accounts import seed_users
 from loadtests.gate import slo_gate
 from loadtests.options import add_arguments
-from loadtests.personas import Admin, Reader, Writer
+from loadtests.personas import Admin, Directory, Reader, Writer
 from loadtests.shapes import ProfileShape
 
 # Locust runs the User and LoadTestShape classes it finds among this module's names.
-__all__ = ["Admin", "ProfileShape", "Reader", "Writer"]
+__all__ = ["Admin", "Directory", "ProfileShape", "Reader", "Writer"]
 
 events.init_command_line_parser.add_listener(add_arguments)
 events.init.add_listener(lambda environment, **_kw: steps.install(environment))

@@ -3,23 +3,36 @@
 Environment variables read (each also a flag):
     LOOKOUT_LOADTEST_ADMIN_EMAIL      --admin-email      an admin account of the target service
     LOOKOUT_LOADTEST_ADMIN_PASSWORD   --admin-password   its password (prefer the variable: argv is visible)
+    LOOKOUT_LOADTEST_ADMIN_EMAIL_FILE, LOOKOUT_LOADTEST_ADMIN_PASSWORD_FILE
+                                      files holding them (a mounted Kubernetes Secret), used when the
+                                      variables above are unset
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from loadtests.shapes import SHAPES
+
+
+def from_file(name: str) -> str:
+    """Return the content of the file ``<name>_FILE`` names (without its final newline), or ""."""
+    path = os.environ.get(f"{name}_FILE")
+    return Path(path).read_text().rstrip("\r\n") if path else ""
 
 
 def add_arguments(parser: Any) -> None:
     """Register the options on Locust's parser (an ``init_command_line_parser`` listener)."""
     # On the parser itself, not a group: only its add_argument knows is_secret and include_in_web_ui.
     group = parser
-    group.add_argument("--admin-email", env_var="LOOKOUT_LOADTEST_ADMIN_EMAIL", default="",
-                       help="Admin account used to create the writers' accounts and seed users")
-    group.add_argument("--admin-password", env_var="LOOKOUT_LOADTEST_ADMIN_PASSWORD", default="",
-                       is_secret=True, help="Its password")
+    group.add_argument("--admin-email", env_var="LOOKOUT_LOADTEST_ADMIN_EMAIL",
+                       default=from_file("LOOKOUT_LOADTEST_ADMIN_EMAIL"),
+                       help="Admin account used to create the load test's accounts and seed users")
+    group.add_argument("--admin-password", env_var="LOOKOUT_LOADTEST_ADMIN_PASSWORD",
+                       default=from_file("LOOKOUT_LOADTEST_ADMIN_PASSWORD"), is_secret=True,
+                       help="Its password")
     group.add_argument("--seed-users", type=int, default=20,
                        help="Users created through the API at test start for readers to fetch by id")
     group.add_argument("--shape", choices=SHAPES, default="steady",

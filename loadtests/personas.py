@@ -1,4 +1,5 @@
-"""Who uses the service: readers browse, writers manage the users they created, one admin cleans up.
+"""Who uses the service: readers look users up, admins browse the directory, writers manage the
+users they created, one admin cleans up. Every request is authenticated (only the login itself is not).
 
 How the permission model shapes the traffic:
 - Writers are plain users. The admin creates each writer's account as set-up (not measured, see
@@ -7,8 +8,11 @@ How the permission model shapes the traffic:
 - Writers create users, rename them (allowed: they are the creator) and read them back. Deleting
   needs the admin role, so a writer's delete is expected to be refused (403 problem); the writer
   then hands the user to the admin, whose persona deletes it (204) and checks it is gone (404).
-- Readers fetch seed users by id (they are never deleted, so a 404 there is a real failure),
-  list pages, and ask for ids that do not exist (a 404 problem is the right answer).
+- Readers are plain users (accounts the admin makes as set-up, shared by a few readers each):
+  they fetch seed users by id (the public profile; they are never deleted, so a 404 there is a
+  real failure), their own record (``/users/me``, the full record) and ids that do not exist (a
+  404 problem is the right answer). Listing users is for admins: the Directory persona browses
+  pages with the admin's token.
 
 Every response is validated (status, media type and body shape) by ``loadtests.checks``.
 """
@@ -21,8 +25,18 @@ from typing import Any
 
 from locust import FastHttpUser, task
 
-from loadtests.accounts import ADMIN, PASSWORD, SEED_PREFIX, Token, create_account, login, new_email
-from loadtests.checks import expect, no_body, page_errors, problem_errors, user_errors
+from loadtests.accounts import (
+    ADMIN,
+    PASSWORD,
+    READERS,
+    STABLE_IDS,
+    Token,
+    create_account,
+    login,
+    me_path,
+    new_email,
+)
+from loadtests.checks import expect, no_body, page_errors, problem_errors, profile_errors, user_errors
 
 USERS = "/api/v1/users"
 UNKNOWN_ID_BASE = 1_000_000_000  # far above any real id, inside PostgreSQL's integer range
@@ -32,13 +46,18 @@ OWNED_MAX = 10  # users a writer keeps before handing the oldest to the admin
 RETIRED: deque[int] = deque(maxlen=1000)
 
 
-def user_check(**expected: Any) -> Any:
-    """Return a check of a user body that also compares the given fields."""
+def user_check(full: bool = False, **expected: Any) -> Any:
+    """Return a check of a user body that also compares the given fields where they are present.
+
+    ``full``: the caller is the user or an admin, so the whole record must be there; otherwise the
+    public profile (id, name) must, and whatever else the service shows must be right.
+    """
 
     def check(body: Any) -> list[str]:
-        errors = user_errors(body)
+        errors = user_errors(body) if full else profile_errors(body)
         if not errors:
-            errors = [f"user.{k} is {body[k]!r}, expected {v!r}" for k, v in expected.items() if body[k] != v]
+            errors = [f"user.{k} is {body[k]!r}, expected {v!r}" for k, v in expected.items()
+                      if k in body and body[k] != v]
         return errors
 
     return check
@@ -58,47 +77,63 @@ class LookoutUser(FastHttpUser):
 
 
 class Reader(LookoutUser):
-    """Browses the directory: pages of users, users by id, and ids that do not exist."""
+    """A plain user looking others up: profiles by id, their own record, ids that do not exist."""
 
-    weight = 18
+    weight = 16
 
     def on_start(self) -> None:
-        self.pages = 1
-        self.stable_ids: list[int] = []
-        body = self.list_page(1)
-        if body:
-            # Oldest first: page 1 holds the bootstrap admin (created by nobody) and the seed
-            # users, which are never deleted.
-            self.stable_ids = [u["id"] for u in body["items"]
-                               if u["email"].startswith(SEED_PREFIX) or u["created_by"] is None]
+        # Set-up (not measured): an account shared with a few readers, the ids to fetch.
+        self.account = READERS.assign(self.environment)
+        self.stable_ids = STABLE_IDS.get(self.environment) or [self.account.id]
+        headers = self.auth()
+        token = self.account.token
+        self.me = me_path(self.environment, self.account, token) if headers and token else None
 
-    def list_page(self, page: int, per_page: int = 20) -> Any:
-        body = None
-        with self.rest("GET", f"{USERS}?page={page}&per_page={per_page}",
-                       name=f"{USERS}?page=[n]&per_page={per_page}") as resp:
-            body = expect(resp, 200, page_errors)
-        if body and per_page == 20:
-            self.pages = max(1, body["pagination"]["pages"])
-        return body
-
-    @task(4)
-    def browse(self) -> None:
-        self.list_page(random.randint(1, self.pages))
+    def auth(self) -> dict[str, str] | None:
+        return self.account.headers(self)
 
     @task(5)
     def get_user(self) -> None:
-        if not self.stable_ids:
-            self.browse()
+        if (headers := self.auth()) is None:
             return
         user_id = random.choice(self.stable_ids)
-        with self.rest("GET", f"{USERS}/{user_id}", name=f"{USERS}/[id]") as resp:
+        with self.rest("GET", f"{USERS}/{user_id}", headers=headers, name=f"{USERS}/[id]") as resp:
             expect(resp, 200, user_check(id=user_id))
+
+    @task(2)
+    def get_me(self) -> None:
+        if (headers := self.auth()) is None:
+            return
+        path, name = (self.me, self.me) if self.me else (f"{USERS}/{self.account.id}", f"{USERS}/[own id]")
+        with self.rest("GET", path, headers=headers, name=name) as resp:
+            expect(resp, 200, user_check(full=True, id=self.account.id, email=self.account.email))
 
     @task(1)
     def get_unknown_user(self) -> None:
-        with self.rest("GET", f"{USERS}/{UNKNOWN_ID_BASE + random.randint(0, 999_999)}",
+        if (headers := self.auth()) is None:
+            return
+        with self.rest("GET", f"{USERS}/{UNKNOWN_ID_BASE + random.randint(0, 999_999)}", headers=headers,
                        name=f"{USERS}/[unknown id]") as resp:
             expect(resp, 404, problem_errors(404))
+
+
+class Directory(LookoutUser):
+    """An admin browsing the directory page by page (listing users is for admins)."""
+
+    weight = 2
+
+    def on_start(self) -> None:
+        self.pages = 1
+
+    @task
+    def browse(self) -> None:
+        headers = ADMIN.headers(self.environment)
+        body = None
+        with self.rest("GET", f"{USERS}?page={random.randint(1, self.pages)}&per_page=20", headers=headers,
+                       name=f"{USERS}?page=[n]&per_page=20") as resp:
+            body = expect(resp, 200, page_errors)
+        if body:
+            self.pages = max(1, body["pagination"]["pages"])
 
 
 class Writer(LookoutUser):
@@ -148,10 +183,11 @@ class Writer(LookoutUser):
 
     @task(4)
     def get_own_user(self) -> None:
-        if not self.owned:
+        headers = self.auth()
+        if headers is None or not self.owned:
             return self.create_user()
         user_id = random.choice(self.owned)
-        with self.rest("GET", f"{USERS}/{user_id}", name=f"{USERS}/[id]") as resp:
+        with self.rest("GET", f"{USERS}/{user_id}", headers=headers, name=f"{USERS}/[id]") as resp:
             expect(resp, 200, user_check(id=user_id, created_by=self.account_id))
 
     @task(1)
@@ -174,7 +210,8 @@ class Admin(LookoutUser):
 
     @task(2)
     def list_large_page(self) -> None:
-        with self.rest("GET", f"{USERS}?page=1&per_page=100", name=f"{USERS}?page=[n]&per_page=100") as resp:
+        with self.rest("GET", f"{USERS}?page=1&per_page=100", headers=ADMIN.headers(self.environment),
+                       name=f"{USERS}?page=[n]&per_page=100") as resp:
             expect(resp, 200, page_errors)
 
     @task(3)
@@ -185,5 +222,5 @@ class Admin(LookoutUser):
         user_id = RETIRED.popleft()
         with self.rest("DELETE", f"{USERS}/{user_id}", headers=headers, name=f"{USERS}/[id]") as resp:
             expect(resp, 204, no_body)
-        with self.rest("GET", f"{USERS}/{user_id}", name=f"{USERS}/[deleted id]") as resp:
+        with self.rest("GET", f"{USERS}/{user_id}", headers=headers, name=f"{USERS}/[deleted id]") as resp:
             expect(resp, 404, problem_errors(404))

@@ -94,3 +94,36 @@ class SlowProxy(_Server):
                 self.reply(answer.status, answer.getheaders(), answer.read())
             finally:
                 upstream.close()
+
+
+class RecordingProxy(SlowProxy):
+    """Forwards to ``upstream`` at once and records each request as (method, path, has a token)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, delay=0.0)
+        self.requests: list[tuple[str, str, bool]] = []
+
+    class handler(SlowProxy.handler):
+        def handle_any(self) -> None:
+            owner: RecordingProxy = self.server.owner  # type: ignore[attr-defined]
+            owner.requests.append((self.command, self.path, "Authorization" in self.headers))
+            super().handle_any()
+
+
+class FailingReadsProxy(SlowProxy):
+    """Forwards to ``upstream`` but answers 503 problem+json to every read of one user
+    (``GET /api/v1/users/<anything>``): logins, lists and writes work, so a load test gets past
+    its set-up and its personas meet the failures."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, delay=0.0)
+
+    class handler(SlowProxy.handler):
+        def handle_any(self) -> None:
+            if self.command == "GET" and self.path.startswith("/api/v1/users/"):
+                self.body()
+                problem = {"type": "about:blank", "title": "Service Unavailable", "status": 503,
+                           "detail": "The database is unavailable; retry later.", "instance": self.path}
+                self.reply(503, [("Content-Type", "application/problem+json")], json.dumps(problem).encode())
+                return
+            super().handle_any()

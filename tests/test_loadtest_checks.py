@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.checks import expect, no_body, page_errors, problem_errors, token_errors, user_errors
+from loadtests.checks import (
+    expect,
+    no_body,
+    page_errors,
+    problem_errors,
+    profile_errors,
+    token_errors,
+    user_errors,
+)
 
 USER = {"id": 7, "email": "ada@example.com", "name": "Ada", "role": "user", "created_by": 1,
         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
@@ -33,6 +41,22 @@ def test_right_bodies_pass():
 ])
 def test_wrong_users_are_named(body, error):
     assert any(error in e for e in user_errors(body))
+
+
+def test_a_profile_is_id_and_name_and_may_be_the_full_record():
+    assert profile_errors({"id": 7, "name": "Ada"}) == []
+    assert profile_errors(USER) == []  # services from before restricted reads show everything
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ([], "user is not a JSON object"),
+    ({"id": 7}, "user has no 'name'"),
+    ({"name": "Ada"}, "user has no 'id'"),
+    ({"id": 7, "name": "Ada", "email": 3}, "user.email is int"),
+    ({"id": 7, "name": "Ada", "password": "x"}, "user carries a password field"),
+])
+def test_wrong_profiles_are_named(body, error):
+    assert any(error in e for e in profile_errors(body))
 
 
 @pytest.mark.parametrize(("body", "error"), [

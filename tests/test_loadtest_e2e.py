@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from broken_servers import FailingServer, SlowProxy
+from broken_servers import FailingReadsProxy, FailingServer, RecordingProxy, SlowProxy
 from conftest import PASSWORD
 
 from app.models import Role
@@ -48,12 +48,24 @@ def gate_lines(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_the_gate_fails_a_service_that_answers_5xx(tmp_path):
+    """Reads of single users fail with 503 (set-up gets through): the failure ratio fails the run."""
+    with LocalService(tmp_path / "service", environ()) as service, FailingReadsProxy(service.url) as url:
+        done = run("loadtests.run", "--target", url, "--reports", str(tmp_path), *SHORT_RUN,
+                   env=environ(LOOKOUT_LOADTEST_ADMIN_EMAIL=service.admin_email,
+                               LOOKOUT_LOADTEST_ADMIN_PASSWORD=service.admin_password))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "SLO gate: FAIL: failure ratio" in gate_lines(done)
+    assert "exceptions" not in gate_lines(done)  # the personas ran: the answers failed, not set-up
+    assert (tmp_path / "loadtest.html").exists()
+
+
+def test_the_gate_fails_a_service_that_cannot_be_set_up(tmp_path):
+    """Every answer a 503, the admin's login too: set-up fails, and so does the run."""
     with FailingServer() as url:
         done = run("loadtests.run", "--target", url, "--reports", str(tmp_path), *SHORT_RUN,
                    env=environ(**ADMIN))
     assert done.returncode == 1, done.stderr[-3000:]
-    assert "SLO gate: FAIL: failure ratio 100.00%" in gate_lines(done)
-    assert (tmp_path / "loadtest.html").exists()
+    assert "SLO gate: FAIL" in gate_lines(done) and "admin login failed: 503" in done.stderr
 
 
 def test_the_gate_fails_a_slow_service_on_latency(tmp_path):
@@ -68,16 +80,26 @@ def test_the_gate_fails_a_slow_service_on_latency(tmp_path):
 
 
 def test_the_gate_passes_the_healthy_app(app, make_user, tmp_path):
+    """Every persona runs against a real gunicorn, through a proxy that sees every request's headers."""
     make_user(Role.ADMIN, email="admin@example.com")
     env = {"DATABASE_URL": app.config["DATABASE_URL"], **CHEAP_HASHING}
     with GunicornServer(env, workers=2, ready_path="/readyz") as server:
-        done = run("loadtests.run", "--target", server.url, "--reports", str(tmp_path), *SHORT_RUN,
-                   env=environ(**ADMIN))
+        proxy = RecordingProxy(server.url)
+        with proxy as url:
+            done = run("loadtests.run", "--target", url, "--reports", str(tmp_path), *SHORT_RUN,
+                       env=environ(**ADMIN))
+    seen = list(proxy.requests)
     assert done.returncode == 0, gate_lines(done) + done.stderr[-3000:]
     assert "SLO gate: PASS" in gate_lines(done)
     for persona_request in ("POST     /api/v1/auth/token", "GET      /api/v1/users/[unknown id]",
+                            "GET      /api/v1/users/[id]", "GET      /api/v1/users?page=[n]&per_page=20",
                             "GET      /api/v1/users?page=[n]&per_page=100"):
-        assert persona_request in done.stderr  # writers, readers and the admin all ran
+        assert persona_request in done.stderr  # writers, readers, the directory and the admin all ran
+    # Readers read their own record: at /users/me where the service has it, by id where not.
+    assert re.search(r"GET +/api/v1/users/(me|\[own id\])", done.stderr)
+    users = [(method, path, token) for method, path, token in seen if path.startswith("/api/v1/users")]
+    assert len(users) > 50
+    assert [f"{method} {path}" for method, path, token in users if not token] == []  # all authenticated
 
 
 def test_make_loadtest_runs_its_own_service_and_writes_reports(tmp_path):

@@ -180,17 +180,23 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
                         "(generation 2) pauses every request in flight on that pod; workers freeze "
                         "their start-up heap (GUNICORN_GC_FREEZE) so these stay rare and short."))
         .with_row(Row("Users and authentication"))
-        .with_panel(graph("Users created and refused authentications", "ops", [
-            query(f"sum(rate(lookout_users_created_total{{{app}}}[{RATE}]))", "users created"),
+        .with_panel(graph("Users created", "ops", [
+            query(f"sum(rate(lookout_users_created_total{{{app}}}[{RATE}]))", "users created")],
+            width=8, height=7, description="Users created through the API, per second."))
+        .with_panel(graph("Auth failures", "ops", [
             query(f"sum by (reason) (rate(lookout_auth_failures_total{{{app}}}[{RATE}]))",
-                  "refused: {{reason}}")],
-            width=12, height=7,
-            description="Domain counters: users created through the API; refused credentials, tokens and "
-                        "roles (a burst of refusals may be an attack)."))
+                  "refused: {{reason}}"),
+            query(f'sum by (status) (rate(http_server_requests_total{{{app}, route=~"/api/.*", '
+                  f'status=~"401|403"}}[{RATE}]))', "answered {{status}}")],
+            width=8, height=7,
+            description="Refused authentications per second by reason (lookout_auth_failures_total): wrong "
+                        "passwords (credentials), missing or refused bearer tokens, as of anonymous reads "
+                        "(token), refused roles (forbidden); and the API's 401 and 403 answers. They are "
+                        "4xx, the caller's, so no SLO counts them; a burst of refusals may be an attack."))
         .with_panel(graph("Rate limits", "short", [
             query(f"sum by (limit) (rate(lookout_rate_limited_total{{{app}}}[{RATE}]))", "429/s: {{limit}}"),
             query(f"sum(lookout_rate_limit_fallback{{{app}}})", "processes counting alone")],
-            width=12, height=7,
+            width=8, height=7,
             description="Requests refused with 429 per second, by limit; and processes counting limits "
                         "in their own memory because the rate-limit store fails them (each then grants "
                         "the full limits alone; LookoutRateLimitFallback fires after 10 minutes)."))

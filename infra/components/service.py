@@ -27,6 +27,7 @@ from infra.components.pods import (
 from infra.components.rollouts import HASH_LABEL, Canary, slo_queries
 
 SECRETS_DIR = "/var/run/secrets/lookout"
+JOB_SECRETS_DIR = "/var/run/secrets/lookout-job"  # secrets only the migration Job's last step mounts
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class ServiceArgs:
     external_traffic_policy: str = "Local"
     writable_dirs: Sequence[WritableDir] = (WritableDir("tmp", "/tmp", "64Mi", in_memory=True),)  # noqa: S108
     migration_command: Sequence[str] | None = None  # run to completion before new pods roll out
+    # Run in the same Job after the migrations (the bootstrap admin), with ``job_secrets`` as
+    # files (<NAME>_FILE) that no other pod mounts.
+    post_migration_command: Sequence[str] | None = None
+    job_secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     liveness_path: str = "/livez"
     readiness_path: str = "/readyz"
     skips: Mapping[str, str] = field(default_factory=dict)  # extra checkov skips with their reasons
@@ -103,6 +108,11 @@ class ObservableService(pulumi.ComponentResource):
             f"{name}-secrets", metadata=self._meta("server"), type="Opaque",
             string_data=dict(args.secrets), opts=in_ns)
         self._env_refs = (settings.metadata.name, secret.metadata.name, account.metadata.name)
+        self._job_secret: pulumi.Output[str] | None = None
+        if args.job_secrets:
+            self._job_secret = k8s.core.v1.Secret(
+                f"{name}-job-secrets", metadata=self._meta("migrations"), type="Opaque",
+                string_data=dict(args.job_secrets), opts=in_ns).metadata.name
 
         rollout_deps: list[pulumi.Resource] = []
         if args.migration_command:
@@ -117,7 +127,7 @@ class ObservableService(pulumi.ComponentResource):
                     # No ttlSecondsAfterFinished: a Job that deletes itself would be re-created
                     # (and re-run) by the next `pulumi up`.
                     "backoffLimit": 4, "activeDeadlineSeconds": 600,
-                    "template": self._pod_template("migrations", list(args.migration_command), "Never"),
+                    "template": self._job_template(),
                 }, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns], delete_before_replace=True))
             rollout_deps.append(job)
 
@@ -244,6 +254,26 @@ class ObservableService(pulumi.ComponentResource):
                 **({"topologySpreadConstraints": spread} if command is None else {}),
             },
         }
+
+    def _job_template(self) -> dict[str, Any]:
+        """The migrations; then, when there is one, the post-migration step in the same pod."""
+        args = self._args
+        template = self._pod_template("migrations", list(args.migration_command or ()), "Never")
+        if not args.post_migration_command:
+            return template
+        spec = template["spec"]
+        # Init containers run one after another, each to success: the step sees a migrated schema.
+        (migrate,) = spec["containers"]
+        step = {**migrate, "name": "post-migration", "command": list(args.post_migration_command)}
+        if self._job_secret is not None:
+            step["env"] = [*migrate["env"], *({"name": f"{key}_FILE", "value": f"{JOB_SECRETS_DIR}/{key}"}
+                                              for key in sorted(args.job_secrets))]
+            step["volumeMounts"] = [*migrate["volumeMounts"],
+                                    {"name": "job-secrets", "mountPath": JOB_SECRETS_DIR, "readOnly": True}]
+            spec["volumes"].append({"name": "job-secrets",
+                                    "secret": {"secretName": self._job_secret, "defaultMode": 0o440}})
+        spec["initContainers"], spec["containers"] = [migrate], [step]
+        return template
 
     def _hpa_spec(self, deployment: pulumi.CustomResource) -> dict[str, Any]:
         scaling = self._args.scaling

@@ -26,6 +26,8 @@ from typing import Any, Self
 
 import pulumi
 from limits import parse_many
+from marshmallow import ValidationError
+from marshmallow.validate import Email
 
 from dashboards import alert_names, duration_seconds
 from infra.stack_config import ConfigError, parse_quantity
@@ -112,6 +114,14 @@ def cidrs(name: str, ranges: tuple[str, ...]) -> None:
             ipaddress.ip_network(cidr)
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+
+
+def email(name: str, value: str) -> None:
+    """The validator of the app's own email fields (marshmallow's), so the Job does not refuse it later."""
+    try:
+        Email()(value)
+    except ValidationError:
+        raise ConfigError(f"{name}: {value!r} is not an email address") from None
 
 
 def ratio(name: str, value: str) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import pulumi
 
+from dashboards import duration_seconds
 from infra.components import LoadGeneratorArgs, Peer
 from infra.config.fields import Group, Key, duration_or_empty
 
@@ -22,11 +23,14 @@ class LoadGeneratorSettings(Group):
     spawn_rate: Annotated[int, Key("loadtestSpawnRate", at_least=1)]
     run_time: Annotated[str, Key("loadtestRunTime", check=duration_or_empty)]  # empty: start from the web UI
     image: Annotated[str, Key("loadtestImage")]
-    pip_packages: Annotated[tuple[str, ...], Key("loadtestPipPackages")]
+    pip_packages: Annotated[tuple[str, ...], Key("loadtestPipPackages")]  # names; uv.lock pins them
 
-    def args(self, *, files: Mapping[str, str], target_url: pulumi.Input[str],
-             target: Peer) -> LoadGeneratorArgs:
-        """Return the component's Args: these settings plus the locust files and the service to load."""
+    def args(self, *, files: Mapping[str, str], target_url: pulumi.Input[str], target: Peer,
+             pip_requirements: str, credentials: Mapping[str, pulumi.Input[str]]) -> LoadGeneratorArgs:
+        """Return the component's Args: these settings plus the locust files, the service to load,
+        the hash-pinned requirements of ``pip_packages`` and the account the run logs in as."""
         return LoadGeneratorArgs(files=files, target_url=target_url, target=target, image=self.image,
                                  workers=self.workers, users=self.users, spawn_rate=self.spawn_rate,
-                                 run_time=self.run_time, pip_packages=self.pip_packages)
+                                 run_time=self.run_time,
+                                 run_seconds=int(duration_seconds(self.run_time)) if self.run_time else 0,
+                                 pip_requirements=pip_requirements, credentials=credentials)

@@ -15,7 +15,7 @@ import pulumi
 
 from infra.components import Peer, Resources, Scaling, ServiceArgs, Shutdown, WritableDir
 from infra.components.rollouts import Canary
-from infra.config.fields import Group, Key, cidrs, percentage, quantity, ratio
+from infra.config.fields import Group, Key, cidrs, email, percentage, quantity, ratio
 from infra.stack_config import ConfigError, parse_quantity
 
 # Memory each thread needs while it hashes a password: the app's Argon2id cost, its default
@@ -52,6 +52,8 @@ class ServiceSettings(Group):
     otel_traces_sampler_ratio: Annotated[str, Key("otelTracesSamplerRatio", check=ratio)]
     secret_key: Annotated[pulumi.Output[str], Key("secretKey")]
     jwt_secret_key: Annotated[pulumi.Output[str], Key("jwtSecretKey")]
+    bootstrap_admin_email: Annotated[str, Key("bootstrapAdminEmail", check=email)]
+    bootstrap_admin_password: Annotated[pulumi.Output[str], Key("bootstrapAdminPassword")]
 
     def check(self) -> None:
         if self.max_replicas < self.min_replicas:
@@ -77,7 +79,9 @@ class ServiceSettings(Group):
 
     def args(self, *, environment: Mapping[str, pulumi.Input[str]], secrets: Mapping[str, pulumi.Input[str]],
              egress: Sequence[Peer], scrape_namespace: str, writable_dirs: Sequence[WritableDir],
-             migration_command: Sequence[str], canary: Canary | None = None) -> ServiceArgs:
+             migration_command: Sequence[str], post_migration_command: Sequence[str] | None = None,
+             job_secrets: Mapping[str, pulumi.Input[str]] | None = None,
+             canary: Canary | None = None) -> ServiceArgs:
         """Return the component's Args: these settings plus what the stack wires in."""
         skips = {} if "@sha256:" in self.image else {"CKV_K8S_43": (
             "the release pipeline deploys by digest; other stacks run tags of images they build")}
@@ -91,4 +95,5 @@ class ServiceSettings(Group):
             settings=environment, secrets=secrets, scrape_namespace=scrape_namespace, egress=tuple(egress),
             service_type=self.service_type, source_ranges=self.load_balancer_source_ranges,
             external_traffic_policy=self.external_traffic_policy, writable_dirs=tuple(writable_dirs),
-            migration_command=migration_command, skips=skips, canary=canary)
+            migration_command=migration_command, post_migration_command=post_migration_command,
+            job_secrets=dict(job_secrets or {}), skips=skips, canary=canary)

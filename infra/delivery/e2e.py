@@ -3,7 +3,7 @@
 Usage (make kind-cluster, kind-up, kind-check, kind-canary and kind-diagnostics; .github/workflows/e2e.yml):
     python -m infra.delivery.e2e cluster --image lookout:e2e [--faulty-image lookout:e2e-faulty]
     python -m infra.delivery.e2e up --image lookout:e2e            # the dev stack, local backend
-    python -m infra.delivery.e2e check                    # Locust (HPA scale-up), Prometheus, Grafana
+    python -m infra.delivery.e2e check             # Locust as the bootstrap admin (HPA), Prometheus, Grafana
     python -m infra.delivery.e2e canary --image lookout:e2e --faulty-image lookout:e2e-faulty
     python -m infra.delivery.e2e diagnostics                       # state of the cluster, for the artifact
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from infra.delivery import cluster_checks
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
-from infra.delivery.rollout import CanaryWatch, Rollout, check_image, report
+from infra.delivery.rollout import CanaryWatch, Rollout, admin_credentials, check_image, report
 from loadtests.harness import free_port
 
 STACK = "dev"
@@ -122,6 +122,8 @@ def up(image: str) -> int:
     for key, value in OVERRIDES.items():
         dev.set_config(key, value)
     keys = {"secretKey": secrets.token_hex(32), "jwtSecretKey": secrets.token_hex(32)}
+    if not dev.config("bootstrapAdminPassword"):  # the migration Job's first admin; `check` logs in as it
+        keys["bootstrapAdminPassword"] = secrets.token_urlsafe(24)
     outcome = Rollout(dev).run(check_image(image, allow_tag=True), os.environ.get("GIT_COMMIT") or None,
                                secrets=keys)
     report(outcome, STACK)
@@ -149,23 +151,6 @@ def port_forward(namespace: str, service: str, port: int, wait: float = 60.0) ->
     finally:
         process.terminate()
         process.wait(10)
-
-
-def server_pod(namespace: str) -> str:
-    """A running pod of the service (a Rollout's pods have no ``deploy/`` to exec into)."""
-    name = sh("kubectl", "get", "pods", "-n", namespace, "-l", SERVER,
-              "--field-selector=status.phase=Running", "-o", "jsonpath={.items[0].metadata.name}").strip()
-    if not name:
-        raise SystemExit(f"no running pod of the service in {namespace}")
-    return name
-
-
-def create_admin(namespace: str, email: str, password: str) -> None:
-    """Create an admin with the app's own CLI inside a running pod; the password goes in on stdin."""
-    script = ('read -r LOOKOUT_USER_PASSWORD && export LOOKOUT_USER_PASSWORD && '
-              f'exec flask --app app users create --email "{email}" --name "E2E admin" --admin')
-    sh("kubectl", "exec", "-n", namespace, "-i", server_pod(namespace), "-c", "app", "--", "sh", "-c", script,
-       stdin=password + "\n")
 
 
 class Replicas:
@@ -222,9 +207,12 @@ def check() -> int:
     outputs = stack().outputs(show_secrets=True)
     url = f"http://{outputs['loadBalancerAddress']}"
     namespace = str(outputs.get("namespace", "lookout"))
-    email, password = f"e2e-{secrets.token_hex(4)}@e2e.example.com", secrets.token_urlsafe(24)
-    create_admin(namespace, email, password)
-    env = {**os.environ, "LOOKOUT_LOADTEST_ADMIN_EMAIL": email, "LOOKOUT_LOADTEST_ADMIN_PASSWORD": password}
+    # The bootstrap admin the migration Job created: every read of the load test is authenticated.
+    credentials = admin_credentials(stack(), {})
+    if credentials is None:
+        raise SystemExit("the dev stack has no bootstrapAdminPassword: run `up` first")
+    env = {**os.environ, "LOOKOUT_LOADTEST_ADMIN_EMAIL": credentials[0],
+           "LOOKOUT_LOADTEST_ADMIN_PASSWORD": credentials[1]}
     locust = locust_command(url)
     print("+ " + " ".join(locust), flush=True)
     with Replicas(namespace) as replicas:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -31,11 +32,15 @@ UID = "10001"
 HARDENING = ["--read-only", "--tmpfs", "/tmp:rw,size=64m",  # noqa: S108 - the container's own tmpfs
              "--user", f"{UID}:{UID}", "--cap-drop", "ALL",
              "--security-opt", "no-new-privileges", "--network", "host"]
+ADMIN_EMAIL = "image-check-admin@example.com"
 GRACEFUL_SECONDS = 20  # GUNICORN_GRACEFUL_TIMEOUT's default
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+def docker(*args: str, check: bool = True,
+           environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run docker; ``environ`` adds variables that ``--env NAME`` passes on without a value in argv."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, **environ} if environ else None)
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args[:2])} failed ({done.returncode}): {done.stderr[-1500:]}")
     return done
@@ -76,6 +81,16 @@ def run_checks(image: str, database_url: str, commit: str) -> list[str]:
                      check=False)
     if migrate.returncode != 0:
         return [*problems, f"the migration command failed: {migrate.stderr[-1500:]}"]
+    # The migration Job's second step; the smoke test logs in as this admin. `--env NAME` takes the
+    # value from this process's environment, so the password is on no command line.
+    admin = (ADMIN_EMAIL, secrets.token_urlsafe(24))
+    bootstrap = docker("run", "--rm", *HARDENING, *env, "--env", "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL",
+                       "--env", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD", image, "flask", "--app", "app", "users",
+                       "bootstrap-admin", check=False,
+                       environ={"LOOKOUT_BOOTSTRAP_ADMIN_EMAIL": admin[0],
+                                "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD": admin[1]})
+    if bootstrap.returncode != 0:
+        return [*problems, f"the bootstrap admin command failed: {bootstrap.stderr[-1500:]}"]
     absent = docker("run", "--rm", *HARDENING, "--entrypoint", "python", image, "-c",
                     "import importlib.util, shutil, sys; "
                     "found = [m for m in ('pulumi', 'locust', 'pytest') if importlib.util.find_spec(m)]; "
@@ -86,7 +101,7 @@ def run_checks(image: str, database_url: str, commit: str) -> list[str]:
     docker("rm", "--force", NAME, check=False)
     docker("run", "--detach", "--name", NAME, *HARDENING, *env, image)
     try:
-        report = smoke("http://127.0.0.1:8000", commit or None, wait=60)
+        report = smoke("http://127.0.0.1:8000", commit or None, wait=60, credentials=admin)
         publish(report)
         problems += [f"smoke: {c.name}: {c.detail}" for c in report.checks if not c.ok]
         metrics = requests.get("http://127.0.0.1:9100/metrics", timeout=5)

@@ -16,9 +16,10 @@ again; the command still exits 1, so the pipeline stops there. Images are deploy
 tag could point elsewhere by the time a rollback needs it; ``--require-signature`` refuses an
 image the deploy workflow did not sign (infra/delivery/signature.py).
 
-The stack's secrets (secretKey, jwtSecretKey, databaseUrl) stay where Pulumi keeps them,
-encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's credentials and
-the cluster's.
+The stack's secrets (secretKey, jwtSecretKey, bootstrapAdminPassword, databaseUrl) stay where
+Pulumi keeps them, encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's
+credentials and the cluster's. The smoke test logs in as the stack's bootstrap admin
+(``pulumi config get``), or as LOOKOUT_SMOKE_EMAIL / LOOKOUT_SMOKE_PASSWORD when both are set.
 
 Environment variables read: KUBECONFIG_DATA (a kubeconfig's text, written to a private temporary
 file for the Pulumi and kubectl runs), KUBECTL (default ``kubectl``), CANARY_TIMEOUT (seconds a
@@ -43,9 +44,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from infra.delivery import signature
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
-from infra.delivery.smoke import SmokeReport, normalise, publish, smoke
+from infra.delivery.smoke import SmokeReport, credentials_from, normalise, publish, smoke
+from infra.stack_config import schema
 
 DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
@@ -137,8 +141,10 @@ class CanaryWatch:
 
 
 @contextlib.contextmanager
-def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
-    """Send read requests to ``url`` in the background (a canary needs traffic to be judged)."""
+def trickle(url: str | None, interval: float = 0.2,
+            headers: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Send read requests to ``url`` in the background (a canary needs traffic to be judged);
+    ``headers`` carry a token, so the reads are the API's real work rather than 401s."""
     if not url:
         yield
         return
@@ -147,8 +153,9 @@ def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
     def run() -> None:
         while not stop.wait(interval):
             for path in ("/api/v1/users", "/"):
+                request = urllib.request.Request(f"{url}{path}", headers=dict(headers or {}))  # noqa: S310
                 with contextlib.suppress(OSError):
-                    urllib.request.urlopen(f"{url}{path}", timeout=5).close()  # noqa: S310 - the service
+                    urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - the service
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -159,11 +166,34 @@ def trickle(url: str | None, interval: float = 0.2) -> Iterator[None]:
         thread.join(10)
 
 
+def bearer(url: str | None, credentials: tuple[str, str] | None) -> dict[str, str]:
+    """Log in at ``url``; return the Authorization header, or none when that is not possible."""
+    if not url or not credentials:
+        return {}
+    with contextlib.suppress(requests.RequestException, ValueError):
+        answer = requests.post(f"{url}/api/v1/auth/token", timeout=10,
+                               json={"email": credentials[0], "password": credentials[1]})
+        if answer.status_code == 200:
+            return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    return {}
+
+
+def admin_credentials(stack: PulumiStack, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The smoke test's account: LOOKOUT_SMOKE_* when set, else the stack's bootstrap admin."""
+    if given := credentials_from(environ):
+        return given
+    password = stack.config("bootstrapAdminPassword")  # the CLI decrypts it for the stack's owner
+    if not password:
+        return None
+    return stack.config("bootstrapAdminEmail") or str(schema()["bootstrapAdminEmail"].default), password
+
+
 class Rollout:
     def __init__(self, stack: PulumiStack, smoker: Smoker | None = None, wait: float = 180.0,
                  watch: CanaryWatch | None = None) -> None:
         self.stack = stack
-        self.smoker: Smoker = smoker or (lambda url, commit: smoke(url, commit, wait))
+        self.credentials: tuple[str, str] | None = None  # read from the stack when the run starts
+        self.smoker: Smoker = smoker or (lambda url, commit: smoke(url, commit, wait, self.credentials))
         self.watch = watch or CanaryWatch(stack.env)
 
     def _deploy(self, image: str, url: str | None = None) -> None:
@@ -174,7 +204,7 @@ class Rollout:
             target = None
             with contextlib.suppress(RolloutError):
                 target = self._url(url)
-            with trickle(target):
+            with trickle(target, headers=bearer(target, self.credentials)):
                 self.watch.wait(str(outputs.get("namespace") or "default"), str(outputs["rollout"]))
 
     def _url(self, url: str | None) -> str:
@@ -190,6 +220,7 @@ class Rollout:
         self.stack.select()
         for key, value in (secrets or {}).items():
             self.stack.set_config(key, value, secret=True)
+        self.credentials = admin_credentials(self.stack, os.environ)
         previous = self.stack.outputs().get("image") or None
         print(f"rollout: {self.stack.stack}: {previous or '(nothing yet)'} -> {image}", flush=True)
         failure = ""

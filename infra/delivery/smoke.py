@@ -4,11 +4,14 @@ Usage:
     python -m infra.delivery.smoke URL [--expect-commit SHA] [--wait 180]
     python -m infra.delivery.smoke --local          # start a local gunicorn first (make smoke)
 
-The checks are read-only (no user is created), so they are safe against production. The service
-is first given up to ``--wait`` seconds to answer /readyz (a new load balancer takes a while to
-route); every check after that gets three tries against connection errors only.
+The checks are read-only (no user is created), so they are safe against production. Reads of
+the API need a token: the smoke test logs in as an admin of the service (the stack's bootstrap
+admin, see infra/README.md) and sends the token with every API read. The service is first given
+up to ``--wait`` seconds to answer /readyz (a new load balancer takes a while to route); every
+check after that gets three tries against connection errors only.
 
-Environment variables read: GITHUB_STEP_SUMMARY (a Markdown table is appended when set).
+Environment variables read: LOOKOUT_SMOKE_EMAIL and LOOKOUT_SMOKE_PASSWORD (the admin to log in
+as; ``--local`` makes its own), GITHUB_STEP_SUMMARY (a Markdown table is appended when set).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 import requests
 
 PROBLEM_JSON = "application/problem+json"
+CREDENTIALS = ("LOOKOUT_SMOKE_EMAIL", "LOOKOUT_SMOKE_PASSWORD")
 UNKNOWN_USER_ID = 2_000_000_000  # inside the 32-bit id range, never reached by a test database
 
 
@@ -70,11 +74,20 @@ def commits_match(expected: str, actual: str) -> bool:
     return len(shorter) >= 7 and longer.startswith(shorter)
 
 
+def credentials_from(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """Return (email, password) from LOOKOUT_SMOKE_EMAIL and _PASSWORD; None unless both are set."""
+    email, password = (environ.get(name, "") for name in CREDENTIALS)
+    return (email, password) if email and password else None
+
+
 class Smoke:
-    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, session: requests.Session | None = None, timeout: float = 5.0,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.url = normalise(url)
         self.http = session or requests.Session()
         self.timeout = timeout
+        self.credentials = credentials
+        self.token_headers: dict[str, str] = {}
         self.report = SmokeReport(self.url)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
@@ -120,6 +133,7 @@ class Smoke:
         self.check("liveness", self._livez)
         self.check("build", lambda: self._index(expect_commit))
         self.check("openapi", self._openapi)
+        self.check("log in", self._login)
         self.check("list users", self._users)
         self.check("unknown user is a 404 problem", self._unknown_user)
         self.check("metrics stay off the public port", self._no_public_metrics)
@@ -151,15 +165,28 @@ class Smoke:
         assert "/api/v1/users" in spec.get("paths", {}), "the spec lacks /api/v1/users"
         return f"OpenAPI {spec['openapi']}, {len(spec['paths'])} paths"
 
+    def _login(self) -> str:
+        assert self.credentials, (f"no account to read with: set {' and '.join(CREDENTIALS)} to an admin "
+                                  "of the service")
+        email, password = self.credentials
+        response = self.http.post(self.url + "/api/v1/auth/token", timeout=self.timeout,
+                                  json={"email": email, "password": password}, allow_redirects=False)
+        assert response.status_code == 200, (
+            f"as {email}: answered {response.status_code}: {response.text[:200]}")
+        token = response.json().get("access_token")
+        assert isinstance(token, str) and token, "the answer has no access_token"
+        self.token_headers = {"Authorization": f"Bearer {token}"}
+        return f"200, a token for {email}"
+
     def _users(self) -> str:
-        response = self.get("/api/v1/users", params={"page": 1, "per_page": 1})
+        response = self.get("/api/v1/users", params={"page": 1, "per_page": 1}, headers=self.token_headers)
         assert response.status_code == 200, f"answered {response.status_code}: {response.text[:200]}"
         body = response.json()
         assert isinstance(body.get("items"), list) and "pagination" in body, f"body {response.text[:200]}"
         return f"200, {body['pagination'].get('total', '?')} users"
 
     def _unknown_user(self) -> str:
-        response = self.get(f"/api/v1/users/{UNKNOWN_USER_ID}")
+        response = self.get(f"/api/v1/users/{UNKNOWN_USER_ID}", headers=self.token_headers)
         assert response.status_code == 404, f"answered {response.status_code}"
         media = response.headers.get("Content-Type", "").split(";")[0]
         assert media == PROBLEM_JSON, f"answered {media!r}, not {PROBLEM_JSON}"
@@ -179,9 +206,11 @@ class Smoke:
         return request_id
 
 
-def smoke(url: str, expect_commit: str | None = None, wait: float = 180.0) -> SmokeReport:
-    """Smoke test the service at ``url`` and return the report."""
-    return Smoke(url).run(expect_commit, wait)
+def smoke(url: str, expect_commit: str | None = None, wait: float = 180.0,
+          credentials: tuple[str, str] | None = None) -> SmokeReport:
+    """Smoke test the service at ``url`` and return the report; log in with ``credentials``, or
+    those of LOOKOUT_SMOKE_EMAIL and LOOKOUT_SMOKE_PASSWORD."""
+    return Smoke(url, credentials=credentials or credentials_from(os.environ)).run(expect_commit, wait)
 
 
 def publish(report: SmokeReport) -> None:
@@ -204,7 +233,8 @@ def _local(expect_commit: str | None) -> SmokeReport:
         service.server.env["GIT_COMMIT"] = os.environ["GIT_COMMIT"]
     service.start()
     try:
-        return smoke(service.url, expect_commit, wait=30)
+        return smoke(service.url, expect_commit, wait=30,
+                     credentials=(service.admin_email, service.admin_password))
     finally:
         service.stop()
 

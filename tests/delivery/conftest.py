@@ -55,14 +55,26 @@ def run(*command: str | Path, cwd: Path = ROOT, timeout: float = 120) -> subproc
 
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ADMIN_EMAIL = "admin@example.com"  # with conftest.PASSWORD, in every start_lookout database
+
+
+@pytest.fixture(autouse=True)
+def smoke_account(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The smoke test's account (LOOKOUT_SMOKE_*): start_lookout's admin."""
+    from conftest import PASSWORD
+
+    monkeypatch.setenv("LOOKOUT_SMOKE_EMAIL", ADMIN_EMAIL)
+    monkeypatch.setenv("LOOKOUT_SMOKE_PASSWORD", PASSWORD)
+    return ADMIN_EMAIL, PASSWORD
 
 
 def start_lookout(tmp_path: Path, metrics_port: bool = True) -> GunicornServer:
     """Start a migrated Lookout on SQLite under gunicorn (production settings, commit COMMIT)."""
-    from conftest import migrate
+    from conftest import add_admin, migrate
 
     url = f"sqlite:///{tmp_path / 'lookout.db'}"
     migrate(url)
+    add_admin(url, ADMIN_EMAIL)  # the bootstrap admin, whom the smoke test logs in as
     env = {"DATABASE_URL": url, "GIT_COMMIT": COMMIT}
     # As in the image: /metrics only on a port of its own.
     return GunicornServer(env, workers=1, threads=4, ready_path="/readyz", metrics_port=metrics_port).start()

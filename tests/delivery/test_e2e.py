@@ -11,14 +11,14 @@ import contextlib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PASSWORD
 
-from delivery.conftest import COMMIT, SERVICE_DATABASES, STANDIN, StandIn
+from delivery.conftest import COMMIT, STANDIN, StandIn
 from infra.delivery import e2e
 from infra.delivery.pulumi_cli import PulumiStack
 from infra.delivery.rollout import CanaryWatch
@@ -99,6 +99,15 @@ def test_up_deploys_the_dev_stack_with_its_overrides_and_smoke_tests_it(cluster_
     config = cluster_env.stack("dev")["config"]
     assert {k: config[k] for k in e2e.OVERRIDES} == e2e.OVERRIDES
     assert config["image"] == GOOD and len(config["secretKey"]) == 64
+    assert len(config["bootstrapAdminPassword"]) >= 24  # the migration Job's first admin
+
+
+def test_up_keeps_the_stacks_bootstrap_admin_password(cluster_env: StandIn):
+    stack = PulumiStack("dev")
+    stack.select(create=True)
+    stack.set_config("bootstrapAdminPassword", PASSWORD, secret=True)
+    assert e2e.main(["up", "--image", GOOD]) == 0
+    assert cluster_env.stack("dev")["config"]["bootstrapAdminPassword"] == PASSWORD
 
 
 @pytest.fixture
@@ -106,6 +115,7 @@ def deployed(cluster_env: StandIn) -> StandIn:
     stack = PulumiStack("dev")
     stack.select(create=True)
     stack.set_config("image", GOOD)
+    stack.set_config("bootstrapAdminPassword", PASSWORD, secret=True)  # the migration Job's admin
     stack.up()
     return cluster_env
 
@@ -128,12 +138,10 @@ def no_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 def test_check_creates_an_admin_loads_the_service_and_sees_the_hpa_scale(
         deployed: StandIn, no_forwards: list, lookout_service: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("E2E_USERS", "2")
-    monkeypatch.setenv("E2E_RUN_TIME", "15s")
+    monkeypatch.setenv("E2E_RUN_TIME", "25s")  # seeding pays production Argon2id hashes first
     monkeypatch.setenv("KUBECTL_STANDIN_HPA", json.dumps([1, 1, 2, 3]))
-    # The admin is made by the app's own CLI "in the pod": here, against the service's database.
-    monkeypatch.setenv("KUBECTL_STANDIN_EXEC_ENV", json.dumps({
-        "DATABASE_URL": SERVICE_DATABASES[lookout_service], "LOOKOUT_ENV": "development",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}))
+    # Locust logs in as the stack's bootstrap admin (start_lookout's), not as the smoke account.
+    monkeypatch.delenv("LOOKOUT_SMOKE_EMAIL")
     monkeypatch.setattr(e2e.Replicas, "__init__", _fast_replicas)
     assert e2e.main(["check"]) == 0
     assert [s for _, s in no_forwards] == ["kps-prometheus", "grafana"]

@@ -186,11 +186,17 @@ def test_the_built_package_runs_as_the_image_runs_it(tmp_path: Path):
     migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=workdir,
                              env=env, capture_output=True, text=True, timeout=60, check=False)
     assert migrate.returncode == 0, migrate.stderr
+    admin = ("image-admin@example.com", "image-admin-password")
+    bootstrap = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "users", "bootstrap-admin"],
+                               cwd=workdir, capture_output=True, text=True, timeout=60, check=False,
+                               env={**env, "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL": admin[0],
+                                    "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD": admin[1]})
+    assert bootstrap.returncode == 0, bootstrap.stderr
     # cwd outside the repo: `python -m` puts the cwd first on sys.path, which would shadow the wheel.
     server = GunicornServer(env, cwd=workdir, metrics_port=True, test_settings=False)
     assert server.command == CMD
     with server:
-        report = smoke(server.url, "feedface", wait=30)
+        report = smoke(server.url, "feedface", wait=30, credentials=admin)
         assert report.ok, report.text() + server.output()[-2000:]
 
 

@@ -14,7 +14,16 @@ import pytest
 from delivery.conftest import COMMIT, StandIn
 from infra.delivery import preview as preview_module
 from infra.delivery.pulumi_cli import PulumiStack
-from infra.delivery.rollout import CanaryWatch, Rollout, RolloutError, check_image, main, rollback_target
+from infra.delivery.rollout import (
+    CanaryWatch,
+    Rollout,
+    RolloutError,
+    admin_credentials,
+    bearer,
+    check_image,
+    main,
+    rollback_target,
+)
 from infra.delivery.smoke import smoke
 
 GOOD = "ghcr.io/lookout/lookout@sha256:" + "a" * 64
@@ -194,10 +203,12 @@ def test_the_canary_gets_traffic_while_it_is_judged():
     from loadtests.harness import wait_until
 
     hits: list[str] = []
+    tokens: list[str | None] = []
 
     class Count(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             hits.append(self.path)
+            tokens.append(self.headers.get("Authorization"))
             self.send_response(200)
             self.end_headers()
 
@@ -207,9 +218,29 @@ def test_the_canary_gets_traffic_while_it_is_judged():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Count)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with trickle(f"http://127.0.0.1:{server.server_address[1]}", interval=0.01):
+        with trickle(f"http://127.0.0.1:{server.server_address[1]}", interval=0.01,
+                     headers={"Authorization": "Bearer t0ken"}):
             wait_until(lambda: len(hits) >= 4, "four requests of the trickle")
         assert "/api/v1/users" in hits and "/" in hits
+        assert set(tokens) == {"Bearer t0ken"}  # reads with a token: real work, not 401s
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_smoke_account_is_the_stacks_bootstrap_admin_unless_one_is_given(pulumi_standin: StandIn):
+    stack = PulumiStack("staging")
+    stack.select(create=True)
+    assert admin_credentials(stack, {}) is None
+    stack.set_config("bootstrapAdminPassword", "bootstrap-pw", secret=True)
+    assert admin_credentials(stack, {}) == ("admin@example.com", "bootstrap-pw")  # Pulumi.yaml's default
+    stack.set_config("bootstrapAdminEmail", "ops@example.org")
+    assert admin_credentials(stack, {}) == ("ops@example.org", "bootstrap-pw")
+    given = {"LOOKOUT_SMOKE_EMAIL": "smoke@example.org", "LOOKOUT_SMOKE_PASSWORD": "smoke-pw"}
+    assert admin_credentials(stack, given) == ("smoke@example.org", "smoke-pw")
+
+
+def test_the_trickle_logs_in_when_it_can(lookout_service: str, smoke_account: tuple[str, str]):
+    assert bearer(lookout_service, smoke_account)["Authorization"].startswith("Bearer ")
+    assert bearer(lookout_service, (smoke_account[0], "wrong-password")) == {}
+    assert bearer(lookout_service, None) == {} and bearer(None, smoke_account) == {}

@@ -14,9 +14,22 @@ def test_a_real_service_passes_with_its_commit(lookout_service: str):
     report = smoke(lookout_service, COMMIT[:7], wait=10)
     assert report.ok, report.text()
     assert [c.name for c in report.checks] == [
-        "ready", "liveness", "build", "openapi", "list users", "unknown user is a 404 problem",
+        "ready", "liveness", "build", "openapi", "log in", "list users", "unknown user is a 404 problem",
         "metrics stay off the public port", "request id echoed"]
     assert "| ✅ | build |" in report.markdown()
+
+
+@pytest.mark.parametrize(("credentials", "detail"), [
+    (None, "no account to read with: set LOOKOUT_SMOKE_EMAIL and LOOKOUT_SMOKE_PASSWORD"),
+    (("admin@example.com", "not-the-password"), "as admin@example.com: answered 401"),
+])
+def test_reads_without_a_valid_account_fail(lookout_service: str, monkeypatch: pytest.MonkeyPatch,
+                                            credentials: tuple[str, str] | None, detail: str):
+    monkeypatch.delenv("LOOKOUT_SMOKE_EMAIL")
+    report = smoke(lookout_service, COMMIT, wait=10, credentials=credentials)
+    assert not report.ok
+    failed = {c.name: c.detail for c in report.checks if not c.ok}
+    assert "log in" in failed and failed["log in"].startswith(detail)
 
 
 def test_the_old_build_still_serving_fails(lookout_service: str):

@@ -31,7 +31,8 @@ def test_every_key_has_a_type_a_description_and_a_default_unless_secret():
     for key in keys.values():
         assert key.type in stack_config.TYPES and key.description
         assert key.required == key.secret, f"{key.name}: only secrets go without a default"
-    assert {k.name for k in keys.values() if k.secret} == {"secretKey", "jwtSecretKey"}
+    secrets = {k.name for k in keys.values() if k.secret}
+    assert secrets == {"secretKey", "jwtSecretKey", "bootstrapAdminPassword"}
 
 
 @pytest.mark.parametrize("stack", STACKS)
