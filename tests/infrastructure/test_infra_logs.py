@@ -146,3 +146,15 @@ def test_no_network_policy_stands_between_collector_grafana_and_loki(stacks):
     A policy added there must open these paths (this test then needs the rules it allows)."""
     for rendered in stacks.values():
         assert [p for p in rendered.find("NetworkPolicy") if p["metadata"]["namespace"] == "monitoring"] == []
+
+
+def test_the_log_panels_select_the_service_name_its_pods_carry(stacks):
+    """The collector makes service_name of the pods' app.kubernetes.io/name: the dashboards'
+    Target.service must be the server pods' label, or the log panels stay empty."""
+    from dashboards.generate.target import TARGET
+
+    for rendered in stacks.values():
+        workloads = rendered.find("Deployment") + rendered.find("Rollout")
+        names = {w["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") for w in workloads
+                 if w["metadata"].get("namespace") == TARGET.namespace}
+        assert TARGET.service in names
