@@ -8,7 +8,9 @@ Grafana's admin password comes from GRAFANA_PASSWORD (user GRAFANA_USER, default
 expected rule groups and dashboard uids are read from dashboards/ through the loader infra uses,
 so a rule file or dashboard that never reaches the cluster fails here. Each check polls until it
 passes or ``--wait`` runs out: targets appear after a scrape interval, dashboards after the
-Grafana sidecar's next sync.
+Grafana sidecar's next sync. ``check_logs`` (the e2e's ``check`` step) asks Loki for the line of
+one request it sent with a known trace id, through the structured-metadata filter the Grafana links
+use, and fails when the line is absent or when an id became a label.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import yaml
 import dashboards
 
 JOB = "lookout-metrics"  # the ServiceMonitor names the job after the lookout-metrics Service
+LOG_SELECTOR = '{service_name="lookout"}'  # the app pods' app.kubernetes.io/name, which the collector copies
+ID_FIELDS = ("trace_id", "span_id", "request_id")  # structured metadata, never labels (a stream each)
 
 
 def expected_rule_groups(rule_files: Sequence[Path]) -> set[str]:
@@ -63,6 +67,37 @@ def dashboard_problems(search_api: list, expected: dict[str, str]) -> list[str]:
     present = {d.get("uid") for d in search_api if d.get("type") == "dash-db"}
     return [f"dashboard {title!r} (uid {uid}) is not in Grafana" for uid, title in sorted(expected.items())
             if uid not in present]
+
+
+def log_query(trace_id: str, selector: str = LOG_SELECTOR) -> str:
+    """LogQL for the lines of one trace: trace_id is structured metadata, filtered after the selector
+    (a ``|=`` line filter would not see it)."""
+    return f'{selector} | trace_id="{trace_id}"'
+
+
+def log_problems(query_api: dict, labels_api: dict, trace_id: str) -> list[str]:
+    """Problems in Loki's answers to ``log_query(trace_id)`` (query_range) and to the labels API."""
+    lines = [value for stream in query_api.get("data", {}).get("result", [])
+             for value in stream.get("values", [])]
+    problems = [] if lines else [f"Loki has no line with trace_id {trace_id} ({log_query(trace_id)})"]
+    labels = set(labels_api.get("data") or [])
+    problems += [f"Loki has a label {name}: ids must stay structured metadata (one stream per value)"
+                 for name in ID_FIELDS if name in labels]
+    return problems
+
+
+def check_logs(loki: str, trace_id: str, wait: float = 180.0) -> list[str]:
+    """Poll Loki until the line of ``trace_id`` is there (the collector batches, Loki flushes)."""
+    def get(path: str, **params: str) -> Any:
+        response = requests.get(f"{loki}{path}", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    problems = poll("logs", lambda: log_problems(
+        get("/loki/api/v1/query_range", query=log_query(trace_id), since="1h", limit="10"),
+        get("/loki/api/v1/labels", since="1h"), trace_id), wait)
+    print(f"cluster checks: Loki asked for trace {trace_id}; {len(problems)} problems", flush=True)
+    return problems
 
 
 def poll(name: str, probe: Callable[[], list[str]], wait: float, interval: float = 5.0) -> list[str]:
