@@ -264,7 +264,7 @@ kind-cluster: venv ## kind: kubectl from the node image, a load balancer, metric
 kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, smoke test through the LB
 	$(BIN)/python -m infra.delivery.e2e up --image '$(IMAGE)'
 
-kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards
+kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards, Loki
 	$(BIN)/python -m infra.delivery.e2e check
 
 # The docker driver's builder: it sees IMAGE in the daemon (a docker-container builder would pull it).
