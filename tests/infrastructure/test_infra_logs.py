@@ -158,3 +158,19 @@ def test_the_log_panels_select_the_service_name_its_pods_carry(stacks):
         names = {w["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") for w in workloads
                  if w["metadata"].get("namespace") == TARGET.namespace}
         assert TARGET.service in names
+
+
+def test_the_daemonsets_host_paths_are_admitted_where_it_runs(stacks):
+    """hostPath volumes are refused by the baseline and restricted Pod Security levels: the log
+    collector lives in the monitoring namespace, which enforces privileged (node-exporter's need)
+    and still audits restricted. No other namespace of the program is relaxed for it."""
+    for rendered in stacks.values():
+        namespaces = {n["metadata"]["name"]: n["metadata"]["labels"] for n in rendered.find("Namespace")}
+        assert namespaces["monitoring"]["pod-security.kubernetes.io/enforce"] == "privileged"
+        assert namespaces["monitoring"]["pod-security.kubernetes.io/audit"] == "restricted"
+        relaxed = {name for name, labels in namespaces.items()
+                   if labels.get("pod-security.kubernetes.io/enforce") not in (None, "restricted")}
+        assert relaxed <= {"monitoring", "cnpg-system", "argo-rollouts"}, relaxed
+        collector = values(rendered, "otel-logs")
+        host_paths = {v["hostPath"]["path"] for v in collector["extraVolumes"]}
+        assert host_paths == {"/var/log/pods", "/var/lib/otel-logs"}
