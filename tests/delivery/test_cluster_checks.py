@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from infra.delivery.cluster_checks import (
+    check_datasources,
     check_logs,
     dashboard_problems,
+    datasource_problems,
     log_problems,
     log_query,
     rule_problems,
@@ -141,3 +143,52 @@ def test_check_logs_asks_loki_for_the_trace_and_fails_while_the_line_is_absent(a
     assert check_logs(url, TRACE, wait=0) == []
     asked = [p for p in seen if p.startswith("/loki/api/v1/query_range")]
     assert asked and all(f"trace_id%3D%22{TRACE}%22" in p for p in asked)
+
+
+TO_LOGS = '{service_name="${__span.tags["service.name"]}"} | trace_id="${__trace.traceId}"'
+
+
+def provisioned(*, url: str = "${__value.raw}", field_uid: str = "traces", logs_uid: str = "logs",
+                query: str = TO_LOGS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Grafana's answers for the two data sources, as the program provisions them (after Grafana
+    expanded the file: $${...} arrives as ${...})."""
+    logs = {"uid": "logs", "type": "loki", "jsonData": {"derivedFields": [
+        {"name": "trace_id", "matcherType": "label", "matcherRegex": "trace_id", "datasourceUid": field_uid,
+         "url": url}]}}
+    traces = {"uid": "traces", "type": "tempo", "jsonData": {"tracesToLogsV2": {
+        "datasourceUid": logs_uid, "customQuery": True, "query": query}}}
+    return logs, traces
+
+
+@pytest.mark.parametrize(("sources", "problem"), [
+    (provisioned(), None),
+    (provisioned(url="$${__value.raw}"), "escaping"),
+    (provisioned(url=""), "escaping"),
+    (provisioned(field_uid="jaeger"), "opens data source 'jaeger'"),
+    (provisioned(logs_uid="other"), "trace-to-logs opens 'other'"),
+    (provisioned(query='{service_name="x"} |= "${__trace.traceId}"'), "does not filter"),
+    (({"uid": "logs", "jsonData": {}}, provisioned()[1]), "no derived field"),
+])
+def test_datasource_problems(sources, problem):
+    found = datasource_problems(*sources)
+    assert (found == []) if problem is None else (len(found) == 1 and problem in found[0])
+
+
+def test_the_infra_values_pass_the_datasource_check_once_grafana_expands_them():
+    """The program writes $${...}; Grafana's provisioning turns $$ into $. Both ends agree."""
+    from infra.components.monitoring import MonitoringArgs
+    from infra.components.monitoring_values import grafana_datasources
+
+    sources = {s["uid"]: json.loads(json.dumps(s).replace("$$", "$"))
+               for s in grafana_datasources(MonitoringArgs("monitoring", (), (), ()))}
+    assert datasource_problems(sources["logs"], sources["traces"]) == []
+
+
+def test_check_datasources_asks_grafana_with_credentials(apis):
+    url, handler = apis
+    logs, traces = provisioned()
+    handler.answers.update({"/api/datasources/uid/logs": logs, "/api/datasources/uid/traces": traces})
+    assert check_datasources(url, ("admin", "pw"), wait=0) == []
+    assert all(a.startswith("Basic ") for a in handler.seen_auth)
+    handler.answers["/api/datasources/uid/logs"] = provisioned(url="$${__value.raw}")[0]
+    assert len(check_datasources(url, ("admin", "pw"), wait=0)) == 1
