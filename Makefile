@@ -231,7 +231,7 @@ image: ## Build IMAGE with Docker (labels carry VERSION and the commit)
 image-check: venv ## Run IMAGE as Kubernetes does and check it (needs Docker and DATABASE_URL)
 	$(BIN)/python -m infra.delivery.image_check $(IMAGE) --database-url "$$DATABASE_URL"
 
-compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collector, Jaeger) with fresh keys
+compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collector, Jaeger, Loki) with fresh keys
 	LOOKOUT_SECRET_KEY=$${LOOKOUT_SECRET_KEY:-$$(openssl rand -hex 32)} \
 	LOOKOUT_JWT_SECRET_KEY=$${LOOKOUT_JWT_SECRET_KEY:-$$(openssl rand -hex 32)} \
 	docker compose up --build --detach
