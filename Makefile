@@ -232,7 +232,7 @@ image: ## Build IMAGE with Docker (labels carry VERSION and the commit)
 image-check: venv ## Run IMAGE as Kubernetes does and check it (needs Docker and DATABASE_URL)
 	$(BIN)/python -m infra.delivery.image_check $(IMAGE) --database-url "$$DATABASE_URL"
 
-compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collector, Jaeger) with fresh keys
+compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collector, Jaeger, Loki) with fresh keys
 	LOOKOUT_SECRET_KEY=$${LOOKOUT_SECRET_KEY:-$$(openssl rand -hex 32)} \
 	LOOKOUT_JWT_SECRET_KEY=$${LOOKOUT_JWT_SECRET_KEY:-$$(openssl rand -hex 32)} \
 	docker compose up --build --detach
@@ -265,7 +265,7 @@ kind-cluster: venv ## kind: kubectl from the node image, a load balancer, metric
 kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, smoke test through the LB
 	$(BIN)/python -m infra.delivery.e2e up --image '$(IMAGE)'
 
-kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards
+kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards, Loki
 	$(BIN)/python -m infra.delivery.e2e check
 
 # The docker driver's builder: it sees IMAGE in the daemon (a docker-container builder would pull it).

@@ -158,14 +158,31 @@ class PanelQuery:
 
 
 def dashboard_queries(paths: list[Path] | None = None) -> Iterator[PanelQuery]:
-    """Yield every Prometheus target of every panel, rows' panels included."""
+    """Yield every Prometheus target of every panel, rows' panels included (Loki's LogQL targets,
+    ``datasource.type`` loki, are not PromQL: ``log_queries`` yields those)."""
     for path in dashboard_files() if paths is None else paths:
         board = json.loads(path.read_text())
         for panel in _panels(board.get("panels") or []):
             for target in panel.get("targets") or []:
-                if "expr" in target:
+                if "expr" in target and not _is_loki(target, panel):
                     yield PanelQuery(board["uid"], panel.get("title", ""), target.get("refId", ""),
                                      target["expr"], bool(target.get("exemplar")))
+
+
+def log_queries(paths: list[Path] | None = None) -> Iterator[PanelQuery]:
+    """Yield every Loki (LogQL) target of every panel."""
+    for path in dashboard_files() if paths is None else paths:
+        board = json.loads(path.read_text())
+        for panel in _panels(board.get("panels") or []):
+            for target in panel.get("targets") or []:
+                if "expr" in target and _is_loki(target, panel):
+                    yield PanelQuery(board["uid"], panel.get("title", ""), target.get("refId", ""),
+                                     target["expr"], False)
+
+
+def _is_loki(target: dict[str, Any], panel: dict[str, Any]) -> bool:
+    source = target.get("datasource") or panel.get("datasource") or {}
+    return source.get("type") == "loki"
 
 
 def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

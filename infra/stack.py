@@ -131,11 +131,11 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
 
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     """Declare everything for one stack and return its outputs."""
-    monitoring = Monitoring("monitoring", s.monitoring.args(
+    monitoring = Monitoring("monitoring", s.logs.args(s.monitoring.args(
         dashboard_files=files.dashboards, rule_files=files.rules, alerting=s.alerting.args(),
         # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
         targets=(ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
-                              pod_target_labels=(HASH_LABEL,)),)))
+                              pod_target_labels=(HASH_LABEL,)),))))
     database = Database(f"{APP}-db", s.database.args())
     counts = (RateLimitStore(f"{APP}-ratelimit", s.rate_limits.store_args(s.service.namespace, SERVER))
               if s.rate_limits.shared else None)

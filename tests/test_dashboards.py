@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dashboards import HERE, dashboard_files, dashboard_queries, load_slo
+from dashboards import HERE, dashboard_files, dashboard_queries, load_slo, log_queries
 from dashboards.generate import render, stale
+from infra.components.monitoring_values import LOG_LABELS, LOGS_DATASOURCE_UID
 
 ROOT = HERE.parent
 
@@ -66,8 +68,47 @@ def test_dashboards_have_stable_uids_and_a_data_source_variable():
         (variable,) = board["templating"]["list"]
         assert variable == {**variable, "type": "datasource", "name": "datasource", "query": "prometheus"}
         for panel in panels(board):
+            if panel["datasource"]["type"] == "loki":  # log panels: the provisioned Loki, by its uid
+                assert panel["datasource"] == {"type": "loki", "uid": LOGS_DATASOURCE_UID}, panel["title"]
+                assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])
+                continue
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
             assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+
+
+def test_every_prometheus_target_is_checked_and_log_targets_are_set_apart():
+    """The PromQL contract tests read dashboard_queries(): every non-Loki target must be in it, and
+    no LogQL (which Prometheus cannot parse) may be."""
+    targets = [(b["uid"], p["title"], t) for b in boards() for p in panels(b) for t in p["targets"]]
+    promql = {(q.dashboard, q.panel, q.expr) for q in dashboard_queries()}
+    logql = {(q.dashboard, q.panel, q.expr) for q in log_queries()}
+    for uid, title, target in targets:
+        found = (uid, title, target["expr"])
+        assert found in (logql if target["datasource"]["type"] == "loki" else promql), found
+    assert len(promql) + len(logql) == len({(u, t, x["expr"]) for u, t, x in targets})
+    assert {q.panel for q in log_queries()} == {"Log lines by level", "Warnings and errors"}
+
+
+def test_log_queries_select_the_service_by_bounded_labels_only():
+    """LogQL stream selectors name only labels the collector makes (never an id), and the panels
+    show the service's warnings and errors and its volume by level."""
+    exprs = [q.expr for q in log_queries()]
+    for expr in exprs:
+        for label in re.findall(r"(\w+)\s*=~?", expr.split("}")[0].split("{", 1)[1]):
+            assert label.replace("_", ".") in {a.replace("_", ".") for a in LOG_LABELS}, (label, expr)
+    assert 'level=~"WARNING|ERROR|CRITICAL"' in " ".join(exprs)
+    assert any(e.startswith("sum by (level) (count_over_time(") for e in exprs)
+
+
+def test_a_loki_panel_without_its_datasource_type_would_reach_the_promql_checks(tmp_path):
+    board = {"uid": "x", "panels": [{"title": "p", "datasource": {"type": "loki", "uid": "logs"},
+                                     "targets": [{"refId": "A", "expr": '{service_name="a"}'}]}]}
+    (tmp_path / "x.json").write_text(json.dumps(board))
+    assert [q.expr for q in log_queries([tmp_path / "x.json"])] == ['{service_name="a"}']
+    assert list(dashboard_queries([tmp_path / "x.json"])) == []
+    board["panels"][0]["datasource"] = {"type": "prometheus", "uid": "${datasource}"}
+    (tmp_path / "x.json").write_text(json.dumps(board))
+    assert [q.expr for q in dashboard_queries([tmp_path / "x.json"])] == ['{service_name="a"}']
 
 
 @pytest.mark.parametrize("board", boards(), ids=lambda b: b["uid"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import logs, loki, prometheus, stat, timeseries
 from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, Row, ThresholdsConfig
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
@@ -25,6 +25,9 @@ from .rules import DURATION, OBJECTIVES, REQUESTS, windows
 from .target import TARGET, Target, number
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Log panels read Loki, provisioned under this uid (infra: LOGS_DATASOURCE_UID); their LogQL selects
+# labels only (service_name, level), which the log collector keeps few (infra/README.md, "Logs").
+LOGS = DataSourceRef(type_val="loki", uid="logs")
 RATE = "$__rate_interval"  # Grafana widens it to at least four scrape intervals
 TAGS = ["lookout", "generated"]
 
@@ -201,7 +204,27 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
                         "in their own memory because the rate-limit store fails them (each then grants "
                         "the full limits alone; LookoutRateLimitFallback fires after 10 minutes)."))
     )
-    return board
+    return log_panels(board, t)
+
+
+def log_panels(board: Dashboard, t: Target) -> Dashboard:
+    """The service's warnings and errors, and its lines per second by level (Loki)."""
+    problems = f'{{{t.logs}, level=~"WARNING|ERROR|CRITICAL"}}'
+    volume = (loki.Dataquery().expr(f"sum by (level) (count_over_time({{{t.logs}}}[$__interval]))")
+              .legend_format("{{level}}").datasource(LOGS).range(True).ref_id("A"))
+    return (
+        board.with_row(Row("Logs"))
+        .with_panel(graph("Log lines by level", "short", [], width=8, height=9,
+                          description="Lines per interval the service wrote, by level (Loki). A step in "
+                                      "WARNING or ERROR is where to look in the panel beside it.")
+                    .datasource(LOGS).with_target(volume))
+        .with_panel(logs.Panel().title("Warnings and errors").unit("none").datasource(LOGS).span(16).height(9)
+                    .description("The service's WARNING, ERROR and CRITICAL lines, newest first. Open a "
+                                 "line: its trace_id field links to the trace in Tempo.")
+                    .show_time(True).wrap_log_message(True).enable_log_details(True)
+                    .sort_order(common.LogsSortOrder.DESCENDING)
+                    .with_target(loki.Dataquery().expr(problems).datasource(LOGS).range(True).ref_id("A")))
+    )
 
 
 def slo_board(slo: SLO) -> Dashboard:

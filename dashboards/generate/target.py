@@ -20,6 +20,7 @@ class Target:
     hpa: str = "lookout"
     container: str = "app"
     api_routes: str = "/api/.*"  # the SLIs count API requests, not probes, docs or unmatched paths
+    service: str = "lookout"  # the pods' app.kubernetes.io/name, which the log collector makes service_name
 
     @property
     def app(self) -> str:
@@ -30,6 +31,11 @@ class Target:
     def api(self) -> str:
         """Matchers for the app's API requests."""
         return f'job="{self.job}", route=~"{self.api_routes}"'
+
+    @property
+    def logs(self) -> str:
+        """Loki stream selector of the service's log lines."""
+        return f'service_name="{self.service}"'
 
     @property
     def pods(self) -> str:

@@ -1,4 +1,5 @@
-"""Monitoring: kube-prometheus-stack, an OpenTelemetry Collector, and the repo's dashboards and rules.
+"""Monitoring: kube-prometheus-stack, OpenTelemetry Collectors, Tempo, Loki, and the repo's dashboards
+and rules.
 
 Dashboards (``dashboards/*.json``) become one ConfigMap each, which Grafana's sidecar loads; the
 plain rule files (``dashboards/rules/*.yaml``, the ones promtool tests) are wrapped in one
@@ -23,11 +24,16 @@ import yaml
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, AlertingArgs
 from infra.components.monitoring_values import (
     COLLECTOR,
+    LOGS_COLLECTOR,
+    LOKI,
+    LOKI_PORT,
     OTLP_HTTP_PORT,
     PROMETHEUS_SERVICE,
     RELEASE,
     TEMPO,
     collector_values,
+    logs_collector_values,
+    loki_values,
     stack_values,
     tempo_values,
 )
@@ -38,6 +44,8 @@ KPS_CHART = ("kube-prometheus-stack", "79.7.1", "https://prometheus-community.gi
 OTEL_CHART = ("opentelemetry-collector", "0.143.0", "https://open-telemetry.github.io/opentelemetry-helm-charts")
 # Tempo 2.6, single binary; the chart moved from grafana to grafana-community (infra/charts/README.md).
 TEMPO_CHART = ("tempo", "1.16.0", "https://grafana-community.github.io/helm-charts")
+# Loki 3.7, one process; the OSS chart moved from grafana to grafana-community in March 2026.
+LOKI_CHART = ("loki", "18.11.0", "https://grafana-community.github.io/helm-charts")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,10 @@ class MonitoringArgs:
     trace_store: bool = True  # Tempo in this namespace, Grafana's "traces" data source
     trace_retention: str = "72h"
     trace_storage_size: str = ""  # a volume for Tempo's traces; empty: the pod's own disk
+    log_store: bool = True  # Loki and a log-collecting DaemonSet; Grafana's "logs" data source
+    log_retention: str = "168h"
+    log_storage_size: str = ""  # a volume for Loki's chunks and index; empty: the pod's own disk
+    log_storage_class: str = ""  # that volume's storage class; empty: the cluster's default
     # Alertmanagers gossip silences and what they have sent: with two, a restart loses neither and
     # no alert waits for a pod to come back.
     alertmanager_replicas: int = 1
@@ -98,6 +110,7 @@ class Monitoring(pulumi.ComponentResource):
     collector_endpoint: str
     collector: Peer
     prometheus_url: str  # in-cluster address of Prometheus's API (the canary analysis asks it)
+    loki_url: str
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:monitoring:Monitoring", name, None, opts)
@@ -135,6 +148,17 @@ class Monitoring(pulumi.ComponentResource):
             repository_opts={"repo": repo}, namespace=args.namespace, values=collector_values(args),
             cleanup_on_fail=True, opts=in_ns)
 
+        if args.log_store:
+            chart, version, repo = LOKI_CHART
+            loki = k8s.helm.v3.Release(
+                f"{name}-loki", name=LOKI, chart=chart, version=version, repository_opts={"repo": repo},
+                namespace=args.namespace, values=loki_values(args), cleanup_on_fail=True, opts=in_ns)
+            chart, version, repo = OTEL_CHART
+            k8s.helm.v3.Release(
+                f"{name}-otel-logs", name=LOGS_COLLECTOR, chart=chart, version=version,
+                repository_opts={"repo": repo}, namespace=args.namespace, values=logs_collector_values(args),
+                cleanup_on_fail=True, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki]))
+
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=[stack])  # the chart installs the CRDs
         release_labels = {**meta["labels"], "release": RELEASE}
         for target in args.targets:
@@ -167,6 +191,9 @@ class Monitoring(pulumi.ComponentResource):
         self.prometheus_url = f"http://{PROMETHEUS_SERVICE}.{args.namespace}.svc.cluster.local:9090"
         self.collector = Peer(port=OTLP_HTTP_PORT, namespace=args.namespace, pod_labels={
             "app.kubernetes.io/name": "opentelemetry-collector", "app.kubernetes.io/instance": COLLECTOR})
+        # Loki's API in the cluster (the e2e queries it); empty without a log store.
+        self.loki_url = (f"http://{LOKI}.{args.namespace}.svc.cluster.local:{LOKI_PORT}"
+                         if args.log_store else "")
         local = f"http://grafana.{args.namespace}.svc.cluster.local"
         if args.grafana_service_type == "LoadBalancer":
             grafana = k8s.core.v1.Service.get(f"{name}-grafana", f"{args.namespace}/grafana", opts=after_crds)

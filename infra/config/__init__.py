@@ -15,6 +15,7 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     rate_limits  RateLimitSettings      infra/config/ratelimits.py  -> RateLimitStoreArgs
     monitoring   MonitoringSettings     infra/config/monitoring.py  -> MonitoringArgs
     alerting     AlertingSettings       infra/config/monitoring.py  -> AlertingArgs
+    logs         LogsSettings           infra/config/logs.py        -> MonitoringArgs (its log fields)
     loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
     delivery     DeliverySettings       infra/config/rollouts.py    -> ProgressiveDeliveryArgs, Canary
 """
@@ -28,6 +29,7 @@ import pulumi
 from infra.config.database import DatabaseSettings
 from infra.config.fields import Group, Key
 from infra.config.loadgen import LoadGeneratorSettings
+from infra.config.logs import LogsSettings
 from infra.config.monitoring import AlertingSettings, MonitoringSettings
 from infra.config.ratelimits import RateLimitSettings
 from infra.config.rollouts import DeliverySettings
@@ -35,7 +37,7 @@ from infra.config.service import ServiceSettings
 from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
-                                   AlertingSettings, LoadGeneratorSettings, DeliverySettings)
+                                   AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Settings:
     alerting: AlertingSettings
     loadtest: LoadGeneratorSettings
     delivery: DeliverySettings
+    logs: LogsSettings
 
 
 def load_settings(config: pulumi.Config | None = None) -> Settings:
@@ -56,11 +59,12 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
     return Settings(stack=pulumi.get_stack(), service=ServiceSettings.read(c),
                     database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
                     monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
-                    loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c))
+                    loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c),
+                    logs=LogsSettings.read(c))
 
 
 __all__ = [
     "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "Key",
-    "LoadGeneratorSettings",
+    "LoadGeneratorSettings", "LogsSettings",
     "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
 ]

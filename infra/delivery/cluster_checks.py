@@ -8,7 +8,11 @@ Grafana's admin password comes from GRAFANA_PASSWORD (user GRAFANA_USER, default
 expected rule groups and dashboard uids are read from dashboards/ through the loader infra uses,
 so a rule file or dashboard that never reaches the cluster fails here. Each check polls until it
 passes or ``--wait`` runs out: targets appear after a scrape interval, dashboards after the
-Grafana sidecar's next sync.
+Grafana sidecar's next sync. ``check_logs`` (the e2e's ``check`` step) asks Loki for the line of
+one request it sent with a known trace id, through the structured-metadata filter the Grafana links
+use, and fails when the line is absent or when an id became a label; ``check_datasources`` reads
+Grafana's Loki and Tempo data sources as Grafana loaded them and fails when either link is missing
+or a link variable did not survive provisioning (``$${...}`` must arrive as ``${...}``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import yaml
 import dashboards
 
 JOB = "lookout-metrics"  # the ServiceMonitor names the job after the lookout-metrics Service
+LOG_SELECTOR = '{service_name="lookout"}'  # the app pods' app.kubernetes.io/name, which the collector copies
+ID_FIELDS = ("trace_id", "span_id", "request_id")  # structured metadata, never labels (a stream each)
 
 
 def expected_rule_groups(rule_files: Sequence[Path]) -> set[str]:
@@ -63,6 +69,73 @@ def dashboard_problems(search_api: list, expected: dict[str, str]) -> list[str]:
     present = {d.get("uid") for d in search_api if d.get("type") == "dash-db"}
     return [f"dashboard {title!r} (uid {uid}) is not in Grafana" for uid, title in sorted(expected.items())
             if uid not in present]
+
+
+def log_query(trace_id: str, selector: str = LOG_SELECTOR) -> str:
+    """LogQL for the lines of one trace: trace_id is structured metadata, filtered after the selector
+    (a ``|=`` line filter would not see it)."""
+    return f'{selector} | trace_id="{trace_id}"'
+
+
+def log_problems(query_api: dict, labels_api: dict, trace_id: str) -> list[str]:
+    """Problems in Loki's answers to ``log_query(trace_id)`` (query_range) and to the labels API."""
+    lines = [value for stream in query_api.get("data", {}).get("result", [])
+             for value in stream.get("values", [])]
+    problems = [] if lines else [f"Loki has no line with trace_id {trace_id} ({log_query(trace_id)})"]
+    labels = set(labels_api.get("data") or [])
+    problems += [f"Loki has a label {name}: ids must stay structured metadata (one stream per value)"
+                 for name in ID_FIELDS if name in labels]
+    return problems
+
+
+def datasource_problems(logs: dict, traces: dict) -> list[str]:
+    """Problems of the links between Grafana's Loki (``logs``) and Tempo (``traces``) data sources,
+    as /api/datasources/uid/<uid> returns them."""
+    problems = []
+    fields = (logs.get("jsonData") or {}).get("derivedFields") or []
+    link = next((f for f in fields if f.get("matcherRegex") == "trace_id"), None)
+    if link is None:
+        problems.append("Grafana's Loki data source has no derived field for trace_id")
+    else:
+        if link.get("datasourceUid") != traces.get("uid"):
+            problems.append(f"the trace_id field opens data source {link.get('datasourceUid')!r}, "
+                            f"not Tempo ({traces.get('uid')!r})")
+        if link.get("url") != "${__value.raw}":
+            problems.append(f"the trace_id field's link is {link.get('url')!r}, not '${{__value.raw}}' "
+                            "(the provisioning file's $$ escaping)")
+    to_logs = (traces.get("jsonData") or {}).get("tracesToLogsV2") or {}
+    if to_logs.get("datasourceUid") != logs.get("uid"):
+        problems.append(f"Tempo's trace-to-logs opens {to_logs.get('datasourceUid')!r}, not Loki "
+                        f"({logs.get('uid')!r})")
+    if '| trace_id="${__trace.traceId}"' not in str(to_logs.get("query")):
+        problems.append(f"Tempo's trace-to-logs query {to_logs.get('query')!r} does not filter "
+                        'trace_id="${__trace.traceId}"')
+    return problems
+
+
+def check_datasources(grafana: str, auth: tuple[str, str], logs_uid: str = "logs", traces_uid: str = "traces",
+                      wait: float = 120.0) -> list[str]:
+    """Poll Grafana until its Loki and Tempo data sources are there and link to each other."""
+    def get(uid: str) -> Any:
+        response = requests.get(f"{grafana}/api/datasources/uid/{uid}", timeout=10, auth=auth)
+        response.raise_for_status()
+        return response.json()
+
+    return poll("data sources", lambda: datasource_problems(get(logs_uid), get(traces_uid)), wait)
+
+
+def check_logs(loki: str, trace_id: str, wait: float = 180.0) -> list[str]:
+    """Poll Loki until the line of ``trace_id`` is there (the collector batches, Loki flushes)."""
+    def get(path: str, **params: str) -> Any:
+        response = requests.get(f"{loki}{path}", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    problems = poll("logs", lambda: log_problems(
+        get("/loki/api/v1/query_range", query=log_query(trace_id), since="1h", limit="10"),
+        get("/loki/api/v1/labels", since="1h"), trace_id), wait)
+    print(f"cluster checks: Loki asked for trace {trace_id}; {len(problems)} problems", flush=True)
+    return problems
 
 
 def poll(name: str, probe: Callable[[], list[str]], wait: float, interval: float = 5.0) -> list[str]:

@@ -3,7 +3,7 @@
 Usage (make kind-cluster, kind-up, kind-check, kind-canary and kind-diagnostics; .github/workflows/e2e.yml):
     python -m infra.delivery.e2e cluster --image lookout:e2e [--faulty-image lookout:e2e-faulty]
     python -m infra.delivery.e2e up --image lookout:e2e            # the dev stack, local backend
-    python -m infra.delivery.e2e check             # Locust as the bootstrap admin (HPA), Prometheus, Grafana
+    python -m infra.delivery.e2e check             # Locust as the bootstrap admin (HPA), Prometheus, Grafana, Loki
     python -m infra.delivery.e2e canary --image lookout:e2e --faulty-image lookout:e2e-faulty
     python -m infra.delivery.e2e diagnostics                       # state of the cluster, for the artifact
 
@@ -35,6 +35,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import requests
 
 from infra.delivery import cluster_checks
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
@@ -202,8 +204,19 @@ def locust_command(url: str) -> list[str]:
             "--think-time-scale", "0.2"]
 
 
+def traced_request(url: str) -> str:
+    """Send one API request through the load balancer with a trace id of our own; return the id.
+    Its answer does not matter (401 without a token): the app logs every request with its trace."""
+    trace_id = secrets.token_hex(16)
+    response = requests.get(f"{url}/api/v1/users/{secrets.randbelow(10**9) + 1}", timeout=10,
+                            headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    print(f"e2e: GET {response.url} -> {response.status_code}, trace {trace_id}", flush=True)
+    return trace_id
+
+
 def check() -> int:
-    """Load-test through the load balancer (the HPA must scale up), then check Prometheus and Grafana."""
+    """Load-test through the load balancer (the HPA must scale up), then check Prometheus, Grafana,
+    and Loki (a request's log line, by its trace id)."""
     outputs = stack().outputs(show_secrets=True)
     url = f"http://{outputs['loadBalancerAddress']}"
     namespace = str(outputs.get("namespace", "lookout"))
@@ -218,9 +231,13 @@ def check() -> int:
     with Replicas(namespace) as replicas:
         load = subprocess.run(locust, env=env, check=False).returncode
     problems = [p for p in [replicas.problem()] if p]
+    trace_id = traced_request(url)
     with port_forward(MONITORING, "kps-prometheus", 9090) as prometheus, \
             port_forward(MONITORING, "grafana", 80) as grafana:
         problems += cluster_checks.run(prometheus, grafana, ("admin", str(outputs["grafanaAdminPassword"])))
+        problems += cluster_checks.check_datasources(grafana, ("admin", str(outputs["grafanaAdminPassword"])))
+    with port_forward(MONITORING, "loki", 3100) as loki:
+        problems += cluster_checks.check_logs(loki, trace_id)
     for problem in problems:
         print(f"e2e: FAIL {problem}", flush=True)
     if load != 0:
@@ -264,6 +281,9 @@ DIAGNOSTICS: dict[str, list[str]] = {
     "monitoring-logs.txt": ["kubectl", "logs", "-n", MONITORING, "-l",
                             "app.kubernetes.io/part-of=kube-prometheus-stack", "--all-containers", "--prefix",
                             "--tail", "300"],
+    "log-pipeline-logs.txt": ["kubectl", "logs", "-n", MONITORING, "-l",
+                              "app.kubernetes.io/instance in (loki,otel-logs)", "--all-containers",
+                              "--prefix", "--tail", "300"],
     "database-logs.txt": ["kubectl", "logs", "-n", "lookout-db", "-l", "cnpg.io/cluster", "--all-containers",
                           "--prefix", "--tail", "300"],
     "rollouts-controller-logs.txt": ["kubectl", "logs", "-n", "argo-rollouts", "-l",

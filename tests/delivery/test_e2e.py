@@ -121,7 +121,13 @@ def deployed(cluster_env: StandIn) -> StandIn:
 
 
 @pytest.fixture
-def no_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+def loki_asks() -> list[str]:
+    """The trace ids the check step asked Loki for."""
+    return []
+
+
+@pytest.fixture
+def no_forwards(monkeypatch: pytest.MonkeyPatch, loki_asks: list[str]) -> list[tuple[str, str]]:
     forwarded: list[tuple[str, str]] = []
 
     @contextlib.contextmanager
@@ -131,12 +137,16 @@ def no_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
     monkeypatch.setattr(e2e, "port_forward", forward)
     monkeypatch.setattr(e2e.cluster_checks, "run", lambda prometheus, grafana, auth: [])
+    monkeypatch.setattr(e2e.cluster_checks, "check_datasources", lambda grafana, auth: [])
+    monkeypatch.setattr(e2e.cluster_checks, "check_logs",
+                        lambda loki, trace_id: loki_asks.append(trace_id) or [])
     return forwarded
 
 
 @pytest.mark.slow
 def test_check_creates_an_admin_loads_the_service_and_sees_the_hpa_scale(
-        deployed: StandIn, no_forwards: list, lookout_service: str, monkeypatch: pytest.MonkeyPatch):
+        deployed: StandIn, no_forwards: list, loki_asks: list[str], lookout_service: str,
+        monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("E2E_USERS", "2")
     monkeypatch.setenv("E2E_RUN_TIME", "25s")  # seeding pays production Argon2id hashes first
     monkeypatch.setenv("KUBECTL_STANDIN_HPA", json.dumps([1, 1, 2, 3]))
@@ -144,7 +154,9 @@ def test_check_creates_an_admin_loads_the_service_and_sees_the_hpa_scale(
     monkeypatch.delenv("LOOKOUT_SMOKE_EMAIL")
     monkeypatch.setattr(e2e.Replicas, "__init__", _fast_replicas)
     assert e2e.main(["check"]) == 0
-    assert [s for _, s in no_forwards] == ["kps-prometheus", "grafana"]
+    assert [s for _, s in no_forwards] == ["kps-prometheus", "grafana", "loki"]
+    [trace_id] = loki_asks  # Loki is asked for the trace id of the request the step sent
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
     assert Path("reports/e2e/loadtest_stats.csv").exists(), "Locust's report of the run through the LB"
     assert Path("reports/e2e/hpa-replicas.txt").read_text().split()[-1] == "3"
 

@@ -113,7 +113,7 @@ def test_service_monitor_scrapes_the_http_port_with_the_release_label(synthetic:
 
 def test_helm_charts_are_pinned_and_configured(synthetic: Rendered):
     releases = {r["name"]: r for r in synthetic.releases}
-    assert set(releases) == {RELEASE, "otel-collector", "tempo"}
+    assert set(releases) == {RELEASE, "otel-collector", "tempo", "loki", "otel-logs"}
     for release in releases.values():
         assert PINNED.match(release["version"]), release["version"]
         assert release["repositoryOpts"]["repo"].startswith("https://")
@@ -238,7 +238,7 @@ def test_traces_go_to_tempo_which_grafana_reads_for_exemplars(synthetic: Rendere
     distributor = yaml.safe_load(config.split("distributor:\n")[1].split("\ningester:")[0])
     assert distributor == {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "0.0.0.0:4318"}}}}}
     grafana = _release_values(synthetic, RELEASE)["grafana"]
-    [source] = grafana["additionalDataSources"]
+    [source] = [s for s in grafana["additionalDataSources"] if s["type"] == "tempo"]
     assert (source["type"], source["uid"], source["url"]) == ("tempo", TRACES_DATASOURCE_UID,
                                                              "http://tempo.monitoring:3100")
     assert grafana["sidecar"]["datasources"]["exemplarTraceIdDestinations"]["datasourceUid"] == source["uid"]
@@ -256,7 +256,8 @@ def test_without_a_store_the_collector_logs_and_grafana_has_no_trace_source():
     assert "tempo" not in {r["name"] for r in rendered.releases}
     assert _release_values(rendered, "otel-collector")["alternateConfig"]["exporters"] == {
         "debug": {"verbosity": "basic"}}
-    assert _release_values(rendered, RELEASE)["grafana"]["additionalDataSources"] == []
+    sources = _release_values(rendered, RELEASE)["grafana"]["additionalDataSources"]
+    assert [s["type"] for s in sources] == ["loki"] and "jsonData" not in sources[0]  # no trace links
 
 
 def test_grafana_address_and_password(synthetic: Rendered):
