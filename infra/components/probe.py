@@ -1,16 +1,18 @@
 """Outside-in: the blackbox exporter probes the service's public endpoint as a client would.
 
-The exporter comes from the prometheus-community chart; a ``Probe`` (monitoring.coreos.com/v1)
-tells Prometheus to ask it for the probed URL every interval, under the job the dashboards and the
-LookoutServiceUnreachable alert select (dashboards/generate/dependencies.py). The probed URL is a
-stack setting (``probeUrl``): by default the service's own address (its Service, through cluster
-DNS); once the edge serves TLS, the public https:// address, which the ``https_ready`` module
-probes with certificate verification. tests/test_dependencies_live.py runs Debian's
-prometheus-blackbox-exporter on exactly ``blackbox_config()`` against a real Lookout.
+The exporter comes from the prometheus-community chart, in the monitoring namespace; a ``Probe``
+(monitoring.coreos.com/v1) has Prometheus ask it for the probed URL every interval, under the job
+the SLO dashboard's probe panels and LookoutServiceUnreachable select
+(dashboards/generate/dependencies.py). ``blackbox_config()`` is the exporter's configuration:
+``http_ready`` for the service's address as it is served today (plain HTTP through its Service),
+``https_ready`` for the public https:// address once the edge serves TLS (the stack's
+``probeUrl``), with the certificate verified. tests/test_dependencies_live.py runs Debian's
+prometheus-blackbox-exporter on exactly this configuration against a real Lookout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +25,7 @@ from infra.helm import without_nulls
 
 BLACKBOX_CHART = ("prometheus-blackbox-exporter", "11.17.2", "https://prometheus-community.github.io/helm-charts")
 BLACKBOX = "blackbox-exporter"  # the release, and its Service's name (fullnameOverride)
-BLACKBOX_PORT = 9115
+BLACKBOX_PORT = 9115  # the chart's service.port
 RESOURCES = Resources("20m", "200m", "32Mi", "64Mi")
 TIMEOUT = "5s"  # below the Probe's scrape timeout (10s by default): a slow answer fails, not the scrape
 
@@ -65,7 +67,7 @@ def module_for(url: str) -> str:
 class OutsideInArgs:
     namespace: str  # the monitoring namespace: the exporter lives beside Prometheus
     job: str  # the Probe's jobName, which the rules and dashboards select
-    release_labels: dict[str, str]  # what kube-prometheus-stack's Prometheus selects Probes by
+    release_labels: Mapping[str, str]  # what kube-prometheus-stack's Prometheus selects Probes by
     interval: str = "30s"
     resources: Resources = RESOURCES
 
@@ -84,7 +86,7 @@ class OutsideInProbe(pulumi.ComponentResource):
         target = pulumi.Output.from_input(url)
         k8s.apiextensions.CustomResource(
             f"{name}-probe", api_version="monitoring.coreos.com/v1", kind="Probe",
-            metadata={"namespace": args.namespace, "name": args.job, "labels": args.release_labels},
+            metadata={"namespace": args.namespace, "name": args.job, "labels": dict(args.release_labels)},
             spec={
                 "jobName": args.job,
                 "interval": args.interval,
@@ -97,13 +99,14 @@ class OutsideInProbe(pulumi.ComponentResource):
 
 
 def blackbox_values(args: OutsideInArgs) -> dict[str, Any]:
-    """The chart's values: the program's modules, hardened pods, no ServiceMonitor of its own (the
-    Probe is what Prometheus scrapes)."""
+    """The chart's values: the program's modules, bounded resources, the RuntimeDefault seccomp
+    profile (the chart's container context already drops every capability, runs as 1000 with a
+    read-only root), and no ServiceMonitor of its own: the Probe is what Prometheus scrapes."""
     return without_nulls("prometheus-blackbox-exporter", {
         "fullnameOverride": BLACKBOX,
         "config": blackbox_config(),
         "resources": args.resources.spec(),
+        "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "serviceMonitor": {"enabled": False, "selfMonitor": {"enabled": False}},
         "prometheusRule": {"enabled": False},
-        "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     })
