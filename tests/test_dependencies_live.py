@@ -11,13 +11,24 @@ the names checked here are the names deployed.
 prometheus-blackbox-exporter runs on the module configuration the Pulumi program renders
 (infra.components.probe.blackbox_config) and probes a real gunicorn's /readyz: success while it
 serves, failure once it is stopped, and failure of the TLS module against plain HTTP.
+
+The exporters also run as the program configures them: redis_exporter with the sidecar's
+arguments and password file against a redis-server on the store's own configuration (refused
+without the file), postgres_exporter with the Deployment's DATA_SOURCE_URI and credential files
+(the role in the file is the one used). Last, a real Prometheus scrapes the exporters and the
+probe under the jobs the rules select: every dependency panel has data, no dependency alert
+expression is true, and a probe of a URL nothing serves, while the app's target is up, makes
+LookoutServiceUnreachable's expression true.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,11 +36,15 @@ import requests
 import yaml
 from conftest import migrate, service_missing
 from prometheus_client.parser import text_string_to_metric_families
-from promql_contract import KUBERNETES, Catalogue, problems, selectors
+from promql_contract import GRAFANA_VARIABLES, KUBERNETES, Catalogue, grafana_to_promql, problems, selectors
+from promserver import PrometheusServer, prometheus_binary
 
-from dashboards import HERE, dashboard_queries, rule_groups
-from dashboards.generate.dependencies import EXPORTER_PREFIXES
+from dashboards import HERE, RULES_DIR, dashboard_queries, rule_files, rule_groups
+from dashboards.generate.dependencies import DEPS, EXPORTER_PREFIXES
+from dashboards.generate.target import TARGET
+from infra.components.exporters import postgres_exporter, redis_exporter, redis_password_file
 from infra.components.probe import blackbox_config, module_for
+from infra.components.ratelimits import server_conf
 from loadtests.harness import GunicornServer, free_port, launch, stop, wait_until
 
 pytestmark = pytest.mark.slow
@@ -106,7 +121,8 @@ def blackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def lookout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
     url = f"sqlite:///{tmp_path_factory.mktemp('probed') / 'lookout.db'}"
     migrate(url)
-    with GunicornServer({"DATABASE_URL": url, "LOG_LEVEL": "WARNING"}, workers=1, threads=2) as server:
+    with GunicornServer({"DATABASE_URL": url, "LOG_LEVEL": "WARNING"}, workers=1, threads=2,
+                        metrics_port=True) as server:
         yield server
 
 
@@ -209,3 +225,156 @@ def test_the_tls_module_refuses_a_plain_http_endpoint(blackbox: str, lookout: Gu
 
 def test_the_dependencies_board_is_among_the_committed_dashboards():
     assert (HERE / "lookout-dependencies.json").exists()
+
+
+# --- the exporters as the program configures them ----------------------------------------------------
+
+
+def _listen_on(args: list[str], address: str) -> list[str]:
+    """The container's arguments with its listen address moved to ``address`` (127.0.0.1 here)."""
+    if "-web.listen-address" in args:
+        i = args.index("-web.listen-address")
+        return [*args[:i + 1], address, *args[i + 2:]]
+    return [f"--web.listen-address={address}" if a.startswith("--web.listen-address=") else a for a in args]
+
+
+def _metrics_line(port: int, line: str) -> bool:
+    return f"\n{line}" in metrics_answer(f"http://127.0.0.1:{port}/metrics")
+
+
+@pytest.mark.parametrize("password_file", [True, False], ids=["with-password-file", "without"])
+def test_the_store_s_exporter_reads_the_password_file_the_program_writes(tmp_path: Path, password_file: bool):
+    """Debian's redis-server on the store's own configuration (a password), the sidecar's arguments
+    and password file: the exporter gets in; without the file it is refused (redis_up 0)."""
+    server_binary = shutil.which("redis-server")
+    if server_binary is None:
+        service_missing("redis-server is not installed (Debian package redis-server)")
+    password, port = "s3cretpassword", free_port()
+    (tmp_path / "valkey.conf").write_text(
+        server_conf(password, 16, port=port, data_dir=str(tmp_path), bind="127.0.0.1"))
+    server = launch([server_binary, str(tmp_path / "valkey.conf")], stdout=subprocess.DEVNULL)
+    exporter = None
+    try:
+        container = redis_exporter(port, str(tmp_path))
+        if password_file:
+            (tmp_path / "exporter-passwords.json").write_text(redis_password_file(password, port))
+        else:
+            (tmp_path / "exporter-passwords.json").write_text("{}")
+        # localhost is how the sidecar reaches the store in its pod; here it is this machine.
+        metrics = free_port()
+        exporter = launch([binary("redis"), *_listen_on(container["args"], f"127.0.0.1:{metrics}")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        expected = "redis_up 1" if password_file else "redis_up 0"
+        wait_until(lambda: _metrics_line(metrics, expected), f"redis_exporter reporting {expected}")
+    finally:
+        if exporter is not None:
+            stop(exporter)
+        stop(server)
+
+
+@pytest.mark.parametrize("role", ["postgres", "no_such_role"])
+def test_the_database_exporter_reads_its_credentials_from_files(postgres_server_url: str, tmp_path: Path,
+                                                                role: str):
+    """The Deployment's environment (DATA_SOURCE_URI and the *_FILE credentials), pointed at this
+    machine's PostgreSQL (no TLS here, so sslmode=disable): the role in the file is the one used."""
+    url = urlsplit(postgres_server_url)
+    (tmp_path / "username").write_text(role)
+    (tmp_path / "password").write_text("unused-with-trust-auth")
+    container, _ = postgres_exporter(url.hostname or "127.0.0.1", url.port or 5432, url.path.lstrip("/"),
+                                     "unused", sslmode="disable", credentials_dir=str(tmp_path))
+    env = {e["name"]: e["value"] for e in container["env"]}
+    port = free_port()
+    exporter = launch([binary("postgres"), *_listen_on(container["args"], f"127.0.0.1:{port}")],
+                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        expected = "pg_up 1" if role == "postgres" else "pg_up 0"
+        wait_until(lambda: _metrics_line(port, expected), f"postgres_exporter reporting {expected}")
+    finally:
+        stop(exporter)
+
+
+# --- a real Prometheus over the real exporters ---------------------------------------------------------
+
+
+def _exporter(command: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[Any], int]:
+    port = free_port()
+    process = launch([*command, f"127.0.0.1:{port}"] if command[-1].endswith("listen-address")
+                     else [*command, f"--web.listen-address=127.0.0.1:{port}"],
+                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, port
+
+
+def _probe_job(blackbox: str, target: str) -> dict[str, Any]:
+    """The scrape job the operator makes of the Probe: the target as a parameter, the exporter scraped."""
+    return {"job_name": DEPS.probe_job, "metrics_path": "/probe", "params": {"module": [module_for(target)]},
+            "static_configs": [{"targets": [target]}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": blackbox}]}
+
+
+@pytest.fixture(scope="module")
+def prometheus(postgres_server_url: str, redis_url: str, blackbox: str,
+               lookout: GunicornServer) -> Iterator[PrometheusServer]:
+    if not prometheus_binary():
+        service_missing("prometheus is not installed (Debian package prometheus)")
+    url = urlsplit(postgres_server_url)
+    dsn = postgres_server_url + ("&" if url.query else "?") + "sslmode=disable"
+    pg, pg_port = _exporter([binary("postgres")], env={"DATA_SOURCE_NAME": dsn})
+    redis, redis_port = _exporter([binary("redis"), "-redis.addr", redis_url, "-web.listen-address"])
+    try:
+        scrape = [
+            {"job_name": DEPS.database_job, "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}]},
+            {"job_name": DEPS.store_job, "static_configs": [{"targets": [f"127.0.0.1:{redis_port}"]}]},
+            _probe_job(blackbox, f"{lookout.url}/readyz"),
+            # The app's pods as Prometheus sees them (the alert asks whether they are up); the probe
+            # of a URL nothing serves stands for a broken way in while the pods are fine.
+            {"job_name": TARGET.job, "static_configs": [{"targets": [f"127.0.0.1:{lookout.metrics_port}"]}]},
+            {**_probe_job(blackbox, f"http://127.0.0.1:{free_port()}/readyz"), "job_name": "broken-way-in"},
+        ]
+        with PrometheusServer(scrape, rule_files()) as prom:
+            window = GRAFANA_VARIABLES["$__rate_interval"]
+
+            def scrapes(job: str) -> float:
+                found = prom.query(f'count_over_time(up{{job="{job}"}}[{window}])')
+                return float(found[0]["value"][1]) if found else 0
+
+            jobs = (DEPS.database_job, DEPS.store_job, DEPS.probe_job)
+            prom.wait_for(lambda: all(scrapes(j) >= 4 for j in jobs),
+                          f"four scrapes of each exporter in the panels' {window} rate window")
+            yield prom
+    finally:
+        stop(pg)
+        stop(redis)
+
+
+def test_every_dependency_panel_has_data_from_the_real_exporters(prometheus: PrometheusServer):
+    queries = [q for q in dashboard_queries()
+               if any(s.name.startswith(EXPORTER_PREFIXES) for s in selectors(q.expr))]
+    assert len(queries) >= 15
+    empty = []
+    for query in queries:
+        result = prometheus.query_range(grafana_to_promql(query.expr), seconds=10)
+        if not [v for series in result for _, v in series["values"] if not math.isnan(float(v))]:
+            empty.append(f"{query.dashboard}: {query.panel} [{query.ref_id}]")
+    assert empty == []
+    (reachable,) = prometheus.query(f'min(probe_success{{job="{DEPS.probe_job}"}})')
+    assert float(reachable["value"][1]) == 1
+
+
+def test_healthy_dependencies_raise_no_alert_expression(prometheus: PrometheusServer):
+    for group in rule_groups([RULES_DIR / "dependencies.yaml"]):
+        for rule in group["rules"]:
+            assert prometheus.query(rule["expr"]) == [], rule["alert"]
+
+
+def test_a_broken_way_in_while_the_pods_are_up_makes_service_unreachable_true(prometheus: PrometheusServer):
+    """The alert's expression over the probe of a URL nothing serves (the broken-way-in job stands
+    for the Probe): true, naming the URL, while the app's target is up."""
+    (rule,) = [r for g in rule_groups([RULES_DIR / "dependencies.yaml"]) for r in g["rules"]
+               if r["alert"] == "LookoutServiceUnreachable"]
+    broken = rule["expr"].replace(f'job="{DEPS.probe_job}"', 'job="broken-way-in"')
+    assert prometheus.query(rule["expr"]) == []  # the real probe succeeds
+    found = prometheus.wait_for(lambda: prometheus.query(broken), "the broken probe failing, the app up")
+    assert [s["metric"]["instance"].endswith("/readyz") for s in found] == [True]

@@ -35,16 +35,18 @@ def _probes(port: str) -> dict[str, Any]:
 
 
 def postgres_exporter(host: str, port: int, database: str, credentials_secret: str,
-                      resources: Resources = EXPORTER_RESOURCES) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The exporter's container and its credentials volume (a basic-auth Secret: username, password)."""
+                      resources: Resources = EXPORTER_RESOURCES, sslmode: str = "require",
+                      credentials_dir: str = CREDENTIALS_DIR) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The exporter's container and its credentials volume (a basic-auth Secret: username, password).
+    The server's TLS is the operator's (``require``: encrypted, its certificate not checked); the
+    exporter only reads statistics views."""
     container = {
         "name": "postgres-exporter", "image": POSTGRES_EXPORTER_IMAGE, "imagePullPolicy": "IfNotPresent",
         "args": [f"--web.listen-address=:{POSTGRES_EXPORTER_PORT}"],
         "env": [
-            # The server's TLS is the operator's; the exporter only reads statistics views.
-            {"name": "DATA_SOURCE_URI", "value": f"{host}:{port}/{database}?sslmode=require"},
-            {"name": "DATA_SOURCE_USER_FILE", "value": f"{CREDENTIALS_DIR}/username"},
-            {"name": "DATA_SOURCE_PASS_FILE", "value": f"{CREDENTIALS_DIR}/password"},
+            {"name": "DATA_SOURCE_URI", "value": f"{host}:{port}/{database}?sslmode={sslmode}"},
+            {"name": "DATA_SOURCE_USER_FILE", "value": f"{credentials_dir}/username"},
+            {"name": "DATA_SOURCE_PASS_FILE", "value": f"{credentials_dir}/password"},
         ],
         "ports": [{"name": "metrics", "containerPort": POSTGRES_EXPORTER_PORT, "protocol": "TCP"}],
         **_probes("metrics"),
