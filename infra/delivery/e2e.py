@@ -232,7 +232,8 @@ def check() -> int:
     problems = [p for p in [replicas.problem()] if p]
     with port_forward(MONITORING, "kps-prometheus", 9090) as prometheus, \
             port_forward(MONITORING, "grafana", 80) as grafana:
-        problems += cluster_checks.run(prometheus, grafana, ("admin", str(outputs["grafanaAdminPassword"])))
+        problems += cluster_checks.run(prometheus, grafana, ("admin", str(outputs["grafanaAdminPassword"])),
+                                       dependency_jobs=cluster_checks.DEPENDENCY_JOBS)
     for problem in problems:
         print(f"e2e: FAIL {problem}", flush=True)
     if load != 0:

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.delivery.cluster_checks import dashboard_problems, rule_problems, run, target_problems
+from infra.delivery.cluster_checks import (
+    DEPENDENCY_JOBS,
+    dashboard_problems,
+    probe_problems,
+    rule_problems,
+    run,
+    target_problems,
+)
 
 
 def targets(*healths: str, job: str = "lookout-metrics") -> dict[str, Any]:
@@ -96,3 +103,36 @@ def test_a_down_target_missing_rules_and_dashboards_all_fail(apis, files):
                             "/api/search": []})
     found = run(url, url, ("admin", "pw"), wait=0, rule_files=files[0], dashboard_files=files[1])
     assert len(found) == 3 and "down" in found[0] and "lookout-slo" in found[1] and "Overview" in found[2]
+
+
+def test_the_dependencies_exporters_and_a_succeeding_probe_pass(apis, files):
+    url, handler = apis
+    jobs = ("lookout-metrics", *DEPENDENCY_JOBS)
+    handler.answers.update({
+        "/api/v1/targets": {"data": {"activeTargets": [t for j in jobs for t in targets("up", job=j)["data"][
+            "activeTargets"]]}},
+        "/api/v1/query": {"data": {"result": [{"metric": {"instance": "http://lookout/readyz"},
+                                               "value": [0, "1"]}]}},
+        "/api/v1/rules": {"data": {"groups": [{"name": "lookout-slo"}]}},
+        "/api/search": [{"uid": "lookout-overview", "type": "dash-db"}]})
+    assert run(url, url, ("admin", "pw"), wait=0, rule_files=files[0], dashboard_files=files[1],
+               dependency_jobs=DEPENDENCY_JOBS) == []
+
+
+def test_a_missing_exporter_and_a_failing_probe_are_named(apis, files):
+    url, handler = apis
+    handler.answers.update({
+        "/api/v1/targets": {"data": {"activeTargets": [
+            t for j in ("lookout-metrics", "lookout-probe")
+            for t in targets("up", job=j)["data"]["activeTargets"]]}},
+        "/api/v1/query": {"data": {"result": [{"metric": {"instance": "http://lookout/readyz"},
+                                               "value": [0, "0"]}]}},
+        "/api/v1/rules": {"data": {"groups": [{"name": "lookout-slo"}]}},
+        "/api/search": [{"uid": "lookout-overview", "type": "dash-db"}]})
+    found = run(url, url, ("admin", "pw"), wait=0, rule_files=files[0], dashboard_files=files[1],
+                dependency_jobs=DEPENDENCY_JOBS)
+    jobs = "(jobs: lookout-metrics, lookout-probe)"
+    assert found == [f"no active target of job 'lookout-db-metrics' {jobs}",
+                     f"no active target of job 'lookout-ratelimit-metrics' {jobs}",
+                     "the probe of http://lookout/readyz fails (probe_success 0)"]
+    assert probe_problems({"data": {"result": []}}) == ["no probe_success of job 'lookout-probe' yet"]

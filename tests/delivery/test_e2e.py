@@ -120,7 +120,7 @@ def no_forwards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
         yield f"http://{service}.invalid"
 
     monkeypatch.setattr(e2e, "port_forward", forward)
-    monkeypatch.setattr(e2e.cluster_checks, "run", lambda prometheus, grafana, auth: [])
+    monkeypatch.setattr(e2e.cluster_checks, "run", lambda prometheus, grafana, auth, **_: [])
     return forwarded
 
 
