@@ -15,7 +15,8 @@ serves, failure once it is stopped, and failure of the TLS module against plain 
 The exporters also run as the program configures them: redis_exporter with the sidecar's
 arguments and password file against a redis-server on the store's own configuration (refused
 without the file), postgres_exporter with the Deployment's DATA_SOURCE_URI and credential files
-(the role in the file is the one used). Last, a real Prometheus scrapes the exporters and the
+(the role in the file is the one used). A primary of the test's own with a streaming replica
+gives the replication series. Last, a real Prometheus scrapes the exporters and the
 probe under the jobs the rules select: every dependency panel has data, no dependency alert
 expression is true, and a probe of a URL nothing serves, while the app's target is up, makes
 LookoutServiceUnreachable's expression true.
@@ -35,6 +36,7 @@ import pytest
 import requests
 import yaml
 from conftest import migrate, service_missing
+from faults import PostgresCluster, postgres_bindir
 from prometheus_client.parser import text_string_to_metric_families
 from promql_contract import GRAFANA_VARIABLES, KUBERNETES, Catalogue, grafana_to_promql, problems, selectors
 from promserver import PrometheusServer, prometheus_binary
@@ -82,6 +84,35 @@ def postgres_exposition(postgres_server_url: str, tmp_path_factory: pytest.TempP
         yield text
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[tuple[str, int]]:
+    """A primary of our own with one streaming replica (pg_basebackup), and postgres_exporter on the
+    primary, where pg_stat_replication has a row per replica: its exposition and its port."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        service_missing("PostgreSQL's initdb and pg_ctl are not installed")
+    with PostgresCluster(str(bindir)) as primary:
+        standby = PostgresCluster(str(bindir))
+        try:
+            standby._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+                         "-D", str(standby.data), "-R", "-X", "stream")
+            standby.start()
+            port = free_port()
+            process = launch([binary("postgres"), f"--web.listen-address=127.0.0.1:{port}"],
+                             env={"DATA_SOURCE_NAME": primary.url() + "?sslmode=disable"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                text = wait_until(lambda: (t := metrics_answer(f"http://127.0.0.1:{port}/metrics"))
+                                  and 'state="streaming"' in t and t, "the replica streaming")
+                yield text, port
+            finally:
+                stop(process)
+        finally:
+            if standby.postmaster_pid is not None:
+                standby.stop()
+            shutil.rmtree(standby.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +180,10 @@ def dependency_expressions() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def catalogue(postgres_exposition: str, redis_exposition: str, blackbox: str,
+def catalogue(postgres_exposition: str, redis_exposition: str, replicated: tuple[str, int], blackbox: str,
               lookout: GunicornServer) -> Catalogue:
     catalogue = Catalogue().add_exposition(postgres_exposition).add_exposition(redis_exposition)
+    catalogue.add_exposition(replicated[0])  # pg_stat_replication_* exist only where replicas do
     catalogue.add_exposition(probe_exposition(blackbox, f"{lookout.url}/readyz"))
     # `up` is Prometheus's own, per scrape target (allow-listed): the rules read it beside the probe.
     return catalogue.add_rules(rule_groups())
@@ -315,7 +347,7 @@ def _probe_job(blackbox: str, target: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(postgres_server_url: str, redis_url: str, blackbox: str,
+def prometheus(postgres_server_url: str, redis_url: str, blackbox: str, replicated: tuple[str, int],
                lookout: GunicornServer) -> Iterator[PrometheusServer]:
     if not prometheus_binary():
         service_missing("prometheus is not installed (Debian package prometheus)")
@@ -325,7 +357,8 @@ def prometheus(postgres_server_url: str, redis_url: str, blackbox: str,
     redis, redis_port = _exporter([binary("redis"), "-redis.addr", redis_url, "-web.listen-address"])
     try:
         scrape = [
-            {"job_name": DEPS.database_job, "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}]},
+            {"job_name": DEPS.database_job,
+             "static_configs": [{"targets": [f"127.0.0.1:{pg_port}", f"127.0.0.1:{replicated[1]}"]}]},
             {"job_name": DEPS.store_job, "static_configs": [{"targets": [f"127.0.0.1:{redis_port}"]}]},
             _probe_job(blackbox, f"{lookout.url}/readyz"),
             # The app's pods as Prometheus sees them (the alert asks whether they are up); the probe

@@ -157,6 +157,12 @@ def dependencies_board(d: Dependencies = DEPS) -> Dashboard:
             width=8,
             description="Deadlocks PostgreSQL broke (one transaction aborted each), and queries "
                         "cancelled on a replica by recovery conflicts."))
+        .with_panel(graph("Replication lag", "bytes", [
+            query(f"max by (application_name, client_addr) (pg_stat_replication_pg_wal_lsn_diff{{{db}}})",
+                  "{{application_name}} {{client_addr}}")], width=24, height=6,
+            description="How far each streaming replica is behind the primary, in bytes of WAL not yet "
+                        "replayed (pg_stat_replication, read on the primary). Empty without replicas "
+                        "(databaseInstances 1)."))
         .with_row(Row("Rate-limit store"))
         .with_panel(single("Store exporter reaches the store", "none",
                            query(f"min(redis_up{{{store}}})", "up"), width=4, height=8,
