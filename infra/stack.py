@@ -29,7 +29,9 @@ from infra.components import (
     ServiceArgs,
     WritableDir,
 )
+from infra.components.monitoring_values import RELEASE
 from infra.components.pods import selector
+from infra.components.probe import OutsideInArgs, OutsideInProbe
 from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
 from infra.config import ConfigError, Settings
 
@@ -41,6 +43,7 @@ MIGRATION_COMMAND = ("flask", "--app", "app", "db", "upgrade")  # the image's, r
 # After the migrations, in the same Job: the first admin, from BOOTSTRAP_ADMIN (files only it mounts).
 BOOTSTRAP_COMMAND = ("flask", "--app", "app", "users", "bootstrap-admin")
 BOOTSTRAP_EMAIL, BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
+PROBE_JOB = "lookout-probe"  # the job the probe panels and LookoutServiceUnreachable select
 
 
 @dataclass(frozen=True)
@@ -129,18 +132,39 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
                               depends_on=[delivery.release] if delivery else []))
 
 
+def dependency_targets(s: Settings) -> list[ScrapeTarget]:
+    """The exporters beside the in-cluster database and the shared rate-limit store. Their Services
+    (lookout-db-metrics, lookout-ratelimit-metrics) name the jobs the dependencies' rules select
+    (dashboards/generate/dependencies.py; tests/infrastructure/test_infra_exporters.py)."""
+    targets = []
+    if s.database.mode == "incluster":
+        targets.append(ScrapeTarget(f"{APP}-db-metrics", s.database.args().namespace,
+                                    selector(f"{APP}-db-exporter", "metrics"), port="metrics"))
+    if s.rate_limits.shared:
+        targets.append(ScrapeTarget(f"{APP}-ratelimit-metrics", s.rate_limits.store_args("", {}).namespace,
+                                    selector(f"{APP}-ratelimit", "metrics"), port="metrics"))
+    return targets
+
+
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     """Declare everything for one stack and return its outputs."""
     monitoring = Monitoring("monitoring", s.logs.args(s.monitoring.args(
         dashboard_files=files.dashboards, rule_files=files.rules, alerting=s.alerting.args(),
         # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
         targets=(ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
-                              pod_target_labels=(HASH_LABEL,)),))))
-    database = Database(f"{APP}-db", s.database.args())
-    counts = (RateLimitStore(f"{APP}-ratelimit", s.rate_limits.store_args(s.service.namespace, SERVER))
+                              pod_target_labels=(HASH_LABEL,)), *dependency_targets(s)))))
+    database = Database(f"{APP}-db", s.database.args(scrape_namespace=s.monitoring.namespace))
+    counts = (RateLimitStore(f"{APP}-ratelimit", s.rate_limits.store_args(
+        s.service.namespace, SERVER, scrape_namespace=s.monitoring.namespace))
               if s.rate_limits.shared else None)
     delivery = ProgressiveDelivery("rollouts", s.delivery.args()) if s.delivery.progressive else None
     service = ObservableService(APP, service_args(s, monitoring, database, counts, delivery))
+    # A client's view: the stack's public URL once set, else the service's /readyz through its Service.
+    OutsideInProbe(f"{APP}-probe", OutsideInArgs(
+        namespace=s.monitoring.namespace, job=PROBE_JOB,
+        release_labels={"app.kubernetes.io/part-of": "lookout", "release": RELEASE}),
+        url=s.monitoring.probe_url or pulumi.Output.concat(service.url, "/readyz"),
+        opts=pulumi.ResourceOptions(depends_on=[monitoring]))
     outputs: dict[str, pulumi.Input[str]] = {
         "loadBalancerAddress": service.address,
         "serviceUrl": service.url,

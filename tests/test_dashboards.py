@@ -20,7 +20,8 @@ def test_the_committed_rules_and_dashboards_are_what_the_generator_writes():
     files = render(load_slo())
     assert {p.relative_to(ROOT).as_posix() for p in files} == {
         "dashboards/rules/slo.yaml", "dashboards/rules/operational.yaml",
-        "dashboards/lookout-overview.json", "dashboards/lookout-slo.json"}
+        "dashboards/rules/dependencies.yaml", "dashboards/lookout-overview.json",
+        "dashboards/lookout-slo.json", "dashboards/lookout-dependencies.json"}
     assert stale(files) == [], "run `make dashboards` and commit the result"
 
 
@@ -62,7 +63,7 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_dashboards_have_stable_uids_and_a_data_source_variable():
     found = {b["uid"]: b for b in boards()}
-    assert set(found) == {"lookout-overview", "lookout-slo"}
+    assert set(found) == {"lookout-overview", "lookout-slo", "lookout-dependencies"}
     for board in found.values():
         assert board["schemaVersion"] >= 39  # Grafana 11
         (variable,) = board["templating"]["list"]
@@ -166,6 +167,25 @@ def test_the_slo_dashboard_shows_every_alert_window():
             for objective in ("availability", "latency"):
                 assert f'lookout:sli_error:ratio_rate{window}{{slo="{objective}"}}' in exprs
     assert f"lookout:sli_error:ratio_rate{slo.window}" in exprs
+
+
+def test_the_dependencies_dashboard_shows_the_database_and_the_store():
+    exprs = [q.expr for q in dashboard_queries([HERE / "lookout-dependencies.json"])]
+    used = " ".join(exprs)
+    for metric in ("pg_stat_database_numbackends", "pg_settings_max_connections",
+                   "pg_stat_database_xact_commit", "pg_stat_database_xact_rollback", "pg_locks_count",
+                   "pg_stat_activity_max_tx_duration",
+                   "redis_memory_used_bytes", "redis_memory_max_bytes", "redis_evicted_keys_total",
+                   "redis_rejected_connections_total", "redis_commands_processed_total"):
+        assert metric in used, metric
+    jobs = ('job="lookout-db-metrics"', 'job="lookout-ratelimit-metrics"')
+    assert all(any(job in e for job in jobs) for e in exprs)
+
+
+def test_the_slo_dashboard_shows_the_probe_of_the_public_endpoint():
+    exprs = [(q.panel, q.expr) for q in dashboard_queries([HERE / "lookout-slo.json"])]
+    assert ("Reachable", 'min(probe_success{job="lookout-probe"})') in exprs
+    assert any(p == "Probe duration" and 'probe_duration_seconds{job="lookout-probe"}' in e for p, e in exprs)
 
 
 def test_dashboard_files_are_plain_sorted_json():

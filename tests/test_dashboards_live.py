@@ -29,6 +29,7 @@ from promserver import PrometheusError, PrometheusServer, prometheus_binary
 from app import create_app
 from dashboards import PanelQuery, dashboard_queries, rule_files, rule_groups
 from dashboards.generate.boards import RATE
+from dashboards.generate.dependencies import EXPORTER_PREFIXES
 from dashboards.generate.target import TARGET
 from loadtests.harness import GunicornServer
 
@@ -114,7 +115,7 @@ def exposition(service: tuple[GunicornServer, str], traffic: Traffic) -> str:
 
 @pytest.fixture(scope="module")
 def catalogue(exposition: str) -> Catalogue:
-    return Catalogue().add_exposition(exposition).add_rules(rule_groups())
+    return Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition).add_rules(rule_groups())
 
 
 def every_expression() -> list[tuple[str, str]]:
@@ -152,7 +153,7 @@ def test_renaming_a_metric_in_the_app_breaks_the_contract(database: str, monkeyp
     client.get("/api/v1/users")
     exposition = client.get("/metrics").get_data(as_text=True)
     assert "http_server_responses_total{" in exposition and "http_server_requests_total" not in exposition
-    catalogue = Catalogue().add_exposition(exposition).add_rules(rule_groups())
+    catalogue = Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition).add_rules(rule_groups())
     found = [p for where, expr in every_expression() for p in problems(where, expr, catalogue)]
     assert any("lookout-overview: Request rate per route" in p and "http_server_requests_total" in p
                for p in found)
@@ -210,7 +211,9 @@ def test_the_rule_files_load_and_every_recording_rule_has_series(prometheus: Pro
 
 
 def kubernetes_only(expr: str) -> bool:
-    return any(s.name in KUBERNETES and s.name != "up" for s in selectors(expr))
+    """Whether ``expr`` reads series this test has no source of: Kubernetes' or an exporter's."""
+    return any((s.name in KUBERNETES and s.name != "up") or s.name.startswith(EXPORTER_PREFIXES)
+               for s in selectors(expr))
 
 
 def panels_without_data(prometheus: PrometheusServer, queries: list[PanelQuery]) -> list[str]:

@@ -16,6 +16,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards import HERE, RULES_DIR, SLO, load_slo
 
+from . import dependencies
 from .boards import dashboards
 from .rules import rule_files
 
@@ -49,7 +50,7 @@ def render(slo: SLO) -> dict[Path, str]:
     """Return every generated file's path and text."""
     files = {RULES_DIR / name: HEADER + yaml.dump(_blocks(content), Dumper=_Dumper, sort_keys=False,
                                                   width=1000, allow_unicode=True)
-             for name, content in rule_files(slo).items()}
+             for name, content in {**rule_files(slo), **dependencies.rule_files(slo)}.items()}
     encoder = JSONEncoder(sort_keys=True, indent=2)
     for name, model in dashboards(slo).items():
         # Round-trip through json so the committed file is plain, stable JSON (and Grafana's sidecar

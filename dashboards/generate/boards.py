@@ -278,7 +278,11 @@ def slo_board(slo: SLO) -> Dashboard:
 
 def dashboards(slo: SLO) -> dict[str, Any]:
     """Return the dashboards by file name, as JSON-ready models."""
-    models = {"lookout-overview.json": overview(slo).build(), "lookout-slo.json": slo_board(slo).build()}
+    from .dependencies import dependencies_board, probe_panels  # it builds on this module's helpers
+
+    models = {"lookout-overview.json": overview(slo).build(),
+              "lookout-slo.json": probe_panels(slo_board(slo)).build(),
+              "lookout-dependencies.json": dependencies_board().build()}
     for model in models.values():
         for number_, panel in enumerate(model.panels or [], start=1):
             panel.id_val = number_  # Grafana links panels by id (viewPanel=): unique and stable

@@ -16,8 +16,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra.components.network import Peer
-from infra.components.pods import namespace_meta
+from infra.components.exporters import POSTGRES_EXPORTER_PORT, postgres_exporter
+from infra.components.network import Peer, namespace_selector, policy_spec
+from infra.components.pods import (
+    RELEASE_TAG_SKIPS,
+    app_labels,
+    namespace_meta,
+    pod_security,
+    selector,
+    skip_annotations,
+)
 from infra.helm import without_nulls
 
 CNPG_CHART = ("cloudnative-pg", "0.27.1", "https://cloudnative-pg.github.io/charts")
@@ -35,6 +43,9 @@ class DatabaseArgs:
     owner: str = "lookout"
     instances: int = 1
     storage_size: str = "1Gi"
+    # Where Prometheus runs: postgres_exporter beside an in-cluster database serves its statistics
+    # to it (empty: none). An external database is watched by its provider's monitoring.
+    scrape_namespace: str = ""
 
 
 class Database(pulumi.ComponentResource):
@@ -90,8 +101,38 @@ class Database(pulumi.ComponentResource):
             }, opts=pulumi.ResourceOptions(parent=self, depends_on=[operator, ns, credentials]))
 
         host = f"{name}-rw.{args.namespace}.svc.cluster.local"  # the operator's read-write Service
+        if args.scrape_namespace:
+            self._exporter(name, args, host, credentials)
         return pulumi.Output.secret(pulumi.Output.concat(
             "postgresql://", args.owner, ":", password.result, "@", host, f":{args.port}/", args.database))
+
+
+    def _exporter(self, name: str, args: DatabaseArgs, host: str, credentials: k8s.core.v1.Secret) -> None:
+        """postgres_exporter as the owner (CloudNativePG's own exporter names its metrics cnpg_*,
+        which the Debian exporter of the contract test does not write), its Service and its policy."""
+        exporter = f"{name}-exporter"
+        labels = selector(exporter, "metrics")
+        container, volume = postgres_exporter(host, args.port, args.database, credentials.metadata.name)
+        opts = pulumi.ResourceOptions(parent=self, depends_on=[credentials])
+        meta = {"namespace": args.namespace, "labels": app_labels(exporter, "metrics")}
+        k8s.apps.v1.Deployment(f"{exporter}-deployment", metadata={
+            **meta, "name": exporter, "annotations": skip_annotations(RELEASE_TAG_SKIPS)}, spec={
+                "replicas": 1, "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": app_labels(exporter, "metrics")}, "spec": {
+                    "automountServiceAccountToken": False, "enableServiceLinks": False,
+                    "securityContext": pod_security(), "containers": [container], "volumes": [volume]}},
+            }, opts=opts)
+        # The ServiceMonitor names the job after this Service (dashboards/generate/dependencies.py).
+        k8s.core.v1.Service(f"{exporter}-service", metadata={**meta, "name": f"{name}-metrics"}, spec={
+            "type": "ClusterIP", "selector": labels,
+            "ports": [{"name": "metrics", "port": POSTGRES_EXPORTER_PORT, "targetPort": "metrics",
+                       "protocol": "TCP"}]}, opts=opts)
+        scrapes = {"from": [{"namespaceSelector": namespace_selector(args.scrape_namespace)}],
+                   "ports": [{"protocol": "TCP", "port": POSTGRES_EXPORTER_PORT}]}
+        server = Peer(port=args.port, namespace=args.namespace, pod_labels={"cnpg.io/cluster": name})
+        k8s.networking.v1.NetworkPolicy(f"{exporter}-network", metadata={**meta, "name": exporter},
+                                        spec=policy_spec(labels, ingress=[scrapes], egress=[server]),
+                                        opts=opts)
 
 
 def _operator_values() -> dict[str, Any]:

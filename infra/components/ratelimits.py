@@ -22,6 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra.components.exporters import REDIS_EXPORTER_PORT, redis_exporter, redis_password_file
 from infra.components.network import Peer, namespace_selector, policy_spec
 from infra.components.pods import (
     RELEASE_TAG_SKIPS,
@@ -50,6 +51,8 @@ class RateLimitStoreArgs:
     image: str = "valkey/valkey:9.0.0-alpine"
     max_memory_mib: int = 64  # counters past this are evicted, least recently used first
     resources: Resources = RESOURCES
+    # Where Prometheus runs: a redis_exporter sidecar serves the store's metrics to it (empty: none).
+    scrape_namespace: str = ""
 
 
 def server_conf(password: str, max_memory_mib: int, port: int = PORT, data_dir: str = DATA.path,
@@ -92,7 +95,10 @@ class RateLimitStore(pulumi.ComponentResource):
         config = k8s.core.v1.Secret(  # auto-named: a new password rolls the pod
             f"{name}-config", metadata=self._meta(), type="Opaque",
             string_data={"valkey.conf": password.result.apply(lambda p: server_conf(p, args.max_memory_mib)),
-                         "password": password.result}, opts=in_ns)
+                         "password": password.result,
+                         "exporter-passwords.json": password.result.apply(
+                             lambda p: redis_password_file(p, PORT))},
+            opts=in_ns)
         labels = selector(name, "server")
         # The probe reads the password from the mounted file, so it is never on a command line.
         ping = ["sh", "-c",
@@ -114,18 +120,30 @@ class RateLimitStore(pulumi.ComponentResource):
                 "selector": {"matchLabels": labels},
                 "template": {"metadata": {"labels": app_labels(name, "server")}, "spec": {
                     "automountServiceAccountToken": False, "enableServiceLinks": False,
-                    "securityContext": pod_security(), "containers": [container],
+                    "securityContext": pod_security(),
+                    "containers": [container,
+                                   *([redis_exporter(PORT, CONFIG_DIR)] if args.scrape_namespace else [])],
                     "volumes": [{"name": "config", "secret": {"secretName": config.metadata.name,
                                                               "defaultMode": 0o440}}, DATA.volume()]}},
             }, opts=in_ns)
         service = k8s.core.v1.Service(f"{name}-service", metadata=self._meta(name=name), spec={
             "type": "ClusterIP", "selector": labels,
             "ports": [{"name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP"}]}, opts=in_ns)
+        ingress = [{"from": [{"namespaceSelector": namespace_selector(args.client_namespace),
+                              "podSelector": {"matchLabels": dict(args.client_labels)}}],
+                    "ports": [{"protocol": "TCP", "port": PORT}]}]
+        if args.scrape_namespace:
+            # The sidecar's metrics, on a Service of their own (the job is named after it).
+            k8s.core.v1.Service(f"{name}-metrics", metadata={
+                "namespace": args.namespace, "labels": app_labels(name, "metrics"),
+                "name": f"{name}-metrics"},
+                spec={"type": "ClusterIP", "selector": labels,
+                      "ports": [{"name": "metrics", "port": REDIS_EXPORTER_PORT, "targetPort": "metrics",
+                                 "protocol": "TCP"}]}, opts=in_ns)
+            ingress.append({"from": [{"namespaceSelector": namespace_selector(args.scrape_namespace)}],
+                            "ports": [{"protocol": "TCP", "port": REDIS_EXPORTER_PORT}]})
         k8s.networking.v1.NetworkPolicy(f"{name}-network", metadata=self._meta(name=name), spec=policy_spec(
-            labels, ingress=[{"from": [{"namespaceSelector": namespace_selector(args.client_namespace),
-                                        "podSelector": {"matchLabels": dict(args.client_labels)}}],
-                              "ports": [{"protocol": "TCP", "port": PORT}]}],
-            egress=()), opts=in_ns)
+            labels, ingress=ingress, egress=()), opts=in_ns)
 
         host = pulumi.Output.concat(service.metadata.name, ".", args.namespace, ".svc.cluster.local")
         self.url = pulumi.Output.secret(pulumi.Output.concat("redis://:", password.result, "@", host,

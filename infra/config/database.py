@@ -32,9 +32,9 @@ class DatabaseSettings(Group):
         if not self.egress_cidrs:
             raise ConfigError("databaseEgressCidrs: an external database needs the ranges it is reached in")
 
-    def args(self) -> DatabaseArgs:
-        """Return the component's Args."""
+    def args(self, scrape_namespace: str = "") -> DatabaseArgs:
+        """Return the component's Args (with Prometheus's namespace, an exporter for it)."""
         return DatabaseArgs(mode=self.mode, port=self.port,
                             external_url=self.url if self.mode == "external" else None,
                             external_cidrs=self.egress_cidrs, instances=self.instances,
-                            storage_size=self.storage_size)
+                            storage_size=self.storage_size, scrape_namespace=scrape_namespace)

@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import pulumi
 from limits import parse_many
@@ -106,6 +107,15 @@ def quantity(name: str, value: str) -> None:
 def quantity_or_empty(name: str, value: str) -> None:
     if value:
         parse_quantity(name, value)
+
+
+def url_or_empty(name: str, value: str) -> None:
+    """An http:// or https:// URL with a host, or nothing."""
+    if not value:
+        return
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host, got {value!r}")
 
 
 def cidrs(name: str, ranges: tuple[str, ...]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import pulumi
 
 from infra.components import AlertingArgs, MonitoringArgs, ScrapeTarget
-from infra.config.fields import Group, Key, alert_name, prometheus_duration, quantity_or_empty
+from infra.config.fields import Group, Key, alert_name, prometheus_duration, quantity_or_empty, url_or_empty
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class MonitoringSettings(Group):
     trace_storage_size: Annotated[str, Key("traceStorageSize", check=quantity_or_empty)]
     alertmanager_replicas: Annotated[int, Key("alertmanagerReplicas", at_least=1)]
     control_plane: Annotated[bool, Key("controlPlaneMonitoring")]
+    # What the blackbox exporter probes as a client would; empty: the service's own /readyz
+    # through its Service (cluster DNS).
+    probe_url: Annotated[str, Key("probeUrl", check=url_or_empty)]
 
     def args(self, *, dashboard_files: Sequence[Path], rule_files: Sequence[Path],
              targets: Sequence[ScrapeTarget], alerting: AlertingArgs) -> MonitoringArgs:

@@ -25,6 +25,8 @@ class RateLimitSettings(Group):
         """Whether the pods count in one store (redis) rather than each process alone (memory)."""
         return self.storage == "redis"
 
-    def store_args(self, client_namespace: str, client_labels: Mapping[str, str]) -> RateLimitStoreArgs:
-        """Return the store's Args: it lets in only the service's pods."""
-        return RateLimitStoreArgs(client_namespace=client_namespace, client_labels=client_labels)
+    def store_args(self, client_namespace: str, client_labels: Mapping[str, str],
+                   scrape_namespace: str = "") -> RateLimitStoreArgs:
+        """Return the store's Args: it lets in only the service's pods (and Prometheus, to its exporter)."""
+        return RateLimitStoreArgs(client_namespace=client_namespace, client_labels=client_labels,
+                                  scrape_namespace=scrape_namespace)

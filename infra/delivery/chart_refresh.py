@@ -39,9 +39,10 @@ def pinned_charts() -> list[tuple[str, str, str]]:
     """(chart, version, repository) of every Helm release the program declares."""
     from infra.components.database import CNPG_CHART
     from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
+    from infra.components.probe import BLACKBOX_CHART
     from infra.components.rollouts import ROLLOUTS_CHART
 
-    return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART})
+    return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART})
 
 
 def download(url: str) -> bytes:

@@ -1,5 +1,9 @@
 """After a deploy: Prometheus scrapes the app and holds the repo's rules; Grafana has its dashboards.
 
+With ``dependency_jobs`` (e2e.py passes ``DEPENDENCY_JOBS``), Prometheus must also scrape the
+database's and the rate-limit store's exporters and the outside-in probe, and the probe of the
+service must succeed.
+
 Usage:
     python -m infra.delivery.cluster_checks --prometheus http://127.0.0.1:9090 \
         --grafana http://127.0.0.1:3000 [--job lookout-metrics] [--wait 240]
@@ -34,6 +38,10 @@ import dashboards
 JOB = "lookout-metrics"  # the ServiceMonitor names the job after the lookout-metrics Service
 LOG_SELECTOR = '{service_name="lookout"}'  # the app pods' app.kubernetes.io/name, which the collector copies
 ID_FIELDS = ("trace_id", "span_id", "request_id")  # structured metadata, never labels (a stream each)
+# The exporters' jobs and the Probe's (dashboards/generate/dependencies.py; a stack with an
+# in-cluster database and the shared rate-limit store, as the kind e2e's dev stack, has all three).
+PROBE_JOB = "lookout-probe"
+DEPENDENCY_JOBS = ("lookout-db-metrics", "lookout-ratelimit-metrics", PROBE_JOB)
 
 
 def expected_rule_groups(rule_files: Sequence[Path]) -> set[str]:
@@ -58,6 +66,15 @@ def target_problems(targets_api: dict, job: str) -> list[str]:
         return [f"no active target of job {job!r} (jobs: {', '.join(jobs) or 'none'})"]
     return [f"target {t.get('scrapeUrl')} is {t.get('health')}: {t.get('lastError') or 'not scraped yet'}"
             for t in active if t.get("health") != "up"]
+
+
+def probe_problems(query_api: dict, job: str = PROBE_JOB) -> list[str]:
+    """Problems in a /api/v1/query answer for ``probe_success{job=...}``: none, or a failing probe."""
+    results = query_api.get("data", {}).get("result", [])
+    if not results:
+        return [f"no probe_success of job {job!r} yet"]
+    return [f"the probe of {r.get('metric', {}).get('instance', '?')} fails (probe_success "
+            f"{r['value'][1]})" for r in results if float(r["value"][1]) != 1]
 
 
 def rule_problems(rules_api: dict, expected: set[str]) -> list[str]:
@@ -152,7 +169,8 @@ def poll(name: str, probe: Callable[[], list[str]], wait: float, interval: float
 
 
 def run(prometheus: str, grafana: str, auth: tuple[str, str], job: str = JOB, wait: float = 240.0,
-        rule_files: Sequence[Path] | None = None, dashboard_files: Sequence[Path] | None = None) -> list[str]:
+        rule_files: Sequence[Path] | None = None, dashboard_files: Sequence[Path] | None = None,
+        dependency_jobs: Sequence[str] = ()) -> list[str]:
     """Return every problem found (an empty list means Prometheus and Grafana are as the repo says)."""
     rules = expected_rule_groups(dashboards.rule_files() if rule_files is None else rule_files)
     boards = expected_dashboards(dashboards.dashboard_files() if dashboard_files is None else dashboard_files)
@@ -164,6 +182,12 @@ def run(prometheus: str, grafana: str, auth: tuple[str, str], job: str = JOB, wa
 
     problems = poll("targets", lambda: target_problems(get(f"{prometheus}/api/v1/targets?state=active"), job),
                     wait)
+    for dependency in dependency_jobs:
+        problems += poll(f"targets {dependency}", lambda d=dependency: target_problems(
+            get(f"{prometheus}/api/v1/targets?state=active"), d), wait)
+    if PROBE_JOB in dependency_jobs:
+        problems += poll("probe", lambda: probe_problems(get(
+            f"{prometheus}/api/v1/query?query=probe_success%7Bjob%3D%22{PROBE_JOB}%22%7D")), wait)
     problems += poll("rules", lambda: rule_problems(get(f"{prometheus}/api/v1/rules"), rules), wait)
     problems += poll("dashboards", lambda: dashboard_problems(
         get(f"{grafana}/api/search?type=dash-db", auth), boards), wait)

@@ -234,7 +234,8 @@ def check() -> int:
     trace_id = traced_request(url)
     with port_forward(MONITORING, "kps-prometheus", 9090) as prometheus, \
             port_forward(MONITORING, "grafana", 80) as grafana:
-        problems += cluster_checks.run(prometheus, grafana, ("admin", str(outputs["grafanaAdminPassword"])))
+        problems += cluster_checks.run(prometheus, grafana, ("admin", str(outputs["grafanaAdminPassword"])),
+                                       dependency_jobs=cluster_checks.DEPENDENCY_JOBS)
         problems += cluster_checks.check_datasources(grafana, ("admin", str(outputs["grafanaAdminPassword"])))
     with port_forward(MONITORING, "loki", 3100) as loki:
         problems += cluster_checks.check_logs(loki, trace_id)

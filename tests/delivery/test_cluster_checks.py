@@ -15,12 +15,14 @@ import pytest
 import yaml
 
 from infra.delivery.cluster_checks import (
+    DEPENDENCY_JOBS,
     check_datasources,
     check_logs,
     dashboard_problems,
     datasource_problems,
     log_problems,
     log_query,
+    probe_problems,
     rule_problems,
     run,
     target_problems,
@@ -192,3 +194,34 @@ def test_check_datasources_asks_grafana_with_credentials(apis):
     assert all(a.startswith("Basic ") for a in handler.seen_auth)
     handler.answers["/api/datasources/uid/logs"] = provisioned(url="$${__value.raw}")[0]
     assert len(check_datasources(url, ("admin", "pw"), wait=0)) == 1
+def test_the_dependencies_exporters_and_a_succeeding_probe_pass(apis, files):
+    url, handler = apis
+    jobs = ("lookout-metrics", *DEPENDENCY_JOBS)
+    handler.answers.update({
+        "/api/v1/targets": {"data": {"activeTargets": [t for j in jobs for t in targets("up", job=j)["data"][
+            "activeTargets"]]}},
+        "/api/v1/query": {"data": {"result": [{"metric": {"instance": "http://lookout/readyz"},
+                                               "value": [0, "1"]}]}},
+        "/api/v1/rules": {"data": {"groups": [{"name": "lookout-slo"}]}},
+        "/api/search": [{"uid": "lookout-overview", "type": "dash-db"}]})
+    assert run(url, url, ("admin", "pw"), wait=0, rule_files=files[0], dashboard_files=files[1],
+               dependency_jobs=DEPENDENCY_JOBS) == []
+
+
+def test_a_missing_exporter_and_a_failing_probe_are_named(apis, files):
+    url, handler = apis
+    handler.answers.update({
+        "/api/v1/targets": {"data": {"activeTargets": [
+            t for j in ("lookout-metrics", "lookout-probe")
+            for t in targets("up", job=j)["data"]["activeTargets"]]}},
+        "/api/v1/query": {"data": {"result": [{"metric": {"instance": "http://lookout/readyz"},
+                                               "value": [0, "0"]}]}},
+        "/api/v1/rules": {"data": {"groups": [{"name": "lookout-slo"}]}},
+        "/api/search": [{"uid": "lookout-overview", "type": "dash-db"}]})
+    found = run(url, url, ("admin", "pw"), wait=0, rule_files=files[0], dashboard_files=files[1],
+                dependency_jobs=DEPENDENCY_JOBS)
+    jobs = "(jobs: lookout-metrics, lookout-probe)"
+    assert found == [f"no active target of job 'lookout-db-metrics' {jobs}",
+                     f"no active target of job 'lookout-ratelimit-metrics' {jobs}",
+                     "the probe of http://lookout/readyz fails (probe_success 0)"]
+    assert probe_problems({"data": {"result": []}}) == ["no probe_success of job 'lookout-probe' yet"]

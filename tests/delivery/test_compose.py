@@ -50,7 +50,8 @@ def test_the_compose_spec_refuses_a_broken_file(tool, tmp_path: Path):
 
 def test_compose_yaml_has_the_whole_loop_pinned():
     services = load()["services"]
-    expected = {"app", "migrate", "postgres", "prometheus", "grafana", "otel-collector", "jaeger"}
+    expected = {"app", "migrate", "postgres", "prometheus", "grafana", "otel-collector", "jaeger", "valkey",
+                "postgres-exporter", "redis-exporter", "blackbox-exporter"}
     assert expected <= set(services)
     assert check(COMPOSE) == []
 
@@ -83,6 +84,28 @@ def test_prometheus_scrapes_the_metrics_port_as_the_job_the_rules_select():
     assert jobs["lookout-metrics"]["static_configs"][0]["targets"] == ["app:9100"]
     assert host_path(load()["services"]["prometheus"], config["rule_files"][0], ROOT).parent == \
         (ROOT / "dashboards" / "rules").resolve()
+
+
+def test_prometheus_scrapes_the_dependencies_and_probes_the_app_as_the_cluster_does():
+    from dashboards.generate.dependencies import DEPS
+    from infra.components.probe import blackbox_config, module_for
+
+    config = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
+    jobs = {c["job_name"]: c for c in config["scrape_configs"]}
+    services = load()["services"]
+    for job, service in ((DEPS.database_job, "postgres-exporter"), (DEPS.store_job, "redis-exporter")):
+        (target,) = jobs[job]["static_configs"][0]["targets"]
+        assert target.split(":")[0] == service and service in services
+    probe = jobs[DEPS.probe_job]
+    (url,) = probe["static_configs"][0]["targets"]
+    assert probe["params"]["module"] == [module_for(url)]
+    assert probe["relabel_configs"][-1]["replacement"].split(":")[0] == "blackbox-exporter"
+    # The compose exporter runs the cluster's modules, the ones the live test runs.
+    assert yaml.safe_load((COMPOSE_DIR / "blackbox.yml").read_text()) == blackbox_config()
+    # The images are the releases the program pins.
+    from infra.components.exporters import POSTGRES_EXPORTER_IMAGE, REDIS_EXPORTER_IMAGE
+    assert services["postgres-exporter"]["image"] == POSTGRES_EXPORTER_IMAGE
+    assert services["redis-exporter"]["image"] == REDIS_EXPORTER_IMAGE
 
 
 def test_grafana_can_serve_every_dashboard_and_link_exemplars_to_traces():

@@ -136,7 +136,7 @@ def no_forwards(monkeypatch: pytest.MonkeyPatch, loki_asks: list[str]) -> list[t
         yield f"http://{service}.invalid"
 
     monkeypatch.setattr(e2e, "port_forward", forward)
-    monkeypatch.setattr(e2e.cluster_checks, "run", lambda prometheus, grafana, auth: [])
+    monkeypatch.setattr(e2e.cluster_checks, "run", lambda prometheus, grafana, auth, **_: [])
     monkeypatch.setattr(e2e.cluster_checks, "check_datasources", lambda grafana, auth: [])
     monkeypatch.setattr(e2e.cluster_checks, "check_logs",
                         lambda loki, trace_id: loki_asks.append(trace_id) or [])

@@ -19,11 +19,12 @@ from infra import helm
 from infra.components import Monitoring, MonitoringArgs
 from infra.components.database import CNPG_CHART
 from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
+from infra.components.probe import BLACKBOX_CHART
 from infra.components.rollouts import ROLLOUTS_CHART
 from infra.manifests import write
 from infra.mockrun import render, run_program
 
-PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART]
+PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART]
 
 
 @pytest.fixture(scope="module")

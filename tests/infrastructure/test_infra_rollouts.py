@@ -165,7 +165,8 @@ def test_the_vendored_crd_schemas_are_the_pinned_chart_s():
     assert (data["chart"], data["version"]) == (chart, version)
     assert data["source"]["tag"] == f"{chart}-{version}" and len(data["source"]["commit"]) == 40
     assert set(crds.vendored_schemas()) == {("argoproj.io/v1alpha1", "Rollout"),
-                                            ("argoproj.io/v1alpha1", "AnalysisTemplate")}
+                                            ("argoproj.io/v1alpha1", "AnalysisTemplate"),
+                                            ("monitoring.coreos.com/v1", "Probe")}
 
 
 def test_the_strict_schema_refuses_unknown_fields_where_the_crd_lists_them():
