@@ -42,7 +42,8 @@ def pinned_charts() -> list[tuple[str, str, str]]:
     from infra.components.probe import BLACKBOX_CHART
     from infra.components.rollouts import ROLLOUTS_CHART
 
-    return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART})
+    return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART,
+                   BLACKBOX_CHART})
 
 
 def download(url: str) -> bytes:

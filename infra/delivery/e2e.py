@@ -3,7 +3,8 @@
 Usage (make kind-cluster, kind-up, kind-check, kind-canary and kind-diagnostics; .github/workflows/e2e.yml):
     python -m infra.delivery.e2e cluster --image lookout:e2e [--faulty-image lookout:e2e-faulty]
     python -m infra.delivery.e2e up --image lookout:e2e            # the dev stack, local backend
-    python -m infra.delivery.e2e check             # Locust as the bootstrap admin (HPA), Prometheus, Grafana, Loki
+    python -m infra.delivery.e2e check             # Locust as the bootstrap admin (HPA), Prometheus,
+                                                   # Grafana, Loki
     python -m infra.delivery.e2e canary --image lookout:e2e --faulty-image lookout:e2e-faulty
     python -m infra.delivery.e2e diagnostics                       # state of the cluster, for the artifact
 

@@ -87,7 +87,8 @@ def test_kubeconform_checks_every_rendering_strictly_with_the_charts_own_crds(
     assert sorted(a for a in argv if a.endswith(".yaml")) == sorted(str(p) for p in out.glob("*.yaml")
                                                                       if not p.name.endswith(".values.yaml"))
     assert json.loads((out / "schemas" / "servicemonitor_v1.json").read_text())["type"] == "object"
-    assert call["kinds"].count("ConfigMap") == 8  # one per release of dev: argo-rollouts, loki, the blackbox exporter among them
+    # One per release of dev: argo-rollouts, loki, otel-logs and the blackbox exporter among them.
+    assert call["kinds"].count("ConfigMap") == 8
 
 
 def test_an_archive_that_is_not_the_indexed_one_is_refused(
