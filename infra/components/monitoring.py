@@ -26,7 +26,6 @@ from infra.components.monitoring_values import (
     COLLECTOR,
     LOGS_COLLECTOR,
     LOKI,
-    LOKI_PORT,
     OTLP_HTTP_PORT,
     PROMETHEUS_SERVICE,
     RELEASE,
@@ -110,7 +109,6 @@ class Monitoring(pulumi.ComponentResource):
     collector_endpoint: str
     collector: Peer
     prometheus_url: str  # in-cluster address of Prometheus's API (the canary analysis asks it)
-    loki_url: str
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:monitoring:Monitoring", name, None, opts)
@@ -191,9 +189,6 @@ class Monitoring(pulumi.ComponentResource):
         self.prometheus_url = f"http://{PROMETHEUS_SERVICE}.{args.namespace}.svc.cluster.local:9090"
         self.collector = Peer(port=OTLP_HTTP_PORT, namespace=args.namespace, pod_labels={
             "app.kubernetes.io/name": "opentelemetry-collector", "app.kubernetes.io/instance": COLLECTOR})
-        # Loki's API in the cluster (the e2e queries it); empty without a log store.
-        self.loki_url = (f"http://{LOKI}.{args.namespace}.svc.cluster.local:{LOKI_PORT}"
-                         if args.log_store else "")
         local = f"http://grafana.{args.namespace}.svc.cluster.local"
         if args.grafana_service_type == "LoadBalancer":
             grafana = k8s.core.v1.Service.get(f"{name}-grafana", f"{args.namespace}/grafana", opts=after_crds)
