@@ -57,10 +57,17 @@ class Catalogue:
     samples: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     recorded: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
-    def add_exposition(self, text: str) -> Catalogue:
+    def add_exposition(self, text: str, declared: Iterable[str] | None = None) -> Catalogue:
+        """Add what ``text`` exposes. A family the exposition declares without samples (a labelled
+        counter nothing has touched) counts when it is in ``declared`` (None: every family); it
+        has no series in Prometheus, so a fresh app's check names the few born with traffic."""
+        born = None if declared is None else set(declared)
         for family in text_string_to_metric_families(text):
-            for suffix in SUFFIXES.get(family.type, ("",)):
-                self.samples.setdefault(family.name + suffix, {})
+            if born is None or family.name in born:
+                for suffix in SUFFIXES.get(family.type, ("",)):
+                    self.samples.setdefault(family.name + suffix, {})
+                if born is not None:  # label values come with the traffic: none to compare yet
+                    continue
             for sample in family.samples:
                 labels = self.samples.setdefault(sample.name, {})
                 for key, value in sample.labels.items():
