@@ -37,11 +37,12 @@ Fetch = Callable[[str], bytes]
 
 def pinned_charts() -> list[tuple[str, str, str]]:
     """(chart, version, repository) of every Helm release the program declares."""
+    from infra.components.autoscaling import ADAPTER_CHART
     from infra.components.database import CNPG_CHART
     from infra.components.monitoring import KPS_CHART, OTEL_CHART, TEMPO_CHART
     from infra.components.rollouts import ROLLOUTS_CHART
 
-    return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, CNPG_CHART, ROLLOUTS_CHART})
+    return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, CNPG_CHART, ROLLOUTS_CHART, ADAPTER_CHART})
 
 
 def download(url: str) -> bytes:
