@@ -66,7 +66,8 @@ def test_metrics_endpoint_is_not_counted(app, client):
 
 def test_buckets_contain_every_slo_threshold():
     slo = load_slo()
-    for threshold in (slo.latency_threshold_seconds, slo.loadtest.p95_seconds, slo.loadtest.p99_seconds):
+    for threshold in (slo.latency_threshold_seconds, slo.loadtest.p95_seconds, slo.loadtest.p99_seconds,
+                      slo.login_threshold_seconds):
         assert threshold in REQUEST_BUCKETS
 
 
