@@ -19,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from infra.components.network import RELEASE_PODS
 from infra.crds import SCHEMAS, vendored_schemas
 
 Obj = dict[str, Any]
@@ -159,7 +160,12 @@ def selector_problems(objects: Sequence[Obj]) -> list[str]:
             problems.append(f"{_ref(obj)}: selector {spec['selector']} matches no pods")
         if kind in ("PodDisruptionBudget", "NetworkPolicy"):
             key = "selector" if kind == "PodDisruptionBudget" else "podSelector"
-            if not pods_selected(objects, ns, spec[key] or {"matchLabels": {}}):
+            # Pods a Helm release creates are in no declared object: such a policy names the
+            # release (RELEASE_PODS), and its rendering (make helm-render) holds the pods.
+            release = (obj["metadata"].get("annotations") or {}).get(RELEASE_PODS)
+            of_release = bool(release) and release == (spec[key] or {}).get("matchLabels", {}).get(
+                "app.kubernetes.io/instance")
+            if not of_release and not pods_selected(objects, ns, spec[key] or {"matchLabels": {}}):
                 problems.append(f"{_ref(obj)}: {key} matches no pods")
         if kind == "HorizontalPodAutoscaler":
             target = spec["scaleTargetRef"]

@@ -21,6 +21,8 @@ import dashboards
 from infra.components import (
     Database,
     LoadGenerator,
+    MetricsAdapter,
+    MetricsAdapterArgs,
     Monitoring,
     ObservableService,
     Peer,
@@ -29,7 +31,7 @@ from infra.components import (
     ServiceArgs,
     WritableDir,
 )
-from infra.components.monitoring_values import RELEASE
+from infra.components.monitoring_values import PROMETHEUS_POD_LABELS, PROMETHEUS_SERVICE, RELEASE
 from infra.components.pods import selector
 from infra.components.probe import OutsideInArgs, OutsideInProbe
 from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
@@ -148,11 +150,17 @@ def dependency_targets(s: Settings) -> list[ScrapeTarget]:
 
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     """Declare everything for one stack and return its outputs."""
+    # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
+    scrape = ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
+                          pod_target_labels=(HASH_LABEL,))
     monitoring = Monitoring("monitoring", s.logs.args(s.monitoring.args(
         dashboard_files=files.dashboards, rule_files=files.rules, alerting=s.alerting.args(),
-        # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
-        targets=(ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
-                              pod_target_labels=(HASH_LABEL,)), *dependency_targets(s)))))
+        targets=(scrape, *dependency_targets(s)))))
+    if s.service.target_requests_per_second:  # the HPA's Pods metric: the app's request rate
+        MetricsAdapter("autoscaling", MetricsAdapterArgs(
+            namespace=s.monitoring.namespace, prometheus_service=PROMETHEUS_SERVICE,
+            prometheus_pod_labels=PROMETHEUS_POD_LABELS, scrape_interval=scrape.interval),
+            opts=pulumi.ResourceOptions(depends_on=[monitoring]))
     database = Database(f"{APP}-db", s.database.args(scrape_namespace=s.monitoring.namespace))
     counts = (RateLimitStore(f"{APP}-ratelimit", s.rate_limits.store_args(
         s.service.namespace, SERVER, scrape_namespace=s.monitoring.namespace))

@@ -103,6 +103,16 @@ def replicas(target_rps: float, step: Step, stack: StackSizing) -> Replicas:
     return Replicas(stack, per_pod, pods, pods <= stack.max_replicas)
 
 
+def requests_target(sized: Replicas) -> int:
+    """The ``targetRequestsPerSecond`` to set: the per-pod rate at the HPA's CPU target, rounded down.
+
+    The rate a pod sustains within the SLO (its CPU request over the CPU cost of a request, measured
+    at the capacity step) times the same headroom the CPU target keeps: both metrics then steer to
+    one operating point, and the rate, which needs no CPU averaging, acts first when load climbs.
+    """
+    return max(1, math.floor(sized.per_pod_rps))
+
+
 def markdown(steps: Sequence[Step], best: Step | None, sizing: Sequence[Replicas], target_rps: float,
              machine: dict[str, str], setup: dict[str, str], limits: Any, chart: str) -> str:
     """Render the report."""
@@ -148,14 +158,22 @@ def markdown(steps: Sequence[Step], best: Step | None, sizing: Sequence[Replicas
               "to, so the HPA settles at "
               "`ceil(target / per-pod rate)` pods, at least `minReplicas`.", "",
               "| stack | CPU request | HPA CPU target | req/s per pod | pods needed | replicas (min..max) "
-              "| maxReplicas covers it? | source |",
-              "|---|---:|---:|---:|---:|---:|---|---|"]
+              "| maxReplicas covers it? | source | targetRequestsPerSecond: advised (set) |",
+              "|---|---:|---:|---:|---:|---:|---|---|---:|"]
     for r in sizing:
         st = r.stack
         source = ", ".join(f"{k}: {v}" for k, v in st.sources.items())
+        advised = requests_target(r)
         lines.append(f"| {st.name} | {st.cpu_request_cores * 1000:.0f}m | {st.cpu_target:.0%} "
                      f"| {r.per_pod_rps:.0f} | {r.pods} | {st.min_replicas}..{st.max_replicas} "
-                     f"| {'yes' if r.covered else f'**no**: raise maxReplicas to {r.pods}'} | {source} |")
+                     f"| {'yes' if r.covered else f'**no**: raise maxReplicas to {r.pods}'} | {source} "
+                     f"| **{advised}** ({st.requests_target or 'off'}) |")
+    lines += ["", "`targetRequestsPerSecond` (the HPA's per-pod request-rate target, served by "
+              "prometheus-adapter) is the req/s per pod above, rounded down: the rate a pod sustains "
+              "within the SLO times the headroom the CPU target keeps. CPU and rate then aim at the same "
+              "point; the rate reacts first (no CPU averaging) and still scales when requests wait on "
+              "the database rather than burn CPU. Set it in the stack's file when the two differ by more "
+              "than a run's noise (repeat the run)."]
     return "\n".join([*lines, "", f"![rate, p95 and failures per step]({chart})", ""])
 
 

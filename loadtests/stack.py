@@ -1,4 +1,4 @@
-"""What the capacity report needs from the Pulumi stacks: replica bounds, CPU request, HPA target.
+"""What the capacity report needs from the Pulumi stacks: replica bounds, CPU request, HPA targets.
 
 Usage:
     for stack in read_stacks(): stack.name, stack.max_replicas, stack.sources
@@ -17,7 +17,7 @@ from infra.stack_config import INFRA_DIR, parse_quantity, stack_overrides, stack
 
 # StackSizing field -> the infra config key it comes from.
 KEYS = {"min_replicas": "minReplicas", "max_replicas": "maxReplicas", "cpu_request": "cpuRequest",
-        "cpu_target": "targetCpuUtilization"}
+        "cpu_target": "targetCpuUtilization", "requests_target": "targetRequestsPerSecond"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class StackSizing:
     cpu_request_cores: float
     cpu_target: float  # fraction of the CPU request the HPA aims for
     sources: dict[str, str] = field(default_factory=dict)  # field -> file:key
+    requests_target: int = 0  # the HPA's per-pod request-rate target (0: CPU only)
 
 
 def read_stack(name: str, infra: Path = INFRA_DIR) -> StackSizing:
@@ -39,7 +40,8 @@ def read_stack(name: str, infra: Path = INFRA_DIR) -> StackSizing:
     return StackSizing(
         name=name, min_replicas=int(values["minReplicas"]), max_replicas=int(values["maxReplicas"]),
         cpu_request_cores=float(parse_quantity("cpuRequest", str(values["cpuRequest"]))),
-        cpu_target=int(values["targetCpuUtilization"]) / 100, sources=sources)
+        cpu_target=int(values["targetCpuUtilization"]) / 100, sources=sources,
+        requests_target=int(values["targetRequestsPerSecond"]))
 
 
 def read_stacks(infra: Path = INFRA_DIR) -> list[StackSizing]:

@@ -61,16 +61,22 @@ class Catalogue:
     # leaves pg_, redis_ and probe_ to tests/test_dependencies_live.py).
     delegated: tuple[str, ...] = ()
 
-    def add_exposition(self, text: str) -> Catalogue:
+    def add_exposition(self, text: str, declared: Iterable[str] | None = None) -> Catalogue:
+        """Add what ``text`` exposes. A family the exposition declares without samples (a labelled
+        counter nothing has touched) counts when it is in ``declared`` (None: every family); it
+        has no series in Prometheus, so a fresh app's check names the few born with traffic."""
         # The names as exposed, which Prometheus stores unchanged. prometheus_client's parser adds
         # `_total` to a counter's samples that lack it (exporters' pg_stat_database_xact_commit),
         # so its sample names are mapped back to these.
         exposed = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()
                    if line and not line.startswith("#")}
+        born = None if declared is None else set(declared)
         for family in text_string_to_metric_families(text):
-            if not family.samples:
+            if (not family.samples) if born is None else (family.name in born):
                 for suffix in SUFFIXES.get(family.type, ("",)):
                     self.samples.setdefault(family.name + suffix, {})
+                if born is not None:  # label values come with the traffic: none to compare yet
+                    continue
             for sample in family.samples:
                 name = sample.name
                 if name not in exposed and name.endswith("_total") and name[:-6] in exposed:

@@ -16,6 +16,7 @@ promtool tests, which replay hours and days of series (tests/test_rules.py).
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -159,6 +160,47 @@ def test_renaming_a_metric_in_the_app_breaks_the_contract(database: str, monkeyp
                for p in found)
     assert any("slo.yaml: lookout:sli_error:ratio_rate1h" in p for p in found)
     assert any("operational.yaml: LookoutNoTraffic" in p for p in found)
+
+
+# Families labelled by each request (method, route, status): their series are born with the
+# traffic, so a fresh app declares them without samples. Every other family has series at start.
+BORN_WITH_TRAFFIC = ("http_server_requests", "http_server_request_duration_seconds")
+
+
+def fresh_problems(exposition: str) -> list[str]:
+    """What the rules and panels query that a fresh app's /metrics has no series of."""
+    catalogue = Catalogue().add_exposition(exposition, declared=BORN_WITH_TRAFFIC).add_rules(rule_groups())
+    return [p for where, expr in every_expression() for p in problems(where, expr, catalogue)]
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "multiprocess"])
+def test_a_freshly_started_app_has_every_series_the_dashboards_query(database: str, workers: int):
+    """No traffic yet (only the harness's /livez): what a rule or panel over a counter of a fixed
+    label set (database errors by operation, ...) needs is on the first scrape already."""
+    env = {"LOOKOUT_ENV": "testing", "DATABASE_URL": database, "LOG_LEVEL": "WARNING"}
+    with GunicornServer(env, workers=workers, threads=2, metrics_port=True) as server:
+        exposition = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).text
+    for operation in ("SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"):
+        assert f'db_client_errors_total{{operation="{operation}"}} 0.0' in exposition
+    found = fresh_problems(exposition)
+    if workers > 1:  # multiprocess mode collects no per-process metrics (app/telemetry/metrics.py)
+        found = [p for p in found if not re.search(r": (python_gc|process)_\w+ is neither", p)]
+    assert found == []
+
+
+def test_the_fresh_start_check_sees_a_counter_without_its_zero_series(database: str):
+    """The bad case: database errors not created at zero are a family without series, which the
+    fresh-start check names (the lenient one, counting declared families, would not)."""
+    app = create_app({"DATABASE_URL": database})
+    app.extensions["lookout.telemetry"].metrics.db_errors.clear()  # as before: no series until an error
+    exposition = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "# TYPE db_client_errors_total counter" in exposition
+    assert "db_client_errors_total{" not in exposition
+    found = fresh_problems(exposition)
+    assert found and all("db_client_errors_total" in p for p in found), found
+    assert any("lookout-overview" in p for p in found)
+    lenient = Catalogue().add_exposition(exposition).add_rules(rule_groups())
+    assert not [p for where, expr in every_expression() for p in problems(where, expr, lenient)]
 
 
 def test_a_label_value_the_app_never_writes_breaks_the_contract(catalogue: Catalogue):

@@ -10,7 +10,7 @@ import pytest
 from dashboards import LoadTestThresholds
 from infra.config import ConfigError
 from infra.stack_config import stack_values
-from loadtests.report import Step, capacity_step, chart, cpu_used, markdown, replicas
+from loadtests.report import Step, capacity_step, chart, cpu_used, markdown, replicas, requests_target
 from loadtests.shapes import step_ramp
 from loadtests.stack import StackSizing, read_stacks
 from loadtests.steps import StepRecorder
@@ -60,6 +60,7 @@ config:
   maxReplicas: {type: integer, default: 8, description: upper bound}
   cpuRequest: {type: string, default: 200m, description: CPU request}
   targetCpuUtilization: {type: integer, default: 70, description: HPA target}
+  targetRequestsPerSecond: {type: integer, default: 0, description: HPA rate target}
 """
 
 
@@ -73,6 +74,7 @@ def test_stacks_merge_defaults_with_overrides_and_say_where_each_came_from(tmp_p
     assert dev.sources["cpu_target"] == "Pulumi.yaml:targetCpuUtilization"
     assert (prod.min_replicas, prod.max_replicas, prod.cpu_target) == (2, 8, 0.6)
     assert prod.sources["cpu_target"] == "Pulumi.prod.yaml:targetCpuUtilization"
+    assert (dev.requests_target, dev.sources["requests_target"]) == (0, "Pulumi.yaml:targetRequestsPerSecond")
 
 
 def test_the_repo_stacks_are_read_as_pulumi_would(tmp_path):
@@ -124,8 +126,21 @@ def test_the_report_states_machine_steps_result_and_replicas(tmp_path):
     assert "relative to the machine" in text
     assert "**200.0 req/s** (step 2, 20 users)" in text
     assert "| dev | 250m | 70% | 35 | 15 | 1..3 | **no**: raise maxReplicas to 15 |" in text
+    assert text.split("\n| dev |")[1].split("\n")[0].endswith("| **35** (off) |")
+    assert "`targetRequestsPerSecond`" in text
     assert "FAIL: p95 latency" in text
     assert math.isnan(replace(best, rps=0).cpu_ms_per_request)
+
+
+def test_the_advised_requests_target_is_the_per_pod_rate_at_the_cpu_target():
+    measured = step(0, 200, cores=0.5)  # 2.5 ms of CPU per request
+    stack = StackSizing("prod", 2, 10, 0.25, 0.7)
+    sized = replicas(1000, measured, stack)
+    assert sized.per_pod_rps == pytest.approx(70)  # 0.7 x 0.25 cores / 2.5 ms
+    assert requests_target(sized) == 70
+    slower = replicas(1000, step(0, 200, cores=1.5), stack)  # 7.5 ms: 23.3 req/s
+    assert requests_target(slower) == 23
+    assert requests_target(replicas(1, step(0, 1, cores=1.0), stack)) == 1  # never 0 (off)
 
 
 def test_the_report_says_when_nothing_met_the_slo():

@@ -51,6 +51,44 @@ def test_each_kind_of_bad_run_fails(times, failures, broken):
     assert metrics(evaluate(synthetic(times, failures).total, LIMITS)) == broken
 
 
+LOGIN = "/api/v1/auth/token"
+SPLIT = LoadTestThresholds(max_failure_ratio=0.001, p95_seconds=0.1, p99_seconds=0.25,
+                           login_p99_seconds=0.5, login_route=LOGIN)
+
+
+def with_logins(stats: RequestStats, times_ms: dict[int, int]) -> RequestStats:
+    for response_time, count in times_ms.items():
+        for _ in range(count):
+            stats.log_request("POST", LOGIN, response_time, 100)
+    return stats
+
+
+def judged(stats: RequestStats, limits: LoadTestThresholds = SPLIT) -> list[str]:
+    latency, logins = gate.split_logins(stats, limits.login_route)
+    return metrics(evaluate(stats.total, limits, latency=latency, logins=logins))
+
+
+def test_a_login_burst_is_held_to_the_login_objective_not_the_api_latency():
+    """Logins at 300 ms (Argon2id queueing in a burst) and fast reads: within both objectives. The
+    whole run's p95 and p99, which the gate held to the API latency before, would fail it."""
+    stats = with_logins(synthetic({5: 1000}), {300: 400})
+    assert judged(stats) == []
+    assert metrics(evaluate(stats.total, SPLIT)) == ["p95", "p99"]  # the old, unsplit judgement
+
+
+def test_slow_logins_or_slow_reads_still_fail_their_own_limit():
+    assert judged(with_logins(synthetic({5: 1000}), {300: 90, 700: 10})) == ["login p99"]
+    assert judged(with_logins(synthetic({5: 97, 400: 3}), {300: 100})) == ["p99"]
+    latency, logins = gate.split_logins(with_logins(synthetic({5: 10}), {300: 5}), LOGIN)
+    assert (latency.num_requests, logins.num_requests) == (10, 5)
+
+
+def test_the_slo_files_gate_holds_logins_to_the_login_objective():
+    limits, slo_ = load_slo().loadtest, load_slo()
+    assert (limits.login_route, limits.login_p99_seconds) == (slo_.login_route, slo_.login_threshold_seconds)
+    assert limits.p99_seconds == slo_.latency_threshold_seconds < limits.login_p99_seconds
+
+
 def test_a_run_without_requests_fails():
     assert metrics(evaluate(RequestStats().total, LIMITS)) == ["requests"]
 

@@ -66,7 +66,8 @@ def test_metrics_endpoint_is_not_counted(app, client):
 
 def test_buckets_contain_every_slo_threshold():
     slo = load_slo()
-    for threshold in (slo.latency_threshold_seconds, slo.loadtest.p95_seconds, slo.loadtest.p99_seconds):
+    for threshold in (slo.latency_threshold_seconds, slo.loadtest.p95_seconds, slo.loadtest.p99_seconds,
+                      slo.login_threshold_seconds):
         assert threshold in REQUEST_BUCKETS
 
 
@@ -189,3 +190,15 @@ def test_token_login_counts_no_failure(app, client, make_user):
     response = client.post("/api/v1/auth/token", json={"email": user.email, "password": PASSWORD})
     assert response.status_code == 200
     assert metric_value(app, "lookout_auth_failures_total", {"reason": "credentials"}) == 0
+
+
+def test_counters_of_a_fixed_label_set_start_at_zero(client):
+    """Their series exist before the first error, so rates over them have data from the start."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for operation in ("SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"):
+        assert f'db_client_errors_total{{operation="{operation}"}} 0.0' in text
+        assert f'db_client_operation_duration_seconds_count{{operation="{operation}"}} 0.0' in text
+    for reason in ("credentials", "token", "forbidden"):
+        assert f'lookout_auth_failures_total{{reason="{reason}"}} 0.0' in text
+    for limit in ("login", "login-failures", "writes"):
+        assert f'lookout_rate_limited_total{{limit="{limit}"}} 0.0' in text

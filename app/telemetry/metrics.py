@@ -38,7 +38,9 @@ OTHER_METHOD = "_OTHER"
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DB_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+OTHER_OPERATION = "OTHER"  # every other statement (BEGIN, PRAGMA, ...) shares this label value
 RATE_LIMITS = ("login", "login-failures", "writes")  # the scopes in app/ratelimit.py
+AUTH_FAILURE_REASONS = ("credentials", "token", "forbidden")  # what the auth code counts
 
 
 def multiprocess_dir() -> str | None:
@@ -81,10 +83,16 @@ class Metrics:
         self.users_created = Counter("lookout_users_created", "Users created.", registry=registry)
         self.auth_failures = Counter("lookout_auth_failures", "Refused authentications, by reason.",
                                      ("reason",), registry=registry)
-        for reason in ("credentials", "token", "forbidden"):
-            self.auth_failures.labels(reason)  # expose zeros, so rates exist before the first failure
         self.rate_limited = Counter("lookout_rate_limited", "Requests refused with 429, by limit.",
                                     ("limit",), registry=registry)
+        # Every series whose label values are a fixed set exists at zero from the start, so a rate
+        # or a panel over it has data from the first scrape, not from the first error. (Request
+        # series are labelled by the request itself, so they are born with the traffic.)
+        for operation in (*sorted(DB_OPERATIONS), OTHER_OPERATION):
+            self.db_errors.labels(operation)
+            self.db_duration.labels(operation)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
         for limit in RATE_LIMITS:
             self.rate_limited.labels(limit)
         self.rate_limit_fallback = Gauge(
@@ -162,7 +170,7 @@ class Metrics:
 def operation_of(statement: str) -> str:
     """First SQL keyword, folded to a fixed set so the label stays small."""
     word = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-    return word if word in DB_OPERATIONS else "OTHER"
+    return word if word in DB_OPERATIONS else OTHER_OPERATION
 
 
 def register_endpoint(app: Flask, metrics: Metrics) -> None:

@@ -21,7 +21,7 @@ from grafana_foundation_sdk.models.dashboard import (
 
 from dashboards import SLO
 
-from .rules import DURATION, OBJECTIVES, REQUESTS, windows
+from .rules import DURATION, OBJECTIVES, REQUESTS, WHAT, selector, threshold_seconds, windows
 from .target import TARGET, Target, number
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -106,8 +106,10 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             width=5, decimals=2, description="Share of API requests answered with a 5xx.",
             thresholds=steps((None, "green"), (budget, "orange"), (10 * budget, "red"))))
         .with_panel(single("API p99 latency", "s", query(
-            f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{api}}}[{RATE}])))", "p99"),
-            width=5, description="99th percentile of API request duration, all routes.",
+            f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{selector(slo, 'latency', t)}}}"
+            f"[{RATE}])))", "p99"),
+            width=5, description="99th percentile of API request duration, every route but logins (the "
+                                 "latency objective's requests).",
             thresholds=steps((None, "green"), (threshold, "red"))))
         .with_panel(single("Pods up", "none", query(f"sum(up{{{app}}})", "up"), width=4,
                            description="Scrape targets of the service that answer.",
@@ -134,7 +136,9 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             query(quantile(0.99), "p99 {{route}}", exemplar=True)],
             width=16, height=9,
             description="Quantiles from the request histogram. Exemplars (dots) are sampled requests; "
-                        "their trace_id opens the trace. The line is the latency objective's threshold.",
+                        "their trace_id opens the trace. The line is the latency objective's threshold "
+                        f"(logins, {slo.login_route}, have their own: "
+                        f"{number(slo.login_threshold_seconds)} s).",
             thresholds=steps((None, "green"), (threshold, "red"))))
         .with_panel(graph("Database statement latency (p95, p99)", "s", [
             query(f"histogram_quantile(0.95, sum by (le, operation) "
@@ -238,18 +242,19 @@ def slo_board(slo: SLO) -> Dashboard:
         sel = f'{{slo="{objective}"}}'
         fastest = max(a.burn_rate for a in slo.burn_rate_alerts)
         what = ("answered without a server error" if objective == "availability"
-                else f"answered within {number(slo.latency_threshold_seconds)} s")
+                else f"answered within {number(threshold_seconds(slo, objective))} s")
+        counted = WHAT[objective]
         board = (
-            board.with_row(Row(f"{objective.capitalize()}: {number(100 * target)}% of API requests {what}, "
+            board.with_row(Row(f"{objective.capitalize()}: {number(100 * target)}% of {counted} {what}, "
                                f"over {slo.window}"))
             .with_panel(single(f"{objective.capitalize()} SLI, last 5 minutes", "percentunit",
                                query(f"1 - lookout:sli_error:ratio_rate5m{sel}", "SLI"), width=6, decimals=3,
-                               description=f"Share of API requests {what} over the last 5 minutes.",
+                               description=f"Share of {counted} {what} over the last 5 minutes.",
                                thresholds=steps((None, "red"), (target, "green"))))
             .with_panel(single(f"{objective.capitalize()} SLI over {slo.window}", "percentunit",
                                query(f"1 - lookout:sli_error:ratio_rate{slo.window}{sel}", "SLI"), width=6,
                                decimals=3,
-                               description=f"Share of API requests {what} over the SLO window (or the "
+                               description=f"Share of {counted} {what} over the SLO window (or the "
                                            "Prometheus retention, if shorter).",
                                thresholds=steps((None, "red"), (target, "green"))))
             .with_panel(single("Error budget remaining", "percentunit", query(

@@ -14,7 +14,7 @@ from dashboards import SLO, BurnRateAlert, duration_seconds
 
 from .target import TARGET, Target, le, number
 
-OBJECTIVES = ("availability", "latency")
+OBJECTIVES = ("availability", "latency", "login")
 REQUESTS = "http_server_requests_total"
 DURATION = "http_server_request_duration_seconds"
 
@@ -30,14 +30,29 @@ def windows(slo: SLO) -> list[str]:
     return sorted(found, key=duration_seconds)
 
 
+def selector(slo: SLO, objective: str, t: Target = TARGET) -> str:
+    """The requests an objective counts: API requests; for latency without logins, which the login
+    objective counts (dashboards/slo.yaml says why)."""
+    if objective == "latency":
+        return f'{t.api}, route!="{slo.login_route}"'
+    if objective == "login":
+        return f'{t.app}, route="{slo.login_route}"'
+    return t.api
+
+
+def threshold_seconds(slo: SLO, objective: str) -> float:
+    return slo.login_threshold_seconds if objective == "login" else slo.latency_threshold_seconds
+
+
 def bad_and_total(slo: SLO, objective: str, window: str, t: Target = TARGET) -> tuple[str, str]:
-    """PromQL for the rate of bad API requests and of all API requests over ``window``."""
+    """PromQL for the rate of bad requests and of all requests an objective counts over ``window``."""
+    sel = selector(slo, objective, t)
     if objective == "availability":
-        total = f"sum(rate({REQUESTS}{{{t.api}}}[{window}]))"
+        total = f"sum(rate({REQUESTS}{{{sel}}}[{window}]))"
         # With no 5xx yet there is no 5xx series at all: zero, but only while there is traffic.
-        return f'sum(rate({REQUESTS}{{{t.api}, status=~"5.."}}[{window}])) or 0 * {total}', total
-    total = f"sum(rate({DURATION}_count{{{t.api}}}[{window}]))"
-    fast = f'sum(rate({DURATION}_bucket{{{t.api}, le="{le(slo.latency_threshold_seconds)}"}}[{window}]))'
+        return f'sum(rate({REQUESTS}{{{sel}, status=~"5.."}}[{window}])) or 0 * {total}', total
+    total = f"sum(rate({DURATION}_count{{{sel}}}[{window}]))"
+    fast = f'sum(rate({DURATION}_bucket{{{sel}, le="{le(threshold_seconds(slo, objective))}"}}[{window}]))'
     return f"{total} - {fast}", total
 
 
@@ -88,8 +103,8 @@ def burn_rate_alerts(slo: SLO) -> list[dict[str, Any]]:
                     "summary": f"Lookout burns its {objective} error budget {number(alert.burn_rate)}x "
                                f"too fast over {alert.long} and {alert.short}",
                     "description": (
-                        f"{{{{ $value | humanizePercentage }}}} of API requests were {BAD[objective]} over "
-                        f"the last {alert.long} (and over {alert.short}); the objective allows "
+                        f"{{{{ $value | humanizePercentage }}}} of {WHAT[objective]} were {BAD[objective]} "
+                        f"over the last {alert.long} (and over {alert.short}); the objective allows "
                         f"{number(100 * budget)}%. At {number(alert.burn_rate)}x, {spent}% of the "
                         f"{slo.window} budget goes in {alert.long}."),
                     "runbook": RUNBOOKS[objective],
@@ -100,7 +115,9 @@ def burn_rate_alerts(slo: SLO) -> list[dict[str, Any]]:
 
 
 BAD = {"availability": "answered with a server error (5xx)",
-       "latency": "slower than the latency threshold"}
+       "latency": "slower than the latency threshold",
+       "login": "slower than the login threshold"}
+WHAT = {"availability": "API requests", "latency": "API requests (logins aside)", "login": "logins"}
 RUNBOOKS = {
     "availability": (
         "Check the SLO dashboard (which windows burn) and the overview's error ratio per route; "
@@ -114,6 +131,13 @@ RUNBOOKS = {
         "the HPA against its maximum. "
         "Do: when saturated, raise maxReplicas or the pods' CPU; roll back a release that slowed it; "
         "fix slow statements the traces show."),
+    "login": (
+        "Check the overview: p99 of POST /api/v1/auth/token against the other routes, CPU per pod "
+        "against its limit and request (every login hashes a password with Argon2id), the login rate "
+        "(a credential-stuffing wave shows as many refused logins and 429s) and the HPA against its "
+        "maximum. "
+        "Do: when saturated by real logins, raise maxReplicas or the pods' CPU; tighten "
+        "RATE_LIMIT_LOGIN against an attack; roll back a release that raised the hash cost."),
 }
 
 

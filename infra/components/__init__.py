@@ -1,7 +1,8 @@
-"""Pulumi components: ObservableService, Monitoring, Database, RateLimitStore and LoadGenerator, with
-their Args."""
+"""Pulumi components: ObservableService, Monitoring, MetricsAdapter, Database, RateLimitStore and
+LoadGenerator, with their Args."""
 
 from infra.components.alerting import AlertingArgs
+from infra.components.autoscaling import MetricsAdapter, MetricsAdapterArgs
 from infra.components.database import Database, DatabaseArgs
 from infra.components.loadgen import LoadGenerator, LoadGeneratorArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
@@ -12,7 +13,8 @@ from infra.components.rollouts import Canary, ProgressiveDelivery, ProgressiveDe
 from infra.components.service import ObservableService, Scaling, ServiceArgs, Shutdown
 
 __all__ = [
-    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs", "Monitoring",
+    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs",
+    "MetricsAdapter", "MetricsAdapterArgs", "Monitoring",
     "MonitoringArgs", "ObservableService", "Peer", "ProgressiveDelivery", "ProgressiveDeliveryArgs",
     "RateLimitStore", "RateLimitStoreArgs", "Resources",
     "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",

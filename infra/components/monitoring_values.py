@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from infra.components.monitoring import MonitoringArgs
 
 PROMETHEUS_SERVICE = "kps-prometheus"  # what fullnameOverride "kps" names Prometheus's Service
+# The labels the Prometheus Operator gives the pods of that Prometheus (named like its Service).
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus",
+                         "operator.prometheus.io/name": PROMETHEUS_SERVICE}
 RELEASE = "kube-prometheus-stack"  # the stack selects ServiceMonitors and rules labelled release=<this>
 TEMPO = "tempo"
 TEMPO_QUERY_PORT = 3100

@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# On a policy for pods a Helm release creates (no declared object shows them): the release's name,
+# which the policy's app.kubernetes.io/instance selector must equal (infra/checks.py).
+RELEASE_PODS = "lookout.dev/pods-of-helm-release"
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 KUBE_DNS = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},

@@ -37,6 +37,10 @@ HASH_LABEL = "rollouts-pod-template-hash"  # the controller labels each ReplicaS
 HASH_SERIES_LABEL = "rollouts_pod_template_hash"  # the same label on the scraped series
 CANARY_HASH_ARG = "canary-hash"
 SLI_RECORD = "lookout:sli_error:ratio_rate5m"  # the burn-rate alerts' short window, per SLO
+# The objectives a canary is judged by. Not logins: a canary's share of a few minutes holds too few
+# of them to judge (none gives no ratio, an inconclusive analysis that pauses the release); their
+# own burn-rate alerts watch them.
+CANARY_OBJECTIVES = ("availability", "latency")
 _SELECTOR = re.compile(r"(?<![\w:{])([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 
 
@@ -62,7 +66,8 @@ def slo_queries(rule_files: Sequence[Any] | None = None) -> list[SloQuery]:
     slo = dashboards.load_slo()
     fastest = max(slo.burn_rate_alerts, key=lambda a: a.burn_rate)
     records = [rule for group in dashboards.rule_groups(list(rule_files) if rule_files else None)
-               for rule in group["rules"] if rule.get("record") == SLI_RECORD]
+               for rule in group["rules"] if rule.get("record") == SLI_RECORD
+               and rule["labels"]["slo"] in CANARY_OBJECTIVES]
     if not records:
         raise ValueError(f"the rule files record no {SLI_RECORD}: run make dashboards")
     return [SloQuery(rule["labels"]["slo"], canary_selector(rule["expr"]),

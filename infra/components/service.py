@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.components.autoscaling import REQUESTS_METRIC
 from infra.components.network import Peer, namespace_selector, policy_spec
 from infra.components.pods import (
     Resources,
@@ -37,7 +38,7 @@ class Scaling:
     target_cpu_utilization: int
     scale_down_stabilization_seconds: int
     target_requests_per_second: int = 0  # 0: CPU only
-    requests_metric: str = "lookout_http_requests_per_second"
+    requests_metric: str = REQUESTS_METRIC  # served by MetricsAdapter (components/autoscaling.py)
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,14 @@ Fetch = Callable[[str], bytes]
 
 def pinned_charts() -> list[tuple[str, str, str]]:
     """(chart, version, repository) of every Helm release the program declares."""
+    from infra.components.autoscaling import ADAPTER_CHART
     from infra.components.database import CNPG_CHART
     from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
     from infra.components.probe import BLACKBOX_CHART
     from infra.components.rollouts import ROLLOUTS_CHART
 
     return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART,
-                   BLACKBOX_CHART})
+                   BLACKBOX_CHART, ADAPTER_CHART})
 
 
 def download(url: str) -> bytes:

@@ -42,6 +42,7 @@ import requests
 from infra.delivery import cluster_checks
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
 from infra.delivery.rollout import CanaryWatch, Rollout, admin_credentials, check_image, report
+from infra.stack_config import parse_quantity
 from loadtests.harness import free_port
 
 STACK = "dev"
@@ -157,11 +158,14 @@ def port_forward(namespace: str, service: str, port: int, wait: float = 60.0) ->
 
 
 class Replicas:
-    """Read the HPA's current replicas every few seconds while the load runs; keep the highest."""
+    """Read the HPA's current replicas every few seconds while the load runs; keep the highest. Also
+    keep the per-pod request rate it reads through the custom metrics API (prometheus-adapter)."""
 
     def __init__(self, namespace: str, interval: float = 5.0) -> None:
         self.namespace, self.interval = namespace, interval
         self.seen: list[int] = []
+        self.rates: list[float] = []  # the Pods metric's current average value, per reading
+        self.rate_metric = ""  # the Pods metric the HPA scales on ("" when only CPU)
         self.minimum = 0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -173,6 +177,12 @@ class Replicas:
             for hpa in json.loads(done.stdout).get("items", []):
                 self.minimum = int(hpa["spec"].get("minReplicas", 1))
                 self.seen.append(int(hpa.get("status", {}).get("currentReplicas") or 0))
+                pods = [m["pods"] for m in hpa["spec"].get("metrics") or [] if m["type"] == "Pods"]
+                self.rate_metric = pods[0]["metric"]["name"] if pods else ""
+                for current in hpa.get("status", {}).get("currentMetrics") or []:
+                    value = (current.get("pods") or {}).get("current", {}).get("averageValue")
+                    if current.get("type") == "Pods" and value:
+                        self.rates.append(float(parse_quantity("averageValue", value)))
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
@@ -189,11 +199,16 @@ class Replicas:
         self.read()
         REPORTS.mkdir(parents=True, exist_ok=True)
         (REPORTS / "hpa-replicas.txt").write_text(" ".join(map(str, self.seen)) + "\n")
+        (REPORTS / "hpa-request-rate.txt").write_text(" ".join(f"{r:g}" for r in self.rates) + "\n")
 
     def problem(self) -> str | None:
         if not self.seen or max(self.seen) <= self.minimum:
             return (f"the HPA never scaled up under load (replicas seen: {self.seen or 'none'}; "
                     f"minimum {self.minimum}): is metrics-server serving CPU readings?")
+        if self.rate_metric and not any(r > 0 for r in self.rates):
+            return (f"the HPA never read {self.rate_metric} under load (values seen: "
+                    f"{self.rates or 'none'}): is prometheus-adapter serving custom.metrics.k8s.io "
+                    "(kubectl get apiservice v1beta1.custom.metrics.k8s.io); are the pods scraped?")
         return None
 
 

@@ -104,7 +104,10 @@ def render_stack(releases_file: Path, out: Path, helm_bin: str, kubeconform: str
             with target.open("w") as stdout:
                 result = run([helm_bin, "template", release["name"], str(archive),
                               "--namespace", release["namespace"], "--values", str(values),
-                              "--include-crds", "--kube-version", KUBERNETES_VERSION], stdout=stdout)
+                              "--include-crds", "--kube-version", KUBERNETES_VERSION,
+                              # Served by every API server since 1.10, but no cluster answers here:
+                              # without it prometheus-adapter's APIService falls back to v1beta1.
+                              "--api-versions", "apiregistration.k8s.io/v1"], stdout=stdout)
             if result.returncode != 0:
                 print(f"helm-render: helm template {release['name']} failed")
                 return 1

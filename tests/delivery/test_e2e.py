@@ -152,6 +152,11 @@ def test_check_creates_an_admin_loads_the_service_and_sees_the_hpa_scale(
     monkeypatch.setenv("KUBECTL_STANDIN_HPA", json.dumps([1, 1, 2, 3]))
     # Locust logs in as the stack's bootstrap admin (start_lookout's), not as the smoke account.
     monkeypatch.delenv("LOOKOUT_SMOKE_EMAIL")
+    monkeypatch.setenv("KUBECTL_STANDIN_HPA_RATE", json.dumps([None, "12500m", "31"]))
+    # The admin is made by the app's own CLI "in the pod": here, against the service's database.
+    monkeypatch.setenv("KUBECTL_STANDIN_EXEC_ENV", json.dumps({
+        "DATABASE_URL": SERVICE_DATABASES[lookout_service], "LOOKOUT_ENV": "development",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}))
     monkeypatch.setattr(e2e.Replicas, "__init__", _fast_replicas)
     assert e2e.main(["check"]) == 0
     assert [s for _, s in no_forwards] == ["kps-prometheus", "grafana", "loki"]
@@ -159,12 +164,14 @@ def test_check_creates_an_admin_loads_the_service_and_sees_the_hpa_scale(
     assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
     assert Path("reports/e2e/loadtest_stats.csv").exists(), "Locust's report of the run through the LB"
     assert Path("reports/e2e/hpa-replicas.txt").read_text().split()[-1] == "3"
+    assert "12.5" in Path("reports/e2e/hpa-request-rate.txt").read_text().split()
 
 
 def _fast_replicas(self: e2e.Replicas, namespace: str, interval: float = 5.0) -> None:
     import threading
 
     self.namespace, self.interval, self.seen, self.minimum = namespace, 0.5, [], 0
+    self.rates, self.rate_metric = [], ""
     self.stopped, self.thread = threading.Event(), threading.Thread(target=self._run, daemon=True)
 
 
@@ -179,6 +186,23 @@ def test_the_hpa_check_fails_when_nothing_scaled(workdir: Path, kubectl_standin:
     replicas = e2e.Replicas("lookout", interval=0.01)
     with replicas:
         replicas.read()
+    assert replicas.problem() is None
+
+
+def test_the_hpa_check_fails_when_the_request_rate_never_reaches_it(workdir: Path, kubectl_standin: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    """The HPA scales on the rate the adapter serves: scaling on CPU alone is not enough."""
+    monkeypatch.setenv("KUBECTL_STANDIN_HPA", json.dumps([1, 2]))
+    monkeypatch.setenv("KUBECTL_STANDIN_HPA_RATE", json.dumps([None]))
+    replicas = e2e.Replicas("lookout", interval=0.01)
+    with replicas:
+        replicas.read()
+    assert "never read http_server_requests_per_second" in (replicas.problem() or "")
+    monkeypatch.setenv("KUBECTL_STANDIN_HPA_RATE", json.dumps([None, "12500m"]))
+    replicas = e2e.Replicas("lookout", interval=0.01)
+    with replicas:
+        replicas.read()
+    assert replicas.rates == [12.5] or 12.5 in replicas.rates
     assert replicas.problem() is None
 
 

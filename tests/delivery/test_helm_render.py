@@ -73,6 +73,8 @@ def test_every_release_is_pulled_by_digest_and_rendered_with_its_values(
         assert call[2].endswith(f"{release['chart']}-{release['version']}.tgz"), "the verified archive"
         assert call[call.index("--namespace") + 1] == release["namespace"]
         assert "--include-crds" in call and call[call.index("--kube-version") + 1] == "1.33.0"
+        # prometheus-adapter's APIService is apiregistration.k8s.io/v1 only where Helm is told it exists.
+        assert call[call.index("--api-versions") + 1] == "apiregistration.k8s.io/v1"
         assert yaml.safe_load(given[release["name"]]) == release["values"], "exactly the program's values"
 
 
@@ -87,8 +89,8 @@ def test_kubeconform_checks_every_rendering_strictly_with_the_charts_own_crds(
     assert sorted(a for a in argv if a.endswith(".yaml")) == sorted(str(p) for p in out.glob("*.yaml")
                                                                       if not p.name.endswith(".values.yaml"))
     assert json.loads((out / "schemas" / "servicemonitor_v1.json").read_text())["type"] == "object"
-    # One per release of dev: argo-rollouts, loki, otel-logs and the blackbox exporter among them.
-    assert call["kinds"].count("ConfigMap") == 8
+    # One per release of dev: argo-rollouts, loki, otel-logs, the blackbox exporter and the adapter among them.
+    assert call["kinds"].count("ConfigMap") == 9
 
 
 def test_an_archive_that_is_not_the_indexed_one_is_refused(

@@ -228,6 +228,18 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
             {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}]),
         "exposes the metrics port",
     ),
+    "release pods' policy naming another release": (
+        "selectors",
+        lambda o: _one(o, "NetworkPolicy", "prometheus-adapter")["metadata"]["annotations"].update(
+            {"lookout.dev/pods-of-helm-release": "kube-prometheus-stack"}),
+        "NetworkPolicy monitoring/prometheus-adapter: podSelector matches no pods",
+    ),
+    "release pods' policy selecting other pods": (
+        "selectors",
+        lambda o: _one(o, "NetworkPolicy", "prometheus-adapter")["spec"]["podSelector"]["matchLabels"].update(
+            {"app.kubernetes.io/instance": "adapter"}),
+        "NetworkPolicy monitoring/prometheus-adapter: podSelector matches no pods",
+    ),
     "Rollout selector off its own template": (
         "selectors",
         _set("spec.selector", {"matchLabels": {"a": "b"}}),

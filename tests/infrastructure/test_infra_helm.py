@@ -17,6 +17,7 @@ import yaml
 
 from infra import helm
 from infra.components import Monitoring, MonitoringArgs
+from infra.components.autoscaling import ADAPTER_CHART
 from infra.components.database import CNPG_CHART
 from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
 from infra.components.probe import BLACKBOX_CHART
@@ -24,7 +25,8 @@ from infra.components.rollouts import ROLLOUTS_CHART
 from infra.manifests import write
 from infra.mockrun import render, run_program
 
-PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART]
+PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART,
+        ADAPTER_CHART]
 
 
 @pytest.fixture(scope="module")

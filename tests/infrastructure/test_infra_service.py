@@ -94,7 +94,7 @@ def test_requests_per_second_adds_a_pods_metric():
     assert metrics[1] == {
         "type": "Pods",
         "pods": {
-            "metric": {"name": "lookout_http_requests_per_second"},
+            "metric": {"name": "http_server_requests_per_second"},
             "target": {"type": "AverageValue", "averageValue": "50"},
         },
     }
