@@ -153,10 +153,6 @@ def test_check_creates_an_admin_loads_the_service_and_sees_the_hpa_scale(
     # Locust logs in as the stack's bootstrap admin (start_lookout's), not as the smoke account.
     monkeypatch.delenv("LOOKOUT_SMOKE_EMAIL")
     monkeypatch.setenv("KUBECTL_STANDIN_HPA_RATE", json.dumps([None, "12500m", "31"]))
-    # The admin is made by the app's own CLI "in the pod": here, against the service's database.
-    monkeypatch.setenv("KUBECTL_STANDIN_EXEC_ENV", json.dumps({
-        "DATABASE_URL": SERVICE_DATABASES[lookout_service], "LOOKOUT_ENV": "development",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}))
     monkeypatch.setattr(e2e.Replicas, "__init__", _fast_replicas)
     assert e2e.main(["check"]) == 0
     assert [s for _, s in no_forwards] == ["kps-prometheus", "grafana", "loki"]

@@ -89,7 +89,7 @@ def test_kubeconform_checks_every_rendering_strictly_with_the_charts_own_crds(
     assert sorted(a for a in argv if a.endswith(".yaml")) == sorted(str(p) for p in out.glob("*.yaml")
                                                                       if not p.name.endswith(".values.yaml"))
     assert json.loads((out / "schemas" / "servicemonitor_v1.json").read_text())["type"] == "object"
-    # One per release of dev: argo-rollouts, loki, otel-logs, the blackbox exporter and the adapter among them.
+    # One per release of dev: argo-rollouts, loki, otel-logs, the blackbox exporter, the adapter.
     assert call["kinds"].count("ConfigMap") == 9
 
 
