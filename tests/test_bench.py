@@ -197,6 +197,8 @@ def test_the_instruction_report_weighs_lookouts_sampling_and_pairs_the_right_row
         if app != "lookout":
             return instructions.Count(name, {"bare": 400_000.0, "common": 1_500_000.0}[app])
         base = 600_000.0 if path == "/" else 8_000_000.0
+        if path.startswith("/api/v1/users"):  # the users API answers only with a token
+            assert env["BENCH_AS"] == ("user" if "{other}" in path else "admin"), (path, env)
         if env.get("OTEL_SDK_DISABLED") == "true" or env.get("TELEMETRY_ENABLED") == "false":
             return instructions.Count(name, base)
         sampled = env["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
@@ -205,7 +207,8 @@ def test_the_instruction_report_weighs_lookouts_sampling_and_pairs_the_right_row
     monkeypatch.setattr(instructions, "count", count)
     report = run.instruction_counts("postgresql://unused", 10)
     assert "| (c) Lookout, default sampling | 1.300 |" in report  # 1.2 dropped, 2.2 sampled, 10%
-    assert "| users endpoint, telemetry on, default sampling | 8.700 |" in report
+    assert "| users endpoint (admin list page), telemetry on, default sampling | 8.700 |" in report
+    assert "| GET /api/v1/users/{id} as a regular user (public profile), default sampling | 8.700 |" in report
     assert "- (c)/(b): 1.154" in report and "- (c) with tracing off/(b): 2.500" in report
     assert "- users endpoint on/off: 0.920" in report
     assert "sampling a request adds (millions): GET / 1.000, users endpoint 1.000" in report
@@ -217,3 +220,23 @@ def test_a_request_that_fails_is_not_counted(tmp_path):
     result = subprocess.run([sys.executable, "-m", "loadtests.bench.instructions", "bare", "/nowhere", "2"],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode != 0 and "answered 404" in result.stderr
+
+
+@pytest.mark.parametrize("caller, path, status", [("user", run.PROFILE_PATH, None),
+                                                  ("admin", run.USERS_PATH, None),
+                                                  ("", run.USERS_PATH, "answered 401")])
+def test_the_users_api_is_counted_with_a_token(app, make_user, caller, path, status):
+    """BENCH_AS logs the counted requests in; without it the users API answers 401 and the run stops."""
+    from app.models import Role
+
+    make_user(Role.ADMIN)
+    make_user()
+    make_user()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LOOKOUT_ENV": "testing",
+           "DATABASE_URL": app.config["DATABASE_URL"], "BENCH_AS": caller}
+    result = subprocess.run([sys.executable, "-m", "loadtests.bench.instructions", "lookout", path, "2"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    if status is None:
+        assert result.returncode == 0, result.stderr[-2000:]
+    else:
+        assert result.returncode != 0 and status in result.stderr
