@@ -98,7 +98,8 @@ def test_rounds_alternate_order_and_servers_start_once(monkeypatch):
         def __exit__(self, *exc):
             return None
 
-    def fake_run(url, seconds, server_pid=None, warmup=1):
+    def fake_run(url, seconds, server_pid=None, warmup=1, headers=()):
+        assert headers == ()  # GET /: no token
         if server_pid is not None:  # the warm-up passes no pid
             measured.append(url.rsplit("/", 2)[-2])
         return _result(1000)
@@ -111,6 +112,35 @@ def test_rounds_alternate_order_and_servers_start_once(monkeypatch):
     assert started == ["A", "B", "C"]
     assert measured == list("ABC" "CBA" "ABC")
     assert [len(s.results) for s in setups] == [3, 3, 3]
+
+
+def test_the_users_endpoint_is_measured_with_the_admins_token(monkeypatch):
+    servers, sent = [], []
+
+    class FakeServer:
+        def __init__(self, env, **kwargs):
+            self.url, self.pid = "http://127.0.0.1:1", 0
+            servers.append((env, kwargs["ready_path"]))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    def fake_run(url, seconds, server_pid=None, warmup=1, headers=()):
+        sent.append(headers)
+        return _result(1000)
+
+    monkeypatch.setattr(run, "GunicornServer", FakeServer)
+    monkeypatch.setattr(run.wrk, "run", fake_run)
+    monkeypatch.setattr(run, "wait_until_idle", lambda servers: None)
+    monkeypatch.setattr(run, "admin_token", lambda url: "the-token")
+    run.measure([run.Setup("users", {}, run.USERS_PATH)], "sqlite://", seconds=1, rounds=2, cores=run.Cores())
+    assert sent == [("Authorization: Bearer the-token",)] * 3  # warm-up and two rounds
+    [(env, ready_path)] = servers
+    assert ready_path == "/readyz"  # the list itself answers 401 to an anonymous poll
+    assert int(env["RATE_LIMIT_READS"].split()[0]) >= 10**6
 
 
 def test_servers_get_one_core_and_wrk_the_others(monkeypatch):
