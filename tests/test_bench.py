@@ -98,7 +98,8 @@ def test_rounds_alternate_order_and_servers_start_once(monkeypatch):
         def __exit__(self, *exc):
             return None
 
-    def fake_run(url, seconds, server_pid=None, warmup=1):
+    def fake_run(url, seconds, server_pid=None, warmup=1, headers=()):
+        assert headers == ()  # GET /: no token
         if server_pid is not None:  # the warm-up passes no pid
             measured.append(url.rsplit("/", 2)[-2])
         return _result(1000)
@@ -111,6 +112,35 @@ def test_rounds_alternate_order_and_servers_start_once(monkeypatch):
     assert started == ["A", "B", "C"]
     assert measured == list("ABC" "CBA" "ABC")
     assert [len(s.results) for s in setups] == [3, 3, 3]
+
+
+def test_the_users_endpoint_is_measured_with_the_admins_token(monkeypatch):
+    servers, sent = [], []
+
+    class FakeServer:
+        def __init__(self, env, **kwargs):
+            self.url, self.pid = "http://127.0.0.1:1", 0
+            servers.append((env, kwargs["ready_path"]))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    def fake_run(url, seconds, server_pid=None, warmup=1, headers=()):
+        sent.append(headers)
+        return _result(1000)
+
+    monkeypatch.setattr(run, "GunicornServer", FakeServer)
+    monkeypatch.setattr(run.wrk, "run", fake_run)
+    monkeypatch.setattr(run, "wait_until_idle", lambda servers: None)
+    monkeypatch.setattr(run, "admin_token", lambda url: "the-token")
+    run.measure([run.Setup("users", {}, run.USERS_PATH)], "sqlite://", seconds=1, rounds=2, cores=run.Cores())
+    assert sent == [("Authorization: Bearer the-token",)] * 3  # warm-up and two rounds
+    [(env, ready_path)] = servers
+    assert ready_path == "/readyz"  # the list itself answers 401 to an anonymous poll
+    assert int(env["RATE_LIMIT_READS"].split()[0]) >= 10**6
 
 
 def test_servers_get_one_core_and_wrk_the_others(monkeypatch):
@@ -197,6 +227,8 @@ def test_the_instruction_report_weighs_lookouts_sampling_and_pairs_the_right_row
         if app != "lookout":
             return instructions.Count(name, {"bare": 400_000.0, "common": 1_500_000.0}[app])
         base = 600_000.0 if path == "/" else 8_000_000.0
+        if path.startswith("/api/v1/users"):  # the users API answers only with a token
+            assert env["BENCH_AS"] == ("user" if "{other}" in path else "admin"), (path, env)
         if env.get("OTEL_SDK_DISABLED") == "true" or env.get("TELEMETRY_ENABLED") == "false":
             return instructions.Count(name, base)
         sampled = env["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
@@ -205,7 +237,8 @@ def test_the_instruction_report_weighs_lookouts_sampling_and_pairs_the_right_row
     monkeypatch.setattr(instructions, "count", count)
     report = run.instruction_counts("postgresql://unused", 10)
     assert "| (c) Lookout, default sampling | 1.300 |" in report  # 1.2 dropped, 2.2 sampled, 10%
-    assert "| users endpoint, telemetry on, default sampling | 8.700 |" in report
+    assert "| users endpoint (admin list page), telemetry on, default sampling | 8.700 |" in report
+    assert "| GET /api/v1/users/{id} as a regular user (public profile), default sampling | 8.700 |" in report
     assert "- (c)/(b): 1.154" in report and "- (c) with tracing off/(b): 2.500" in report
     assert "- users endpoint on/off: 0.920" in report
     assert "sampling a request adds (millions): GET / 1.000, users endpoint 1.000" in report
@@ -217,3 +250,23 @@ def test_a_request_that_fails_is_not_counted(tmp_path):
     result = subprocess.run([sys.executable, "-m", "loadtests.bench.instructions", "bare", "/nowhere", "2"],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode != 0 and "answered 404" in result.stderr
+
+
+@pytest.mark.parametrize("caller, path, status", [("user", run.PROFILE_PATH, None),
+                                                  ("admin", run.USERS_PATH, None),
+                                                  ("", run.USERS_PATH, "answered 401")])
+def test_the_users_api_is_counted_with_a_token(app, make_user, caller, path, status):
+    """BENCH_AS logs the counted requests in; without it the users API answers 401 and the run stops."""
+    from app.models import Role
+
+    make_user(Role.ADMIN)
+    make_user()
+    make_user()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LOOKOUT_ENV": "testing",
+           "DATABASE_URL": app.config["DATABASE_URL"], "BENCH_AS": caller}
+    result = subprocess.run([sys.executable, "-m", "loadtests.bench.instructions", "lookout", path, "2"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    if status is None:
+        assert result.returncode == 0, result.stderr[-2000:]
+    else:
+        assert result.returncode != 0 and status in result.stderr

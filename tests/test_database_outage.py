@@ -65,6 +65,7 @@ def test_database_cut_and_crash_answer_503_and_recover_without_restart(cluster):
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "8",
         "RATE_LIMIT_WRITES": "100000 per minute",
+        "RATE_LIMIT_READS": "100000 per minute",  # Traffic reads with one token
         "LOG_LEVEL": "ERROR",
     }
     with proxy, GunicornServer(env, workers=1, threads=4, ready_path="/readyz") as server:

@@ -23,6 +23,7 @@ CHEAP = {
     "PASSWORD_HASH_TIME_COST": "1",
     "PASSWORD_HASH_MEMORY_KIB": "8",
     "RATE_LIMIT_WRITES": "100000 per minute",
+    "RATE_LIMIT_READS": "100000 per minute",  # Traffic reads with one token
     "LOG_LEVEL": "WARNING",
 }
 

@@ -119,24 +119,49 @@ def wait_until_idle(servers: list[GunicornServer]) -> None:
         last = now
 
 
+def admin_token(database_url: str) -> str:
+    """A token of the bench database's admin, signed as the harness's servers verify it."""
+    from sqlalchemy import select
+
+    from app import create_app
+    from app.auth.tokens import issue_token
+    from app.extensions import db
+    from app.models import User
+
+    app = create_app({"DATABASE_URL": database_url, "JWT_SECRET_KEY": PRODUCTION_SECRETS["JWT_SECRET_KEY"]})
+    with app.app_context():
+        admin = db.session.scalar(select(User).where(User.email == BENCH_ADMIN))
+        if admin is None:
+            sys.exit(f"the bench database has no {BENCH_ADMIN}")
+        token, _ = issue_token(admin.id, admin.role.value, admin.token_version)
+        db.engine.dispose()
+    return token
+
+
 def measure(setups: list[Setup], database_url: str, seconds: int, rounds: int, cores: Cores) -> None:
+    # The users API needs a token (the admin's: the list is theirs) and limits reads per user.
+    api = any(setup.path.startswith("/api/") for setup in setups)
+    headers = (f"Authorization: Bearer {admin_token(database_url)}",) if api else ()
     with ExitStack() as stack:
         servers = []
         for setup in setups:
             env = {"DATABASE_URL": database_url, "LOG_LEVEL": "INFO", **setup.env}
+            if api:
+                env["RATE_LIMIT_READS"] = "100000000 per minute"
             with on_cores(cores.server):
                 server = stack.enter_context(GunicornServer(
                     env, workers=setup.workers, threads=setup.threads, worker_class=setup.worker_class,
-                    target=setup.target, ready_path=setup.path))
+                    target=setup.target, ready_path="/readyz" if api else setup.path))
             servers.append(server)
         with on_cores(cores.load):
             for server, setup in zip(servers, setups, strict=True):  # warm-up: imports, pools, caches
-                wrk.run(server.url + setup.path, 1, warmup=0)
+                wrk.run(server.url + setup.path, 1, warmup=0, headers=headers)
             pairs = list(zip(setups, servers, strict=True))
             for round_ in range(rounds):
                 for setup, server in pairs if round_ % 2 == 0 else reversed(pairs):
                     wait_until_idle(servers)
-                    result = wrk.run(server.url + setup.path, seconds, server_pid=server.pid, warmup=0)
+                    result = wrk.run(server.url + setup.path, seconds, server_pid=server.pid, warmup=0,
+                                     headers=headers)
                     if result.errors:
                         sys.exit(f"{setup.name}: {result.errors} failed requests; the numbers would mislead")
                     setup.results.append(result)

@@ -61,13 +61,15 @@ def process_tree_cpu(pid: int) -> float:
 
 
 def run(url: str, seconds: int, server_pid: int | None = None, connections: int = 16,
-        warmup: int = 1) -> Result:
-    """Warm up, then measure ``seconds`` with one wrk thread (it shares the cores with the server)."""
+        warmup: int = 1, headers: tuple[str, ...] = ()) -> Result:
+    """Warm up, then measure ``seconds`` with one wrk thread (it shares the cores with the server);
+    ``headers`` ("Name: value") go with every request."""
+    extra = [arg for header in headers for arg in ("-H", header)]
     if warmup:  # wrk takes whole seconds
-        subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{warmup}s", url], capture_output=True,
+        subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{warmup}s", *extra, url], capture_output=True,
                        check=True, timeout=warmup + 30)
     cpu_before = process_tree_cpu(server_pid) if server_pid else 0.0
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *extra, url],
                          capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     result = parse(out)
     if server_pid:
