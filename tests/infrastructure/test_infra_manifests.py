@@ -64,7 +64,8 @@ def test_helm_releases_are_listed_with_their_values(written: dict[str, Path]):
     releases = {
         r["name"]: r for r in yaml.safe_load((written["dev"] / "helm-releases.yaml").read_text())["releases"]
     }
-    assert set(releases) == {"kube-prometheus-stack", "otel-collector", "tempo", "cnpg", "argo-rollouts"}
+    assert set(releases) == {"kube-prometheus-stack", "otel-collector", "tempo", "cnpg", "argo-rollouts",
+                             "blackbox-exporter"}
     assert releases["kube-prometheus-stack"]["values"]["grafana"]["sidecar"]["dashboards"]["enabled"] is True
     assert all(r["version"] and r["repository"].startswith("https://") for r in releases.values())
     prod = yaml.safe_load((written["prod"] / "helm-releases.yaml").read_text())["releases"]
