@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.api.policy import RULES, Caller, Operation, Rule
+from app.settings_table import replace_marked
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- authorization-table:start -->", "<!-- authorization-table:end -->"
@@ -42,14 +43,7 @@ def policy_table() -> str:
 
 def rewrite(readme: Path = README) -> bool:
     """Replace the table between the markers; return whether the file changed."""
-    text = readme.read_text()
-    head, _, rest = text.partition(START)
-    if not rest or END not in rest:
-        raise SystemExit(f"{readme} lacks the {START} ... {END} markers")
-    _, _, tail = rest.partition(END)
-    new = f"{head}{START}\n{policy_table()}\n{END}{tail}"
-    readme.write_text(new)
-    return new != text
+    return replace_marked(readme, START, END, policy_table())
 
 
 if __name__ == "__main__":

@@ -75,16 +75,22 @@ def settings_table(base: type[Config] = Config,
     return "\n".join(rows)
 
 
-def rewrite(readme: Path = README) -> bool:
-    """Replace the table between the markers; return whether the file changed."""
+def replace_marked(readme: Path, start: str, end: str, table: str) -> bool:
+    """Replace what lies between the ``start`` and ``end`` markers of ``readme`` with ``table``;
+    return whether the file changed. Shared by every generated table of the READMEs."""
     text = readme.read_text()
-    head, _, rest = text.partition(START)
-    if not rest or END not in rest:
-        raise SystemExit(f"{readme} lacks the {START} ... {END} markers")
-    _, _, tail = rest.partition(END)
-    new = f"{head}{START}\n{settings_table()}\n{END}{tail}"
+    head, _, rest = text.partition(start)
+    if not rest or end not in rest:
+        raise SystemExit(f"{readme} lacks the {start} ... {end} markers")
+    _, _, tail = rest.partition(end)
+    new = f"{head}{start}\n{table}\n{end}{tail}"
     readme.write_text(new)
     return new != text
+
+
+def rewrite(readme: Path = README) -> bool:
+    """Replace the table between the markers; return whether the file changed."""
+    return replace_marked(readme, START, END, settings_table())
 
 
 if __name__ == "__main__":
