@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 
 from dashboards import duration_seconds
 from dashboards.generate.target import TARGET
+from infra.components.charts import pinned_release
 from infra.components.network import RELEASE_PODS, Peer, policy_spec
 from infra.helm import without_nulls
 
@@ -91,11 +92,8 @@ class MetricsAdapter(pulumi.ComponentResource):
     def __init__(self, name: str, args: MetricsAdapterArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:autoscaling:MetricsAdapter", name, None, opts)
-        chart, version, repo = ADAPTER_CHART
-        release = k8s.helm.v3.Release(
-            f"{name}-release", name=ADAPTER, chart=chart, version=version, repository_opts={"repo": repo},
-            namespace=args.namespace, values=adapter_values(args), cleanup_on_fail=True,
-            opts=pulumi.ResourceOptions(parent=self))
+        release = pinned_release(f"{name}-release", ADAPTER_CHART, release=ADAPTER, namespace=args.namespace,
+                                 values=adapter_values(args), opts=pulumi.ResourceOptions(parent=self))
         # In: the API server's aggregation layer, from a node's address (it is no pod); the adapter
         # authenticates it by delegation. Out: Prometheus, and the API server (discovery, auth).
         pods = {"app.kubernetes.io/name": ADAPTER, "app.kubernetes.io/instance": ADAPTER}

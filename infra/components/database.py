@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from infra.components.charts import pinned_release
 from infra.components.exporters import POSTGRES_EXPORTER_PORT, postgres_exporter
 from infra.components.network import Peer, namespace_selector, policy_spec
 from infra.components.pods import (
@@ -72,12 +73,9 @@ class Database(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         operator_ns = k8s.core.v1.Namespace(f"{name}-operator-namespace",
                                             metadata=namespace_meta(args.operator_namespace), opts=child)
-        chart, version, repo = CNPG_CHART
-        operator = k8s.helm.v3.Release(
-            f"{name}-operator", name="cnpg", chart=chart, version=version, repository_opts={"repo": repo},
-            namespace=args.operator_namespace, cleanup_on_fail=True,
-            values=_operator_values(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator_ns]))
+        operator = pinned_release(
+            f"{name}-operator", CNPG_CHART, release="cnpg", namespace=args.operator_namespace,
+            values=_operator_values(), opts=pulumi.ResourceOptions(parent=self, depends_on=[operator_ns]))
         ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(args.namespace), opts=child)
 
         # Letters and digits only: the password goes into a URL unescaped.

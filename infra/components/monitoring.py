@@ -22,6 +22,7 @@ import pulumi_random as random
 import yaml
 
 from infra.components.alerting import PAGERDUTY_KEY, RECEIVERS_SECRET, SLACK_KEY, AlertingArgs
+from infra.components.charts import pinned_release
 from infra.components.monitoring_values import (
     COLLECTOR,
     LOGS_COLLECTOR,
@@ -129,33 +130,22 @@ class Monitoring(pulumi.ComponentResource):
         receiver_secret = k8s.core.v1.Secret(
             f"{name}-alertmanager-receivers", metadata={**meta, "name": RECEIVERS_SECRET},
             string_data=receivers, opts=in_ns)
-        chart, version, repo = KPS_CHART
-        stack = k8s.helm.v3.Release(
-            f"{name}-kube-prometheus-stack", name=RELEASE, chart=chart, version=version,
-            repository_opts={"repo": repo}, namespace=args.namespace, values=stack_values(args),
-            timeout=900, cleanup_on_fail=True,
+        stack = pinned_release(
+            f"{name}-kube-prometheus-stack", KPS_CHART, release=RELEASE, namespace=args.namespace,
+            values=stack_values(args), timeout=900,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, admin, receiver_secret]))
         if args.trace_store:
-            chart, version, repo = TEMPO_CHART
-            k8s.helm.v3.Release(
-                f"{name}-tempo", name=TEMPO, chart=chart, version=version, repository_opts={"repo": repo},
-                namespace=args.namespace, values=tempo_values(args), cleanup_on_fail=True, opts=in_ns)
-        chart, version, repo = OTEL_CHART
-        k8s.helm.v3.Release(
-            f"{name}-otel-collector", name=COLLECTOR, chart=chart, version=version,
-            repository_opts={"repo": repo}, namespace=args.namespace, values=collector_values(args),
-            cleanup_on_fail=True, opts=in_ns)
+            pinned_release(f"{name}-tempo", TEMPO_CHART, release=TEMPO, namespace=args.namespace,
+                           values=tempo_values(args), opts=in_ns)
+        pinned_release(f"{name}-otel-collector", OTEL_CHART, release=COLLECTOR, namespace=args.namespace,
+                       values=collector_values(args), opts=in_ns)
 
         if args.log_store:
-            chart, version, repo = LOKI_CHART
-            loki = k8s.helm.v3.Release(
-                f"{name}-loki", name=LOKI, chart=chart, version=version, repository_opts={"repo": repo},
-                namespace=args.namespace, values=loki_values(args), cleanup_on_fail=True, opts=in_ns)
-            chart, version, repo = OTEL_CHART
-            k8s.helm.v3.Release(
-                f"{name}-otel-logs", name=LOGS_COLLECTOR, chart=chart, version=version,
-                repository_opts={"repo": repo}, namespace=args.namespace, values=logs_collector_values(args),
-                cleanup_on_fail=True, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki]))
+            loki = pinned_release(f"{name}-loki", LOKI_CHART, release=LOKI, namespace=args.namespace,
+                                  values=loki_values(args), opts=in_ns)
+            pinned_release(f"{name}-otel-logs", OTEL_CHART, release=LOGS_COLLECTOR, namespace=args.namespace,
+                           values=logs_collector_values(args),
+                           opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, loki]))
 
         after_crds = pulumi.ResourceOptions(parent=self, depends_on=[stack])  # the chart installs the CRDs
         release_labels = {**meta["labels"], "release": RELEASE}

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.components.charts import pinned_release
 from infra.components.pods import Resources
 from infra.helm import without_nulls
 
@@ -78,11 +79,9 @@ class OutsideInProbe(pulumi.ComponentResource):
     def __init__(self, name: str, args: OutsideInArgs, url: pulumi.Input[str],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:monitoring:OutsideInProbe", name, None, opts)
-        chart, version, repo = BLACKBOX_CHART
-        exporter = k8s.helm.v3.Release(
-            f"{name}-exporter", name=BLACKBOX, chart=chart, version=version, repository_opts={"repo": repo},
-            namespace=args.namespace, values=blackbox_values(args), cleanup_on_fail=True,
-            opts=pulumi.ResourceOptions(parent=self))
+        exporter = pinned_release(
+            f"{name}-exporter", BLACKBOX_CHART, release=BLACKBOX, namespace=args.namespace,
+            values=blackbox_values(args), opts=pulumi.ResourceOptions(parent=self))
         target = pulumi.Output.from_input(url)
         k8s.apiextensions.CustomResource(
             f"{name}-probe", api_version="monitoring.coreos.com/v1", kind="Probe",

@@ -28,6 +28,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 import dashboards
+from infra.components.charts import pinned_release
 from infra.components.pods import namespace_meta
 from infra.helm import without_nulls
 
@@ -129,11 +130,9 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         super().__init__("lookout:rollouts:ProgressiveDelivery", name, None, opts)
         ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(args.namespace),
                                    opts=pulumi.ResourceOptions(parent=self))
-        chart, version, repo = ROLLOUTS_CHART
-        self.release = k8s.helm.v3.Release(
-            f"{name}-controller", name=RELEASE, chart=chart, version=version, repository_opts={"repo": repo},
-            namespace=args.namespace, values=controller_values(), cleanup_on_fail=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+        self.release = pinned_release(
+            f"{name}-controller", ROLLOUTS_CHART, release=RELEASE, namespace=args.namespace,
+            values=controller_values(), opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
         self.register_outputs({})
 
 
