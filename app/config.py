@@ -10,8 +10,8 @@ Environment variables read (all optional except where production requires them):
     <SETTING>          any field of the selected class below, e.g. DATABASE_URL, SECRET_KEY
     <SETTING>_FILE     path of a file holding the value (Kubernetes/Docker secrets as files)
 
-Plain pydantic models are used rather than pydantic-settings because pydantic-settings always
-merges the process environment, and tests must be able to build an app from a mapping alone.
+The loading mechanics (``_FILE``, ConfigError, the message naming the setting) are shared with
+the other services: app/platform/settings.py.
 """
 
 from __future__ import annotations
@@ -19,20 +19,18 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENV_VAR = "LOOKOUT_ENV"
+from .platform.settings import ENV_VAR, ConfigError, load_settings
+
+__all__ = ["CONFIGS", "ENV_VAR", "Config", "ConfigError", "load_config"]
+
 DEV_SECRET = "dev-secret-key-not-for-production"  # noqa: S105  # nosec B105 # refused in production
 DEV_JWT_KEY = "dev-jwt-signing-key-not-for-production"
 KNOWN_DEFAULTS = {DEV_SECRET, DEV_JWT_KEY, "", "changeme", "change-me", "secret", "dev", "test"}
 MIN_KEY_LENGTH = 32
-
-
-class ConfigError(RuntimeError):
-    """A setting is missing or invalid; the message names the setting."""
 
 
 def check_rate_limit(value: str) -> str:
@@ -333,33 +331,7 @@ CONFIGS: dict[str, type[Config]] = {
 }
 
 
-def _values_from(environ: Mapping[str, Any], cls: type[Config]) -> dict[str, Any]:
-    """Pick the class's fields from ``environ``, reading ``<NAME>_FILE`` when it is set."""
-    values: dict[str, Any] = {}
-    for name in cls.model_fields:
-        file_var = f"{name}_FILE"
-        if file_var in environ:
-            try:
-                values[name] = Path(environ[file_var]).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{file_var}: cannot read {environ[file_var]!r}: {exc.strerror}") from exc
-        elif name in environ:
-            values[name] = environ[name]
-    return values
-
-
 def load_config(environ: Mapping[str, Any] | None = None, default_env: str = "production") -> Config:
     """Build the settings for the environment named by ``LOOKOUT_ENV`` in ``environ``."""
     environ = os.environ if environ is None else environ
-    env = str(environ.get(ENV_VAR, default_env)).strip().lower()
-    cls = CONFIGS.get(env)
-    if cls is None:
-        raise ConfigError(f"{ENV_VAR}: {env!r} is not one of {', '.join(CONFIGS)}")
-    try:
-        return cls.model_validate(_values_from(environ, cls))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration for {ENV_VAR}={env}: {problems}") from None
+    return load_settings(environ, CONFIGS, default_env)

@@ -141,7 +141,7 @@ def test_renaming_a_metric_in_the_app_breaks_the_contract(database: str, monkeyp
     """The app itself renames its request counter; the contract names what now points nowhere."""
     import prometheus_client
 
-    import app.telemetry.metrics as metrics_module
+    import app.platform.metrics as metrics_module
 
     class RenamedCounter(prometheus_client.Counter):
         def __init__(self, name: str, *args: Any, **kwargs: Any) -> None:

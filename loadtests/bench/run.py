@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
-from app.telemetry.tracing import DEFAULT_SAMPLE_RATIO
+from app.platform.tracing import DEFAULT_SAMPLE_RATIO
 from loadtests.bench import instructions, scrape, wrk
 from loadtests.bench.sink import Sink
 from loadtests.harness import PRODUCTION_SECRETS, GunicornServer
