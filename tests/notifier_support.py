@@ -93,8 +93,8 @@ def make_event(kind: str = "user.created", user_id: int = 7, **data: Any) -> dic
     defaults: dict[str, dict[str, Any]] = {
         "user.created": {"email": f"user{user_id}@example.com", "name": "Ada", "role": "user"},
         "user.password_changed": {"email": f"user{user_id}@example.com", "name": "Ada"},
-        "user.email_changed": {"old_email": f"old{user_id}@example.com", "new_email": f"new{user_id}@example.com",
-                               "name": "Ada"},
+        "user.email_changed": {"old_email": f"old{user_id}@example.com",
+                               "new_email": f"new{user_id}@example.com", "name": "Ada"},
         "user.role_changed": {"email": f"user{user_id}@example.com", "name": "Ada", "old_role": "user",
                               "new_role": "admin"},
         "user.deleted": {"email": f"user{user_id}@example.com", "name": "Ada"},

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from flask_migrate import upgrade
+from notifier_support import Publisher, SmtpServer, make_event, wait_for
 from sqlalchemy import select
 
 from app.notifier import create_app
@@ -19,7 +20,6 @@ from app.notifier.handling import Handler
 from app.notifier.metrics import LATENCY_BUCKETS
 from app.notifier.models import Notification
 from app.platform.messaging import NOTIFIER_DEAD_LETTERS, NOTIFIER_QUEUE
-from notifier_support import Publisher, SmtpServer, make_event, wait_for
 
 pytestmark = pytest.mark.postgres
 DELAYS = (0.3, 0.6)
@@ -85,8 +85,9 @@ def sample(app: Any, name: str, labels: dict[str, str] | None = None) -> float:
 
 
 def test_each_template_is_sent_to_the_right_address(notifier, smtp):
-    events = [make_event(kind, user_id=11) for kind in
-              ("user.created", "user.password_changed", "user.email_changed", "user.role_changed", "user.deleted")]
+    kinds = ("user.created", "user.password_changed", "user.email_changed", "user.role_changed",
+             "user.deleted")
+    events = [make_event(kind, user_id=11) for kind in kinds]
     for event in events:
         notifier.publisher.event(event)
     wait_for(lambda: len(smtp.catcher.messages) == 4 and all(
