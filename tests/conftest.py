@@ -275,9 +275,9 @@ def bearer(user: User) -> dict[str, str]:
 
 def server_bearer(user: User) -> dict[str, str]:
     """``bearer`` for a server the harness started, which signs with its production secrets."""
-    key = harness.PRODUCTION_SECRETS["JWT_SECRET_KEY"]
+    keys = {name: harness.PRODUCTION_SECRETS[name] for name in ("JWT_PRIVATE_KEY", "JWT_KEY_ID")}
     claims = (user.id, user.role.value, user.token_version)  # read in the test's own app context
-    with create_app({"DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": key}).app_context():
+    with create_app({"DATABASE_URL": "sqlite://", **keys}).app_context():
         token, _ = issue_token(*claims)
     return {"Authorization": f"Bearer {token}"}
 
