@@ -3,6 +3,7 @@ events published as the users service's relay publishes them, and bounded waits.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -45,6 +46,25 @@ class Catcher:
         self.messages: list[email.message.EmailMessage] = []
         self.refuse: dict[str, str] = {}
         self.lock = threading.Lock()
+        # The MAIL command numbered hold_at (from 1) waits until ``release`` is set, then is
+        # refused: a consumer can be caught mid-send, before the server accepted anything.
+        self.hold_at: int | None = None
+        self.mails = 0
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        with self.lock:
+            self.mails += 1
+            number = self.mails
+        if number == self.hold_at:
+            self.held.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
+            return "421 4.3.0 Closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         reply = self.refuse.get(address)
