@@ -34,7 +34,7 @@ def create_app(config: Mapping[str, Any] | Config | None = None, *,
 
 
 def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = None) -> None:
-    from . import breaker, cli, database, docs, guards, ratelimit, security, telemetry
+    from . import breaker, cli, database, docs, guards, ratelimit, relay, security, telemetry
     from .auth import passwords, tokens
     from .extensions import MIGRATIONS, db, migrate, render_item
 
@@ -51,6 +51,7 @@ def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = 
     security.init_app(app)
     docs.init_app(app)
     cli.init_app(app)
+    relay.init_app(app)
 
 
 def register_blueprints(app: APIFlask) -> None:
