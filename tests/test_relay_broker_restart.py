@@ -18,7 +18,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from conftest import PASSWORD, bearer
+from conftest import PASSWORD, bearer, service_missing
 from sqlalchemy import delete, func, select
 
 from app import create_app
@@ -99,7 +99,7 @@ class PrivateRabbit:
 @pytest.fixture
 def rabbit(tmp_path: Path) -> Any:
     if not Path(SERVER).exists() and shutil.which(SERVER) is None:
-        pytest.skip("rabbitmq-server is not installed")
+        service_missing("rabbitmq-server is not installed")
     server = PrivateRabbit(tmp_path)
     server.start()
     yield server
