@@ -1,4 +1,4 @@
-"""The notifier's web entry point: ``gunicorn app.notifier.wsgi:app``."""
+"""The notifier's web entry point: ``gunicorn -c python:app.notifier.gunicorn_conf app.notifier.wsgi:app``."""
 
 from . import create_app
 
