@@ -1,6 +1,7 @@
-"""The relay across a real broker stop and restart: a private rabbitmq-server started by the test
-(its own port, node name, data and log directories), stopped by PID and started again on the
-same data. Writes go on while it is down; every committed event is in the queue afterwards."""
+"""The relay across a real broker stop and restart, and a broker that blocks publishers: a private
+rabbitmq-server started by the test (its own port, node name, data and log directories), stopped
+by PID and started again on the same data. Writes go on while it is down; every committed event
+is in the queue afterwards."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pika
 import pika.exceptions
 import pytest
 from conftest import PASSWORD, bearer, service_missing
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from app import create_app
 from app.extensions import db
@@ -73,6 +74,11 @@ class PrivateRabbit:
             except pika.exceptions.AMQPError:
                 time.sleep(0.2)
         raise AssertionError("the private rabbitmq-server did not answer in time")
+
+    def ctl(self, *args: str) -> None:
+        rabbitmqctl = Path(SERVER).with_name("rabbitmqctl")
+        subprocess.run([str(rabbitmqctl), "-n", self.env["RABBITMQ_NODENAME"], *args], env=self.env,
+                       check=True, capture_output=True, timeout=60)
 
     def stop(self) -> None:
         """SIGTERM to its process group (the script and the Erlang VM), by PID; SIGKILL if slow."""
@@ -172,5 +178,37 @@ def test_events_written_while_the_broker_is_stopped_are_published_after_its_rest
         assert set(got) == expected and len(expected) == 15
         db.session.execute(delete(OutboxEvent))
         db.session.execute(delete(User))
+        db.session.commit()
+        db.engine.dispose()
+
+
+def test_a_broker_that_blocks_publishers_fails_the_publish_in_bounded_time(rabbit, sqlite_url):
+    """A memory alarm blocks publishers; blocked_connection_timeout ends the wait, the row stays
+    in the outbox with its error, and it is published once the alarm clears."""
+    app = create_app({"DATABASE_URL": sqlite_url})
+    with app.app_context():
+        db.session.execute(delete(OutboxEvent))
+        db.session.add(OutboxEvent(type="user.deleted", user_id=7,
+                                   payload={"email": "b@example.com", "name": "B"}))
+        db.session.commit()
+        relay = Relay(db.engine, rabbit.url, broker_timeout=2)
+        try:
+            relay.connect()
+            rabbit.ctl("set_vm_memory_high_watermark", "0")
+            started = time.monotonic()
+            with pytest.raises(pika.exceptions.AMQPError):
+                relay.relay_once()
+            assert time.monotonic() - started < 10
+            db.session.expire_all()
+            row = db.session.scalar(select(OutboxEvent))
+            assert row.published_at is None and row.attempts == 1 and row.last_error
+            rabbit.ctl("set_vm_memory_high_watermark", "0.4")
+            db.session.execute(update(OutboxEvent).values(claimed_until=None))  # skip the backoff
+            db.session.commit()
+            assert relay.relay_once() == 1
+        finally:
+            relay.disconnect()
+        assert queued_ids(rabbit.url) == [str(row.id)]
+        db.session.execute(delete(OutboxEvent))
         db.session.commit()
         db.engine.dispose()
