@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -38,8 +39,10 @@ def notifier_db(new_postgres_database: Any) -> str:
     return str(new_postgres_database())
 
 
-@pytest.fixture
-def notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer) -> Iterator[Any]:
+@contextmanager
+def running_notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer,
+                     tracer_provider: Any = None) -> Iterator[Any]:
+    """The notifier's app with its consumer running on a thread, from empty queues and table."""
     app = create_app({"DATABASE_URL": notifier_db, "BROKER_URL": amqp_url, "SMTP_URL": smtp.url,
                       "RETRY_DELAYS_SECONDS": ",".join(map(str, DELAYS)), "MAIL_SERVICE_NAME": "Lookout",
                       "PREFETCH_COUNT": "5"})
@@ -52,17 +55,25 @@ def notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer) -> Iterator[Any]
     publisher = Publisher(amqp_url)
     publisher.purge(NOTIFIER_QUEUE, NOTIFIER_DEAD_LETTERS)
     metrics = app.extensions["lookout.telemetry"].metrics
-    consumer = Consumer(app, Handler(app, metrics))
+    consumer = Consumer(app, Handler(app, metrics, tracer_provider))
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
     app.publisher, app.consumer = publisher, consumer
-    yield app
-    consumer.stop.set()
-    thread.join(30)
+    try:
+        yield app
+    finally:
+        consumer.stop.set()
+        thread.join(30)
+        publisher.close()
+        if smtp.controller is None:
+            smtp.start()
     assert not thread.is_alive()
-    publisher.close()
-    if smtp.controller is None:
-        smtp.start()
+
+
+@pytest.fixture
+def notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer) -> Iterator[Any]:
+    with running_notifier(notifier_db, amqp_url, smtp) as app:
+        yield app
 
 
 def rows(app: Any) -> list[Notification]:
@@ -184,6 +195,32 @@ def test_a_failure_that_never_clears_is_dead_lettered_after_every_attempt(notifi
     assert smtp.catcher.messages == []
     for delay in DELAYS:
         assert notifier.publisher.count(retry_queue(delay)) == 0
+
+
+def test_a_retried_event_stays_in_the_requests_trace(notifier_db, amqp_url, smtp, span_exporter):
+    from opentelemetry.trace import SpanKind
+
+    def trace_ids(spans: list[Any]) -> set[str]:
+        return {format(s.context.trace_id, "032x") for s in spans}
+
+    with running_notifier(notifier_db, amqp_url, smtp, span_exporter.provider) as app:
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        smtp.stop()
+        event = make_event("user.created", user_id=51)
+        app.publisher.event(event, {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "tracestate": ""})
+        wait_for(lambda: (r := row_of(app, event["id"])) is not None and r.state == "retrying",
+                 what="a retry")
+        smtp.start()
+        wait_for(lambda: (r := row_of(app, event["id"])) is not None and r.state == "sent", what="delivery")
+    spans = span_exporter.get_finished_spans()
+    processes = [s for s in spans if s.name == f"{NOTIFIER_QUEUE} process"]
+    assert len(processes) == 2  # the failed attempt and the one after the retry queue
+    assert trace_ids(processes) == {trace_id} and {s.kind for s in processes} == {SpanKind.CONSUMER}
+    received = [s for s in spans if s.kind == SpanKind.CONSUMER and s not in processes]  # pika's
+    assert len(received) == 2 and trace_ids(received) == {trace_id}
+    republished = [s for s in spans if s.kind == SpanKind.PRODUCER]  # to the retry queue
+    assert len(republished) == 1 and trace_ids(republished) == {trace_id}
+    assert trace_ids([s for s in spans if s.name == "smtp send"]) == {trace_id}
 
 
 def test_the_latency_buckets_hold_the_slo_threshold():

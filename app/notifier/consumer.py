@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 from flask import Flask
+from opentelemetry import context, propagate
+from opentelemetry.instrumentation.pika import PikaInstrumentor
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ..platform.messaging import NOTIFIER_DEAD_LETTERS, NOTIFIER_QUEUE, declare_topology
@@ -107,6 +109,10 @@ class Consumer:
             self.channel = channel
             channel.basic_consume(NOTIFIER_QUEUE, lambda ch, method, props, body: work.put(
                 Delivery(method.delivery_tag, body, props)))
+            # The official instrumentation: a receive span per delivery and a PRODUCER span with
+            # injected context for each republish (retry, dead letter). After basic_consume: it
+            # wraps the consumers the channel has.
+            PikaInstrumentor.instrument_channel(channel, tracer_provider=self.handler.tracer_provider)
             worker.start()
             log.info("consuming %s (prefetch %d)", NOTIFIER_QUEUE, self.settings.PREFETCH_COUNT)
             if self.metrics is not None:
@@ -172,6 +178,13 @@ class Consumer:
                 content_type=props.content_type, delivery_mode=pika.DeliveryMode.Persistent,
                 message_id=props.message_id, type=props.type, timestamp=props.timestamp, headers=headers)
             # Confirmed (confirm_delivery) before the original is acknowledged: a crash between
-            # the two leaves a duplicate, which the event id deduplicates, never a loss.
-            channel.basic_publish("", target, delivery.body, properties, mandatory=True)
+            # the two leaves a duplicate, which the event id deduplicates, never a loss. In the
+            # message's own trace: the instrumentation injects its publish span's context, which
+            # must continue the request's trace, not start one on this thread.
+            carrier = {k: v for k, v in headers.items() if isinstance(v, str)}
+            token = context.attach(propagate.extract(carrier))
+            try:
+                channel.basic_publish("", target, delivery.body, properties, mandatory=True)
+            finally:
+                context.detach(token)
         channel.basic_ack(delivery.tag)

@@ -76,6 +76,7 @@ class Handler:
         self.app = app
         self.settings = app.extensions["notifier.settings"]
         self.metrics = metrics
+        self.tracer_provider = tracer_provider
         self.tracer = trace.get_tracer("app.notifier", tracer_provider=tracer_provider)
         self.max_attempts = len(self.settings.RETRY_DELAYS_SECONDS) + 1
 
@@ -84,8 +85,9 @@ class Handler:
         """Process one delivery (attempt ``attempt``, counted from 1) and say how to settle it."""
         carrier = {k: v for k, v in (headers or {}).items() if isinstance(v, str)}
         parent = propagate.extract(carrier)
-        # The process span is made here rather than by the pika instrumentation: that one ends its
-        # span when the delivery callback returns, while the work runs later on this thread.
+        # The pika instrumentation's CONSUMER span covers only the delivery callback (which queues
+        # the delivery for this thread) and ends with it; the processing gets a span of its own,
+        # parented on the creation context the message carries, as the relay's publish is.
         with self.tracer.start_as_current_span(
                 f"{NOTIFIER_QUEUE} process", context=parent, kind=SpanKind.CONSUMER,
                 attributes={"messaging.system": "rabbitmq", "messaging.operation.type": "process",
