@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.notifier import create_app
@@ -53,3 +55,29 @@ def test_credentials_come_from_files(tmp_path):
     assert settings.SMTP_PASSWORD == "s3cret"
     with pytest.raises(ConfigError, match="SMTP_PASSWORD_FILE: cannot read"):
         load_config({**PRODUCTION, "SMTP_USERNAME": "mailer", "SMTP_PASSWORD_FILE": str(tmp_path / "none")})
+
+
+# --- the README's settings table ----------------------------------------------------------------------
+
+NOTIFIER_README = Path(__file__).resolve().parents[1] / "app" / "notifier" / "README.md"
+MARKERS = ("<!-- notifier-settings:start -->", "<!-- notifier-settings:end -->")
+
+
+def notifier_table() -> str:
+    from app.notifier.config import CONFIGS, NotifierConfig
+    from app.settings_table import settings_table
+
+    return settings_table(NotifierConfig, CONFIGS)  # type: ignore[arg-type]  # same shape of settings
+
+
+def test_the_readme_table_matches_the_settings():
+    text = NOTIFIER_README.read_text()
+    table = text.partition(MARKERS[0])[2].partition(MARKERS[1])[0].strip()
+    assert table == notifier_table(), "run: PYTHONPATH=. .venv/bin/python tests/test_notifier_config.py"
+
+
+if __name__ == "__main__":
+    from app.settings_table import replace_marked
+
+    changed = replace_marked(NOTIFIER_README, *MARKERS, notifier_table())
+    print(NOTIFIER_README, "updated" if changed else "unchanged")
