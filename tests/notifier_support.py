@@ -52,6 +52,7 @@ class Catcher:
         self.mails = 0
         self.held = threading.Event()
         self.release = threading.Event()
+        self.data_delay = 0.0  # seconds the server takes before accepting a message
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         with self.lock:
@@ -74,6 +75,8 @@ class Catcher:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]

@@ -40,12 +40,12 @@ def notifier_db(new_postgres_database: Any) -> str:
 
 
 @contextmanager
-def running_notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer,
-                     tracer_provider: Any = None) -> Iterator[Any]:
+def running_notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer, tracer_provider: Any = None,
+                     **settings: str) -> Iterator[Any]:
     """The notifier's app with its consumer running on a thread, from empty queues and table."""
     app = create_app({"DATABASE_URL": notifier_db, "BROKER_URL": amqp_url, "SMTP_URL": smtp.url,
                       "RETRY_DELAYS_SECONDS": ",".join(map(str, DELAYS)), "MAIL_SERVICE_NAME": "Lookout",
-                      "PREFETCH_COUNT": "5"})
+                      "PREFETCH_COUNT": "5", **settings})
     with app.app_context():
         upgrade(directory=MIGRATIONS)
         db.session.execute(db.delete(Notification))
@@ -64,7 +64,8 @@ def running_notifier(notifier_db: str, amqp_url: str, smtp: SmtpServer,
     finally:
         consumer.stop.set()
         thread.join(30)
-        publisher.close()
+        app.publisher.close()
+        smtp.catcher.data_delay = 0.0
         if smtp.controller is None:
             smtp.start()
     assert not thread.is_alive()
@@ -221,6 +222,44 @@ def test_a_retried_event_stays_in_the_requests_trace(notifier_db, amqp_url, smtp
     republished = [s for s in spans if s.kind == SpanKind.PRODUCER]  # to the retry queue
     assert len(republished) == 1 and trace_ids(republished) == {trace_id}
     assert trace_ids([s for s in spans if s.name == "smtp send"]) == {trace_id}
+
+
+def test_heartbeats_go_on_while_a_slow_email_is_sent(notifier_db, amqp_url, smtp):
+    """The SMTP server takes 5 s to accept; with a 1 s heartbeat the broker would drop a connection
+    whose thread sat in the send, and redeliver the event (a duplicate)."""
+    smtp.catcher.data_delay = 5.0
+    with running_notifier(notifier_db, amqp_url, smtp, BROKER_HEARTBEAT_SECONDS="1") as app:
+        event = make_event("user.created", user_id=61)
+        app.publisher.event(event)
+        wait_for(lambda: (r := row_of(app, event["id"])) is not None and r.state == "sent", timeout=30,
+                 what="the slow email")
+        wait_for(lambda: app.publisher.count(NOTIFIER_QUEUE) == 0, what="the acknowledgement")
+        assert sample(app, "lookout_notifier_duplicates_total") == 0
+        assert sample(app, "lookout_notifier_broker_connected") == 1
+    assert len(smtp.catcher.messages) == 1 and row_of(app, event["id"]).attempts == 1
+
+
+def test_the_consumer_reconnects_after_the_broker_closes_its_connection(notifier_db, amqp_url, smtp):
+    import shutil
+    import subprocess
+    from urllib.parse import unquote, urlsplit
+
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.skip("rabbitmqctl is not on this machine (it runs beside the broker)")
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    with running_notifier(notifier_db, amqp_url, smtp) as app:
+        wait_for(lambda: sample(app, "lookout_notifier_broker_connected") == 1, what="the connection")
+        # This session's virtual host only: other sessions on the broker keep theirs.
+        subprocess.run([ctl, "close_all_connections", "-p", vhost, "closed by a test"], check=True,
+                       capture_output=True, timeout=60)
+        wait_for(lambda: sample(app, "lookout_notifier_broker_connected") == 0, what="the loss")
+        wait_for(lambda: sample(app, "lookout_notifier_broker_connected") == 1, timeout=30,
+                 what="the reconnection")
+        app.publisher = Publisher(amqp_url)  # the test's own connection was closed too
+        event = make_event("user.password_changed", user_id=62)
+        app.publisher.event(event)
+        wait_for(lambda: (r := row_of(app, event["id"])) is not None and r.state == "sent", what="delivery")
 
 
 def test_the_latency_buckets_hold_the_slo_threshold():

@@ -46,6 +46,9 @@ class NotifierConfig(BaseModel):
         default="amqp://guest:guest@127.0.0.1:5672/%2F",
         description="RabbitMQ `amqp://` or `amqps://` URL the events come from (may hold a password: use "
         "`_FILE`). Production: required.")
+    BROKER_HEARTBEAT_SECONDS: int = Field(
+        default=30, ge=1, le=600,
+        description="AMQP heartbeat the consumer asks for; kept while an email is being sent.")
     PREFETCH_COUNT: int = Field(default=10, ge=1, le=1000,
                                 description="Events handed to the consumer before it acknowledges any.")
     RETRY_DELAYS_SECONDS: tuple[float, ...] = Field(

@@ -32,7 +32,6 @@ from .handling import Handler, Outcome
 
 log = logging.getLogger(__name__)
 ATTEMPT_HEADER = "x-lookout-attempt"
-HEARTBEAT_SECONDS = 30
 LAG_EVERY_SECONDS = 5.0
 
 
@@ -50,9 +49,9 @@ def declare_retry_queues(channel: BlockingChannel, delays: tuple[float, ...]) ->
         })
 
 
-def connection_parameters(url: str, name: str) -> pika.URLParameters:
+def connection_parameters(url: str, name: str, heartbeat: int) -> pika.URLParameters:
     params = pika.URLParameters(url)
-    params.heartbeat = HEARTBEAT_SECONDS
+    params.heartbeat = heartbeat
     params.socket_timeout = params.blocked_connection_timeout = 10
     params.connection_attempts = 1
     params.client_properties = {"connection_name": name}
@@ -96,7 +95,8 @@ class Consumer:
         import os
 
         connection = pika.BlockingConnection(connection_parameters(
-            self.settings.BROKER_URL, f"notifier-consumer pid={os.getpid()}"))
+            self.settings.BROKER_URL, f"notifier-consumer pid={os.getpid()}",
+            self.settings.BROKER_HEARTBEAT_SECONDS))
         work: queue.Queue[Delivery | None] = queue.Queue()
         worker = threading.Thread(target=self._work, args=(connection, work), name="notifier-worker",
                                   daemon=True)
