@@ -35,6 +35,7 @@ def test_production_settings_load():
     ({"RETRY_DELAYS_SECONDS": "0"}, "RETRY_DELAYS_SECONDS: needs at least one delay"),
     ({"JWKS_URL": "ftp://users/jwks"}, "JWKS_URL: must be an http(s) URL"),
     ({"SMTP_TIMEOUT_SECONDS": "0"}, "SMTP_TIMEOUT_SECONDS"),
+    ({"PREFETCH_COUNT": "100", "SMTP_TIMEOUT_SECONDS": "30"}, "not below RabbitMQ's consumer_timeout"),
 ])
 def test_a_bad_setting_fails_at_start_naming_it(changes, named):
     with pytest.raises(ConfigError) as error:

@@ -23,6 +23,8 @@ from ..platform.settings import ConfigError, load_settings
 __all__ = ["CONFIGS", "ConfigError", "NotifierConfig", "load_config"]
 
 SMTP_SCHEMES = {"smtps": 465, "smtp": 587, "smtp+plain": 25}
+CONSUMER_TIMEOUT_SECONDS = 1800  # RabbitMQ's default consumer_timeout
+SMTP_OPERATIONS = 8  # connect, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA: each bounded by the timeout
 
 
 class NotifierConfig(BaseModel):
@@ -164,6 +166,18 @@ class NotifierConfig(BaseModel):
         if self.SMTP_USERNAME is not None and self.smtp_scheme == "smtp+plain":
             raise ValueError("SMTP_URL: smtp+plain:// would send SMTP_PASSWORD unencrypted; use smtps:// "
                              "or smtp://")
+        return self
+
+    @model_validator(mode="after")
+    def _acknowledged_in_time(self) -> NotifierConfig:
+        """The last of PREFETCH_COUNT deliveries must be acknowledged before RabbitMQ's
+        consumer_timeout (30 min by default) closes the channel and redelivers them all: a send
+        takes at most SMTP_OPERATIONS operations of SMTP_TIMEOUT_SECONDS each."""
+        worst = self.PREFETCH_COUNT * self.SMTP_TIMEOUT_SECONDS * SMTP_OPERATIONS
+        if worst >= CONSUMER_TIMEOUT_SECONDS:
+            raise ValueError(f"PREFETCH_COUNT x SMTP_TIMEOUT_SECONDS x {SMTP_OPERATIONS} is {worst:g} s, "
+                             f"not below RabbitMQ's consumer_timeout ({CONSUMER_TIMEOUT_SECONDS} s): "
+                             "lower either")
         return self
 
     @property
