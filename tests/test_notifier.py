@@ -196,6 +196,11 @@ def test_a_failure_that_never_clears_is_dead_lettered_after_every_attempt(notifi
     assert smtp.catcher.messages == []
     for delay in DELAYS:
         assert notifier.publisher.count(retry_queue(delay)) == 0
+    # The server recovers and an operator replays the dead letter: delivered, once.
+    smtp.catcher.refuse.clear()
+    notifier.publisher.channel.basic_publish("", NOTIFIER_QUEUE, body, props)
+    wait_for(lambda: row_of(notifier, event["id"]).state == "sent", what="the replayed event")
+    assert [m["To"] for m in smtp.catcher.messages] == ["busy@example.com"]
 
 
 def test_a_retried_event_stays_in_the_requests_trace(notifier_db, amqp_url, smtp, span_exporter):

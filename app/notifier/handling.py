@@ -27,7 +27,7 @@ from ..platform.messaging import EVENT_TYPES, EVENTS_EXCHANGE, NOTIFIER_QUEUE
 from . import mailer
 from .extensions import db
 from .metrics import NotifierMetrics
-from .models import FINAL_STATES, Notification
+from .models import DONE_STATES, Notification
 from .templates import Email, parse_time, render
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Handler:
             return self._dead("poison", str(exc))
         event_id = event["id"]
         row = db.session.scalar(select(Notification).where(Notification.event_id == event_id))
-        if row is not None and row.state in FINAL_STATES:
+        if row is not None and row.state in DONE_STATES:
             log.info("event %s already %s: acknowledged without a second email", event_id, row.state)
             if self.metrics is not None:
                 self.metrics.duplicates.inc()
@@ -127,7 +127,7 @@ class Handler:
             return self._dead("poison", reason)
         if row is None:
             row = self._insert(event, email)
-            if row.state in FINAL_STATES:
+            if row.state in DONE_STATES:
                 return ACK
         if email is None:
             return ACK

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .extensions import db
 
 STATES = ("pending", "sending", "retrying", "sent", "dead", "skipped")
-FINAL_STATES = frozenset({"sent", "dead", "skipped"})
+# A redelivered event in one of these states sends nothing. A ``dead`` one is tried again: it sent
+# nothing, and it comes back only when an operator replays the dead letters after a fix.
+DONE_STATES = frozenset({"sent", "skipped"})
 
 
 def utcnow() -> datetime:
