@@ -271,6 +271,18 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             "and the RATE_LIMIT_STORAGE_URL secret. Do: restore the store or its policy (a new store pod "
             "starts with empty counts); each pod returns to it on a write within a minute of it "
             "answering."),
+        Operational(
+            "LookoutNotifierDeadLetters",
+            f"max(lookout_notifier_dead_letter_queue_messages{{{t.notifier}}}) > 0",
+            "10m", "ticket",
+            "User events wait in the notifier's dead-letter queue",
+            "{{ $value }} events have sat in notifier.dead-letters for 10 minutes: their emails were not "
+            "sent (a permanent SMTP refusal, a poison message, or every retry failed).",
+            "Check GET /api/v1/notifications on the notifier (state dead, last_error), "
+            "lookout_notifier_dead_letters_total by reason and the consumer's log lines. Do: fix the "
+            "cause (the SMTP server or its credentials, a recipient, a publisher's bug), then move the "
+            "dead letters back to notifier.user-events (each gets one more attempt); purge what must "
+            "not be sent."),
     ]
 
 
