@@ -208,7 +208,9 @@ def test_a_broker_that_blocks_publishers_fails_the_publish_in_bounded_time(rabbi
             assert relay.relay_once() == 1
         finally:
             relay.disconnect()
-        assert queued_ids(rabbit.url) == [str(row.id)]
+        # The broker may still route the publish it held while blocked (seen here): a second copy
+        # with the same message_id, which at-least-once allows and the notifier deduplicates.
+        assert set(queued_ids(rabbit.url)) == {str(row.id)}
         db.session.execute(delete(OutboxEvent))
         db.session.commit()
         db.engine.dispose()
