@@ -41,6 +41,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -181,7 +182,9 @@ class Relay:
     def publish(self, channel: BlockingChannel, event: Claimed) -> None:
         import pika
 
-        context = extract(event.headers()) if event.traceparent else None
+        # The row's own context, never the ambient one: without a stored one (a backfill) the
+        # publish starts a trace of its own rather than join whatever the relay runs in.
+        context = extract(event.headers()) if event.traceparent else Context()
         attributes: dict[str, str | int] = {
             "messaging.system": "rabbitmq", "messaging.operation.type": "send",
             "messaging.operation.name": "publish", "messaging.destination.name": EVENTS_EXCHANGE,

@@ -21,7 +21,7 @@ from typing import Any
 import pika
 import pytest
 import requests
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -256,7 +256,10 @@ def test_cleanup_deletes_old_published_rows_in_batches_only(app, outbox, amqp_ur
     assert relay.metrics.registry.get_sample_value("lookout_outbox_cleaned_total") == 5
 
 
-def test_the_publish_continues_the_requests_trace(traced_app, span_exporter, queue, amqp_url):
+def test_each_publish_continues_its_own_requests_trace(traced_app, span_exporter, queue, amqp_url):
+    """Two requests' rows published in one round: each message and PRODUCER span carries its own
+    request's trace (captured at insert, not read at publish time); a row without a trace context
+    (a backfill) still publishes, as a trace of its own."""
     from opentelemetry.trace import SpanKind
 
     from app.models import Role, User
@@ -265,26 +268,62 @@ def test_the_publish_continues_the_requests_trace(traced_app, span_exporter, que
     db.session.execute(delete(OutboxEvent))
     db.session.commit()
     tracer = span_exporter.provider.get_tracer("test")
-    with tracer.start_as_current_span("POST /api/v1/users") as request_span:
-        user = User(email=f"t{uuid.uuid4().hex[:6]}@example.com", name="T", role=Role.USER, password_hash="x")
-        db.session.add(user)
-        record_event(user, "user.created", {"email": user.email, "name": "T", "role": "user"})
-        db.session.commit()
+    requests_ = []
+    for n in range(2):
+        with tracer.start_as_current_span("POST /api/v1/users") as request_span:
+            user = User(email=f"t{n}{uuid.uuid4().hex[:6]}@example.com", name="T", role=Role.USER,
+                        password_hash="x")
+            db.session.add(user)
+            record_event(user, "user.created", {"email": user.email, "name": "T", "role": "user"})
+            db.session.commit()
+        requests_.append((user.id, request_span.get_span_context()))
+    add_events(db.session, 99)  # no request around it: no traceparent
+    db.session.commit()
     relay = Relay(db.engine, amqp_url, tracer=span_exporter.provider.get_tracer("lookout.relay"))
+    with tracer.start_as_current_span("an unrelated span around the relay"):
+        try:
+            assert relay.relay_once() == 3
+        finally:
+            relay.disconnect()
+            db.session.execute(delete(OutboxEvent))
+            db.session.commit()
+    messages = {m["user_id"]: (p, m) for p, m in queue()}
+    producers = {s.attributes["messaging.message.id"]: s for s in span_exporter.get_finished_spans()
+                 if s.kind == SpanKind.PRODUCER}
+    for user_id, request in requests_:
+        properties, message = messages[user_id]
+        trace_id = format(request.trace_id, "032x")
+        assert properties.headers["traceparent"].split("-")[1] == trace_id
+        producer = producers[message["id"]]
+        assert producer.context.trace_id == request.trace_id and producer.parent.span_id == request.span_id
+        assert producer.attributes["messaging.system"] == "rabbitmq"
+        assert producer.attributes["messaging.destination.name"] == "lookout.events"
+    properties, message = messages[99]
+    assert "traceparent" not in (properties.headers or {})
+    assert producers[message["id"]].parent is None  # a root of its own, not the relay loop's span
+
+
+@pytest.mark.postgres
+def test_a_leased_row_is_left_alone_until_its_lease_ends(app, outbox, queue, amqp_url):
+    """A relay that claimed a row and died holds it only until its lease ends; meanwhile another
+    relay takes neither it nor the rest of its user."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("several relays need PostgreSQL")
+    add_events(db.session, 60, 60, 61)
+    db.session.commit()
+    dead, alive = Relay(db.engine, amqp_url), Relay(db.engine, amqp_url)
     try:
-        assert relay.relay_once() == 1
-    finally:
-        relay.disconnect()
-        db.session.execute(delete(OutboxEvent))
+        claimed = dead.claim()  # then "dies": never publishes
+        assert sorted(e.user_id for e in claimed) == [60, 61]
+        assert alive.relay_once() == 0
+        db.session.execute(update(OutboxEvent).where(OutboxEvent.published_at.is_(None))
+                           .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))  # the lease ends
         db.session.commit()
-    ((properties, message),) = queue()
-    trace_id = format(request_span.get_span_context().trace_id, "032x")
-    assert properties.headers["traceparent"].split("-")[1] == trace_id
-    (producer,) = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER]
-    assert format(producer.context.trace_id, "032x") == trace_id
-    assert producer.parent.span_id == request_span.get_span_context().span_id
-    assert producer.attributes["messaging.system"] == "rabbitmq"
-    assert producer.attributes["messaging.message.id"] == message["id"]
+        assert alive.relay_once() == 2 and alive.relay_once() == 1
+    finally:
+        dead.disconnect()
+        alive.disconnect()
+    assert [m["user_id"] for _, m in queue()] == [60, 61, 60]
 
 
 def test_the_relay_command_serves_metrics_publishes_and_stops_on_sigterm(sqlite_url, queue, amqp_url,
