@@ -30,7 +30,7 @@ __all__ = ["CONFIGS", "ENV_VAR", "Config", "ConfigError", "load_config"]
 DEV_SECRET = "dev-secret-key-not-for-production"  # noqa: S105  # nosec B105 # refused in production
 # The development Ed25519 signing key: fixed, so tokens survive a restart of `make run`, and
 # refused in production like DEV_SECRET.
-DEV_JWT_PRIVATE_KEY = (  # nosec B105 # refused in production
+DEV_JWT_PRIVATE_KEY = (  # refused in production
     "-----BEGIN PRIVATE KEY-----\n"
     "MC4CAQAwBQYDK2VwBCIEIFaP6IBVYf/edUYITjagh+V23Zm5r0GoBXuFvNuq8EoY\n"
     "-----END PRIVATE KEY-----")
