@@ -135,3 +135,15 @@ def test_the_key_file_setting_and_the_jwk_helper(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "app.keys", "k"], input="nope", text=True,
                              capture_output=True, cwd=ROOT, timeout=60)
     assert refused.returncode == 1 and "not an unencrypted PEM private key" in refused.stderr
+
+
+def test_the_start_check_refuses_a_kid_missing_from_or_wrong_in_the_published_set():
+    from app.keys import SigningKeys
+
+    key, _ = new_key()
+    other, _ = new_key()
+    SigningKeys("k", key, {"k": key.public_key()}).self_check()  # the control case
+    with pytest.raises(ValueError, match="not in the published key set"):
+        SigningKeys("k", key, {"j": key.public_key()}).self_check()
+    with pytest.raises(ValueError, match="does not verify"):
+        SigningKeys("k", key, {"k": other.public_key()}).self_check()

@@ -370,3 +370,14 @@ def test_the_relay_command_serves_metrics_publishes_and_stops_on_sigterm(sqlite_
 def test_without_a_broker_url_the_relay_command_says_so(app):
     result = app.test_cli_runner().invoke(args=["events", "relay"])
     assert result.exit_code != 0 and "BROKER_URL is not set" in result.output
+
+
+def test_a_lease_shorter_than_a_publish_may_take_is_refused():
+    from app.config import ConfigError, load_config
+
+    refusal = "RELAY_LEASE_SECONDS must be at least 3 times BROKER_TIMEOUT_SECONDS"
+    with pytest.raises(ConfigError, match=refusal):
+        load_config({"LOOKOUT_ENV": "development", "RELAY_LEASE_SECONDS": "10",
+                     "BROKER_TIMEOUT_SECONDS": "5"})
+    assert load_config({"LOOKOUT_ENV": "development", "RELAY_LEASE_SECONDS": "15",
+                        "BROKER_TIMEOUT_SECONDS": "5"}).RELAY_LEASE_SECONDS == 15
