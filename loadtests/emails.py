@@ -3,7 +3,8 @@
 The arithmetic is pure and tested: ``histogram`` (cumulative buckets of the notifier's
 ``lookout_notifier_event_to_email_seconds`` from a /metrics text, summed over its labels),
 ``quantile`` (as PromQL's ``histogram_quantile``: linear inside the bucket that holds the rank),
-``share_within`` (the share at or under a bucket bound, the SLO threshold) and ``created_users``
+``share_within`` (the share at or under a bucket bound, the SLO threshold), ``since`` (what a
+scrape holds beyond an earlier one) and ``created_users``
 (the writers' successful creations, from Locust's stats CSV).
 """
 
@@ -51,6 +52,12 @@ def histogram(metrics_text: str, name: str = LATENCY_METRIC) -> list[tuple[float
                 bound = float(sample.labels["le"])
                 totals[bound] = totals.get(bound, 0.0) + sample.value
     return sorted(totals.items())
+
+
+def since(after: Buckets, before: Buckets) -> list[tuple[float, float]]:
+    """The observations ``after`` holds that ``before`` (an earlier scrape) did not."""
+    earlier = dict(before)
+    return [(bound, cumulative - earlier.get(bound, 0.0)) for bound, cumulative in after]
 
 
 def total(buckets: Buckets) -> float:

@@ -5,8 +5,9 @@ Usage:
     service = LocalService(workdir)
     events = EventPipeline(workdir, broker_url, service)   # sets the service's BROKER_URL
     service.start(); events.start()
+    events.settle(service.admin_email)   # start-up's email in; the histogram's baseline taken
     ... load ...
-    events.wait_for_emails(expected=n)   # bounded; then events.latency_text() is /metrics
+    events.wait_for_emails("user-", n, timeout)   # bounded; then events.metrics_text()
     events.stop()
 
 The relay runs the users service's settings (``flask --app app events relay``), the consumer the
@@ -65,6 +66,7 @@ class EventPipeline:
             "CONSUMER_METRICS_PORT": str(self.consumer_metrics_port), "SERVICE_NAME": "lookout-notifier",
             "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING"}
         self.processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+        self.baseline: list[tuple[float, float]] = []  # the histogram before the load (settle)
 
     def start(self, timeout: float = PATIENCE) -> EventPipeline:
         """Migrate the notifier's database, purge its queue, start the sink, the relay and the
@@ -135,6 +137,18 @@ class EventPipeline:
         answer = requests.get(f"http://127.0.0.1:{self.consumer_metrics_port}/metrics", timeout=10)
         answer.raise_for_status()
         return answer.text
+
+    def settle(self, address: str, timeout: float = PATIENCE) -> None:
+        """Wait for the email to ``address`` (the bootstrap admin's welcome, written before the
+        relay started) and remember the histogram then as ``baseline``: the load's latency is
+        what comes after it, not the start-up's."""
+        from loadtests.emails import histogram, total
+
+        def arrived() -> bool:
+            return self.emailed(address) >= 1 and total(histogram(self.metrics_text())) >= self.emailed()
+
+        wait_until(arrived, f"the email to {address}", timeout, 0.2)
+        self.baseline = histogram(self.metrics_text())
 
     def wait_for_emails(self, prefix: str, expected: int, timeout: float) -> float:
         """Wait until ``expected`` emails to ``prefix`` addresses arrived and the consumer's
