@@ -188,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if events is None:
                 write_summary(args.reports, code, None,
                               f"no broker configured (--broker-url or {BROKER_VAR}).")
+            elif code >= 128:  # Ctrl-C or SIGTERM ended Locust: stop now, do not wait for emails
+                write_summary(args.reports, code, None, "the run was stopped by a signal.")
             else:
                 write_summary(args.reports, code, measure_emails(events, args.reports, args.email_wait))
         finally:
