@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if events is not None:
                 events.start()
                 events.settle(service.admin_email)
-                print("loadtest: relay, notifier consumer and SMTP sink started", flush=True)
+                print("loadtest: relay, notifier (consumer, web ready) and SMTP sink started", flush=True)
             env.update(zip(ADMIN_VARS, (service.admin_email, service.admin_password), strict=True))
             code = run_locust(locust_command(service.url, args.reports, "loadtest", extra), env)
             if events is None:

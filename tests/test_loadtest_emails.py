@@ -34,7 +34,7 @@ def load_run(reports: Path, **extra: str) -> subprocess.CompletedProcess[str]:
 def test_the_writers_users_get_their_welcome_emails_and_the_report_gives_the_latency(tmp_path, amqp_url):
     done = load_run(tmp_path, LOOKOUT_LOADTEST_BROKER_URL=amqp_url)
     output = done.stdout + done.stderr[-3000:]
-    assert "relay, notifier consumer and SMTP sink started" in done.stdout, output
+    assert "relay, notifier (consumer, web ready) and SMTP sink started" in done.stdout, output
     created = emails.created_users(tmp_path / "loadtest_stats.csv")
     assert created > 0, output  # the writers did create users
 

@@ -1,5 +1,5 @@
-"""The user events' side of a local load run: the outbox relay, the notifier's consumer and an
-SMTP sink, each a process of its own on 127.0.0.1, started and stopped by PID.
+"""The user events' side of a local load run: the outbox relay, the notifier's consumer and web
+process and an SMTP sink, each a process of its own on 127.0.0.1, started and stopped by PID.
 
 Usage:
     service = LocalService(workdir)
@@ -47,7 +47,7 @@ def _listening(port: int) -> bool:
 
 
 class EventPipeline:
-    """Relay, notifier consumer and SMTP sink for ``service``; ``stop()`` ends all three."""
+    """Relay, notifier consumer and web, SMTP sink for ``service``; ``stop()`` ends them all."""
 
     def __init__(self, workdir: Path, broker_url: str, service: LocalService) -> None:
         self.workdir = workdir
@@ -58,13 +58,16 @@ class EventPipeline:
         self.smtp_port = free_port()
         self.relay_metrics_port = free_port()
         self.consumer_metrics_port = free_port()
+        self.notifier_port = free_port()
+        self.notifier_metrics_port = free_port()
         notifier_db = workdir / "notifier.db"
         self.notifier_env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
             "LOOKOUT_ENV": "development", "DATABASE_URL": f"sqlite:///{notifier_db.resolve()}",
             "BROKER_URL": broker_url, "SMTP_URL": f"smtp+plain://127.0.0.1:{self.smtp_port}",
             "CONSUMER_METRICS_PORT": str(self.consumer_metrics_port), "SERVICE_NAME": "lookout-notifier",
-            "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING"}
+            "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING",
+            "JWKS_URL": f"{service.url}/.well-known/jwks.json"}
         self.processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
         self.baseline: list[tuple[float, float]] = []  # the histogram before the load (settle)
 
@@ -86,10 +89,30 @@ class EventPipeline:
                          relay_env, self.relay_metrics_port, timeout)
             self._launch("consumer", [sys.executable, "-m", "flask", "--app", NOTIFIER_APP, "notifier",
                                       "consume"], self.notifier_env, self.consumer_metrics_port, timeout)
+            # The notifier's web process (the API, /readyz, its HTTP /metrics), as the image runs it:
+            # its /readyz answering 200 says its database is at head and the broker answers.
+            web_env = {**self.notifier_env, "HOST": "127.0.0.1", "PORT": str(self.notifier_port),
+                       "METRICS_PORT": str(self.notifier_metrics_port), "GUNICORN_WORKERS": "1"}
+            self._launch("notifier-web", [sys.executable, "-m", "gunicorn", "-c",
+                                          "python:app.notifier.gunicorn_conf", "app.notifier.wsgi:app"],
+                         web_env, self.notifier_port, timeout)
+            wait_until(lambda: self._get(f"{self.notifier_url}/readyz") == 200,
+                       "the notifier's /readyz", timeout, 0.2)
         except BaseException:
             self.stop()
             raise
         return self
+
+    @property
+    def notifier_url(self) -> str:
+        return f"http://127.0.0.1:{self.notifier_port}"
+
+    @staticmethod
+    def _get(url: str) -> int:
+        try:
+            return requests.get(url, timeout=5).status_code
+        except requests.RequestException:
+            return 0
 
     def _flask(self, app: str, *args: str) -> None:
         done = subprocess.run([sys.executable, "-m", "flask", "--app", app, *args], cwd=ROOT,
@@ -169,7 +192,7 @@ class EventPipeline:
         return time.monotonic() - started
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop the consumer, the relay and the sink by PID (the reverse of their start)."""
+        """Stop the notifier, the relay and the sink by PID (the reverse of their start)."""
         for _name, process, log in reversed(self.processes):
             try:
                 stop(process, timeout)
