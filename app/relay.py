@@ -144,7 +144,7 @@ class Relay:
         self.connection: pika.BlockingConnection | None = None
         self.channel: BlockingChannel | None = None
         self.failures = 0  # consecutive broker failures: the backoff's exponent
-        self.next_cleanup = 0.0
+        self.next_cleanup = self.next_measure = 0.0
 
     # -- the broker -----------------------------------------------------------------------------
 
@@ -309,7 +309,9 @@ class Relay:
                     log.warning("the outbox is unreachable (%s); retrying in %.1f s",
                                 type(exc).__name__, wait)
                 try:
-                    self.measure()
+                    if time.monotonic() >= self.next_measure:  # a count per second, not per batch
+                        self.next_measure = time.monotonic() + 1.0
+                        self.measure()
                     if time.monotonic() >= self.next_cleanup:
                         self.next_cleanup = time.monotonic() + cleanup_every
                         if removed := self.cleanup():

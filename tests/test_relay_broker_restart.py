@@ -165,7 +165,8 @@ def test_events_written_while_the_broker_is_stopped_are_published_after_its_rest
                 create(n)
             wait_for(lambda: relay.failures >= 2, "the relay noticing the broker is gone")
             assert unpublished() == 10
-            assert relay.metrics.registry.get_sample_value("lookout_outbox_backlog") == 10
+            wait_for(lambda: relay.metrics.registry.get_sample_value("lookout_outbox_backlog") == 10,
+                     "the backlog gauge at 10")
             rabbit.start()
             wait_for(lambda: unpublished() == 0, "the backlog drained after the restart")
         finally:
