@@ -66,15 +66,17 @@ class EventPipeline:
             "LOOKOUT_ENV": "development", "DATABASE_URL": f"sqlite:///{notifier_db.resolve()}",
             "BROKER_URL": broker_url, "SMTP_URL": f"smtp+plain://127.0.0.1:{self.smtp_port}",
             "CONSUMER_METRICS_PORT": str(self.consumer_metrics_port), "SERVICE_NAME": "lookout-notifier",
-            "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING",
-            "JWKS_URL": f"{service.url}/.well-known/jwks.json"}
+            "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING"}
         self.processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
         self.baseline: list[tuple[float, float]] = []  # the histogram before the load (settle)
 
     def start(self, timeout: float = PATIENCE) -> EventPipeline:
-        """Migrate the notifier's database, purge its queue, start the sink, the relay and the
-        consumer and wait for each to listen; on any failure stop what started."""
+        """After the service's start: migrate the notifier's database, purge its queue, start the
+        sink, the relay, the consumer and the notifier's web process and wait for each (the web
+        process's /readyz); on any failure stop what started."""
         (self.workdir / "notifier.db").unlink(missing_ok=True)
+        # The service's address is certain once it has started (a taken port moves it).
+        self.notifier_env["JWKS_URL"] = f"{self.service.url}/.well-known/jwks.json"
         self.emails_path.unlink(missing_ok=True)
         try:
             self._flask(NOTIFIER_APP, "db", "upgrade")
