@@ -70,6 +70,16 @@ def test_the_not_measured_section_gives_its_reason():
     assert "## Event-to-email latency\n\nNot measured: a running service (--target)." in text
 
 
+def test_missing_emails_are_called_out():
+    result = emails.EmailResult(users_created=5, emails=3, count=9, p50=0.3, p95=1.2, p99=70.0,
+                                within_threshold=0.9, threshold_seconds=60.0, waited_seconds=90.0)
+    text = loadtest_markdown(1, result)
+    assert "SLO gate: FAIL (exit code 1)" in text
+    assert "| their welcome emails received | 3 (**2 missing**) |" in text
+    assert "| p50 / p95 / p99 | 0.30 s / 1.20 s / 70.00 s |" in text
+    assert "| within the SLO threshold (60 s) | 90.00% |" in text
+
+
 BUCKETS = [(0.5, 2.0), (1.0, 6.0), (60.0, 9.0), (120.0, 10.0), (math.inf, 10.0)]
 METRICS = """\
 # HELP lookout_notifier_event_to_email_seconds From the change's commit to the SMTP acceptance.
