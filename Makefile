@@ -234,7 +234,7 @@ image-check: venv ## Run IMAGE as Kubernetes does and check it (needs Docker and
 
 compose-up: ## Start compose.yaml (app, PostgreSQL, Prometheus, Grafana, collector, Jaeger, Loki) with fresh keys
 	LOOKOUT_SECRET_KEY=$${LOOKOUT_SECRET_KEY:-$$(openssl rand -hex 32)} \
-	LOOKOUT_JWT_SECRET_KEY=$${LOOKOUT_JWT_SECRET_KEY:-$$(openssl rand -hex 32)} \
+	LOOKOUT_JWT_PRIVATE_KEY=$${LOOKOUT_JWT_PRIVATE_KEY:-$$(openssl genpkey -algorithm ed25519)} \
 	docker compose up --build --detach
 
 preview: venv ## pulumi preview of STACK as Markdown in reports/preview-STACK.md

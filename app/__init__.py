@@ -34,8 +34,8 @@ def create_app(config: Mapping[str, Any] | Config | None = None, *,
 
 
 def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = None) -> None:
-    from . import breaker, cli, database, docs, guards, ratelimit, security, telemetry
-    from .auth import passwords
+    from . import breaker, cli, database, docs, guards, ratelimit, relay, security, telemetry
+    from .auth import passwords, tokens
     from .extensions import MIGRATIONS, db, migrate, render_item
 
     guards.init_app(app)
@@ -46,10 +46,12 @@ def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = 
                      render_item=render_item)
     telemetry.init_app(app, tracer_provider)
     passwords.init_app(app)
+    tokens.init_app(app)
     ratelimit.init_app(app)
     security.init_app(app)
     docs.init_app(app)
     cli.init_app(app)
+    relay.init_app(app)
 
 
 def register_blueprints(app: APIFlask) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from .auth.passwords import hash_password, verify_password
 from .extensions import db
 from .models import Role, User
+from .outbox import record_event
 from .schemas import UserIn
 
 users_cli = AppGroup("users", help="Manage users.")
@@ -48,9 +49,12 @@ def create_user(email: str, name: str, password: str, admin: bool) -> None:
     user = User(email=data["email"], name=data["name"], role=data["role"],
                 password_hash=hash_password(data["password"]))
     db.session.add(user)
+    record_event(user, "user.created", {"email": user.email, "name": user.name,
+                                        "role": Role(user.role).value})
     try:
         db.session.commit()
     except IntegrityError:
+        db.session.rollback()
         raise click.ClickException(f"a user with email {data['email']} already exists") from None
     click.echo(f"created {user.role.value} {user.email} (id {user.id})")
 
@@ -108,6 +112,7 @@ def bootstrap_admin(reset_password: bool) -> None:
         user = User(email=data["email"], name=data["name"], role=Role.ADMIN,
                     password_hash=hash_password(data["password"]))
         db.session.add(user)
+        record_event(user, "user.created", {"email": user.email, "name": user.name, "role": Role.ADMIN.value})
         try:
             db.session.commit()
         except IntegrityError:  # another run created it in between: that one's account stands
@@ -125,6 +130,7 @@ def bootstrap_admin(reset_password: bool) -> None:
     elif reset_password:
         user.password_hash = hash_password(data["password"])
         user.token_version = User.token_version + 1  # as a password change through the API does
+        record_event(user, "user.password_changed", {"email": user.email, "name": user.name})
         db.session.commit()
         click.echo(f"bootstrap admin {user.email}: password reset to {BOOTSTRAP_PASSWORD}")
     else:

@@ -10,8 +10,8 @@ Environment variables read (all optional except where production requires them):
     <SETTING>          any field of the selected class below, e.g. DATABASE_URL, SECRET_KEY
     <SETTING>_FILE     path of a file holding the value (Kubernetes/Docker secrets as files)
 
-Plain pydantic models are used rather than pydantic-settings because pydantic-settings always
-merges the process environment, and tests must be able to build an app from a mapping alone.
+The loading mechanics (``_FILE``, ConfigError, the message naming the setting) are shared with
+the other services: app/platform/settings.py.
 """
 
 from __future__ import annotations
@@ -19,20 +19,24 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENV_VAR = "LOOKOUT_ENV"
+from .platform.settings import ENV_VAR, ConfigError, load_settings
+
+__all__ = ["CONFIGS", "ENV_VAR", "Config", "ConfigError", "load_config"]
+
 DEV_SECRET = "dev-secret-key-not-for-production"  # noqa: S105  # nosec B105 # refused in production
-DEV_JWT_KEY = "dev-jwt-signing-key-not-for-production"
-KNOWN_DEFAULTS = {DEV_SECRET, DEV_JWT_KEY, "", "changeme", "change-me", "secret", "dev", "test"}
+# The development Ed25519 signing key: fixed, so tokens survive a restart of `make run`, and
+# refused in production like DEV_SECRET.
+DEV_JWT_PRIVATE_KEY = (  # refused in production
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIFaP6IBVYf/edUYITjagh+V23Zm5r0GoBXuFvNuq8EoY\n"
+    "-----END PRIVATE KEY-----")
+DEV_JWT_KEY_ID = "dev-2026"
+KNOWN_DEFAULTS = {DEV_SECRET, "", "changeme", "change-me", "secret", "dev", "test"}
 MIN_KEY_LENGTH = 32
-
-
-class ConfigError(RuntimeError):
-    """A setting is missing or invalid; the message names the setting."""
 
 
 def check_rate_limit(value: str) -> str:
@@ -88,12 +92,23 @@ class Config(BaseModel):
         "this many seconds; 0 turns it off.")
     MAX_CONTENT_LENGTH: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body in bytes; a larger one gets 413.")
-    JWT_SECRET_KEY: str = Field(
-        default=DEV_JWT_KEY,
-        description="Key that signs the tokens. Production: required, 32 characters or more, not a known "
-        "default.")
-    JWT_ALGORITHM: Literal["HS256", "HS384", "HS512"] = Field(
-        default="HS256", description="HMAC algorithm that signs the tokens.")
+    JWT_PRIVATE_KEY: str = Field(
+        default=DEV_JWT_PRIVATE_KEY,
+        description="Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`) that signs the "
+        "tokens (EdDSA); give it as `JWT_PRIVATE_KEY_FILE`. Production: required, not the development key.")
+    JWT_KEY_ID: str = Field(
+        default=DEV_JWT_KEY_ID, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="`kid` of `JWT_PRIVATE_KEY`: written in every token's header and published with its "
+        "public key at `/.well-known/jwks.json`; a new key needs a new kid.")
+    JWT_EXTRA_PUBLIC_KEYS: str | None = Field(
+        default=None,
+        description="Further public keys published at `/.well-known/jwks.json` besides the signing one, as "
+        "a JWKS JSON document (`{\"keys\": [...]}`, Ed25519 `OKP` keys with a `kid`): the next key before "
+        "it signs, the previous one while its tokens live (rotation: app/README.md). `_FILE` allowed.")
+    JWKS_MAX_AGE_SECONDS: int = Field(
+        default=300, ge=0, le=86400,
+        description="`Cache-Control: max-age` of `/.well-known/jwks.json`: how long verifiers may keep the "
+        "key set (publish a new key at least this long before it signs).")
     JWT_ISSUER: str = Field(default="lookout", description="`iss` claim tokens carry and must carry.")
     JWT_AUDIENCE: str = Field(default="lookout-api", description="`aud` claim tokens carry and must carry.")
     JWT_TTL_SECONDS: int = Field(
@@ -162,6 +177,50 @@ class Config(BaseModel):
     HSTS_SECONDS: int = Field(  # Strict-Transport-Security; 0: not sent
         default=31_536_000, ge=0, description="`Strict-Transport-Security` max-age in seconds; 0: not sent.")
 
+    BROKER_URL: str | None = Field(
+        default=None,
+        description="RabbitMQ `amqp://user:password@host:5672/vhost` (or `amqps://`) the outbox relay "
+        "publishes the user events to (may hold a password: use `_FILE`); unset: the relay does not run and "
+        "events wait in the outbox.")
+    BROKER_TIMEOUT_SECONDS: float = Field(
+        default=5.0, gt=0, le=60,
+        description="Seconds the relay waits on the broker: connecting, a confirm, a broker that blocks "
+        "publishers (`blocked_connection_timeout`).")
+    RELAY_BATCH_SIZE: int = Field(
+        default=100, ge=1, le=10_000,
+        description="Outbox rows (at most one per user) a relay claims at once.")
+    RELAY_LEASE_SECONDS: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="How long claimed rows stay a relay's; a relay that died gives them back after it. At "
+        "least 3 times `BROKER_TIMEOUT_SECONDS`.")
+    RELAY_POLL_SECONDS: float = Field(
+        default=1.0, gt=0, le=60,
+        description="Seconds an idle relay waits before looking at the outbox again.")
+    RELAY_METRICS_PORT: int | None = Field(
+        default=9102, ge=1, le=65535,
+        description="Port of the relay's own `/metrics` (backlog, oldest unpublished age, published and "
+        "failed counts); unset: none.")
+    RELAY_METRICS_ADDRESS: str = Field(
+        default="0.0.0.0",  # noqa: S104  # nosec B104 # a pod's metrics port is scraped from outside
+        description="Address the relay's metrics listener binds.")
+    OUTBOX_RETENTION_HOURS: int = Field(
+        default=168, ge=1, le=24 * 365,
+        description="Published outbox rows older than this are deleted by the relay, in batches.")
+
+    @field_validator("BROKER_URL")
+    @classmethod
+    def _amqp_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return url or None
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_publish(self) -> Config:
+        if self.RELAY_LEASE_SECONDS < 3 * self.BROKER_TIMEOUT_SECONDS:
+            raise ValueError("RELAY_LEASE_SECONDS must be at least 3 times BROKER_TIMEOUT_SECONDS, or a "
+                             "second relay may publish a row the first is still publishing")
+        return self
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _use_psycopg3(cls, url: str) -> str:
@@ -205,6 +264,32 @@ class Config(BaseModel):
             if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
                 raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
         return tuple(value)
+
+    @field_validator("JWT_PRIVATE_KEY")
+    @classmethod
+    def _ed25519_private_key(cls, value: str) -> str:
+        from .keys import parse_private_key
+
+        if value.strip():  # empty: production says it is missing
+            parse_private_key(value)
+        return value
+
+    @field_validator("JWT_EXTRA_PUBLIC_KEYS")
+    @classmethod
+    def _public_keys(cls, value: str | None) -> str | None:
+        from .keys import parse_public_keys
+
+        parse_public_keys(value or "")
+        return value
+
+    @model_validator(mode="after")
+    def _signing_key_is_published(self) -> Config:
+        """The boot-time self-check: the signing kid is in the published set, with this key."""
+        from .keys import load_keys
+
+        if self.JWT_PRIVATE_KEY.strip() and self.JWT_KEY_ID:
+            load_keys(self.JWT_PRIVATE_KEY, self.JWT_KEY_ID, self.JWT_EXTRA_PUBLIC_KEYS or "")
+        return self
 
     @model_validator(mode="after")
     def _page_sizes_agree(self) -> Config:
@@ -280,10 +365,27 @@ class TestingConfig(Config):
 class ProductionConfig(Config):
     ENV: ClassVar[str] = "production"
     SECRET_KEY: str = ""
-    JWT_SECRET_KEY: str = ""
+    JWT_PRIVATE_KEY: str = ""
+    JWT_KEY_ID: str = ""
     DATABASE_URL: str = ""
 
-    @field_validator("SECRET_KEY", "JWT_SECRET_KEY")
+    @field_validator("JWT_PRIVATE_KEY")
+    @classmethod
+    def _own_signing_key(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is missing; production needs its own Ed25519 private key (PEM)")
+        if value.strip() == DEV_JWT_PRIVATE_KEY:
+            raise ValueError("is the development key; generate one: openssl genpkey -algorithm ed25519")
+        return value
+
+    @field_validator("JWT_KEY_ID", mode="before")
+    @classmethod
+    def _key_id_required(cls, value: str) -> str:
+        if not value or value == DEV_JWT_KEY_ID:
+            raise ValueError("is missing; name the signing key (a new name for every new key)")
+        return value
+
+    @field_validator("SECRET_KEY")
     @classmethod
     def _strong_key(cls, value: str) -> str:
         if value.strip().lower() in KNOWN_DEFAULTS:
@@ -333,33 +435,7 @@ CONFIGS: dict[str, type[Config]] = {
 }
 
 
-def _values_from(environ: Mapping[str, Any], cls: type[Config]) -> dict[str, Any]:
-    """Pick the class's fields from ``environ``, reading ``<NAME>_FILE`` when it is set."""
-    values: dict[str, Any] = {}
-    for name in cls.model_fields:
-        file_var = f"{name}_FILE"
-        if file_var in environ:
-            try:
-                values[name] = Path(environ[file_var]).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{file_var}: cannot read {environ[file_var]!r}: {exc.strerror}") from exc
-        elif name in environ:
-            values[name] = environ[name]
-    return values
-
-
 def load_config(environ: Mapping[str, Any] | None = None, default_env: str = "production") -> Config:
     """Build the settings for the environment named by ``LOOKOUT_ENV`` in ``environ``."""
     environ = os.environ if environ is None else environ
-    env = str(environ.get(ENV_VAR, default_env)).strip().lower()
-    cls = CONFIGS.get(env)
-    if cls is None:
-        raise ConfigError(f"{ENV_VAR}: {env!r} is not one of {', '.join(CONFIGS)}")
-    try:
-        return cls.model_validate(_values_from(environ, cls))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration for {ENV_VAR}={env}: {problems}") from None
+    return load_settings(environ, CONFIGS, default_env)

@@ -1,88 +1,28 @@
-"""Every error leaves the service as RFC 9457 ``application/problem+json``.
+"""Every error leaves the service as RFC 9457 ``application/problem+json``: the platform's
+handlers (app/platform/errors.py) plus the database outage's 503.
 
-Views raise ``apiflask.abort(status, detail)``; this module turns that, Werkzeug's HTTP errors,
-validation errors, database outages and unhandled exceptions into one body shape:
-``{"type", "title", "status", "detail", "instance"}`` plus ``errors`` for field problems.
 A rate limit's 429 is answered by app/ratelimit.py, with ``problem`` too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from http import HTTPStatus
-from typing import Any
 
-from apiflask import APIFlask, HTTPError
-from flask import Response, json, request
+from apiflask import APIFlask
+from flask import Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from .breaker import DatabaseDown, report_failure
+from .platform.errors import PROBLEM_MIMETYPE, problem, register_problem_handlers
 
-PROBLEM_MIMETYPE = "application/problem+json"
+__all__ = ["PROBLEM_MIMETYPE", "problem", "register_errorhandlers"]
 log = logging.getLogger(__name__)
-
-
-def _field_errors(messages: Any, path: tuple[str, ...] = ()) -> Iterator[dict[str, str | None]]:
-    """Flatten webargs' ``{location: {field: [msg]}}`` (nested for nested fields)."""
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            yield from _field_errors(value, (*path, str(key)))
-    elif isinstance(messages, list | tuple) and all(isinstance(m, str) for m in messages):
-        for message in messages:
-            location, *field = path or ("body",)
-            yield {"location": location, "field": ".".join(field) or None, "message": message}
-    else:
-        yield from _field_errors([str(messages)], path)
-
-
-def problem(status: int, detail: str | None = None, headers: Any = None, **extra: Any) -> Response:
-    """Build a problem+json response."""
-    phrase = HTTPStatus(status).phrase
-    body = {
-        "type": "about:blank",
-        "title": phrase,
-        "status": status,
-        "detail": detail or phrase,
-        "instance": request.path,
-        **extra,
-    }
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
-    for name, value in dict(headers or {}).items():
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    return response
-
-
-def _from_http_error(error: HTTPError) -> Response:
-    """Map APIFlask's error (views' ``abort``, Werkzeug errors, validation) to a problem."""
-    status, extra = error.status_code, dict(error.extra_data)
-    if status == 422 and isinstance(error.detail, dict):
-        extra["errors"] = list(_field_errors(error.detail))
-        detail = "The request has invalid fields; see errors."
-    elif status == 400 and error.message == HTTPStatus(400).phrase:
-        detail = "The request body is not valid JSON."  # webargs' only 400
-    elif error.message and error.message != HTTPStatus(status).phrase:
-        detail = error.message  # abort(status, "what went wrong")
-    else:
-        detail = DEFAULT_DETAILS.get(status, HTTPStatus(status).phrase)
-    return problem(status, detail, error.headers, **extra)
-
-
-DEFAULT_DETAILS = {
-    401: "A valid bearer token is required.",
-    403: "Your role does not allow this operation.",
-    404: "The requested resource was not found.",
-    405: "The method is not allowed for the requested URL.",
-    413: "The request body is larger than the allowed maximum.",
-    415: "The request body must be JSON (Content-Type: application/json).",
-}
 
 
 def register_errorhandlers(app: APIFlask) -> None:
     """Route every error through ``problem``."""
-    app.error_processor(_from_http_error)
+    register_problem_handlers(app)
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeoutError)
@@ -94,10 +34,3 @@ def register_errorhandlers(app: APIFlask) -> None:
     @app.errorhandler(DatabaseDown)
     def database_still_down(exc: DatabaseDown) -> Response:
         return problem(503, "The database is unavailable; retry later.", {"Retry-After": "5"})
-
-    @app.errorhandler(Exception)
-    def unhandled(exc: Exception) -> Response:
-        if isinstance(exc, HTTPError):  # raised outside a view, e.g. by auth hooks
-            return _from_http_error(exc)
-        log.exception("unhandled exception on %s %s", request.method, request.path)
-        return problem(500, "An unexpected error occurred; it has been logged.")

@@ -169,7 +169,7 @@ class WithoutConfigDump(logging.Filter):
 
 
 def _logconfig() -> dict[str, Any]:
-    from app.telemetry.logs import lean_records, logging_config
+    from app.platform.logs import lean_records, logging_config
 
     lean_records()
     config = logging_config(app_config.LOG_LEVEL)

@@ -106,7 +106,7 @@ class LookoutWorker(ThreadWorker):
             return
         self.log.info("Worker %s draining for %ss before it stops", self.pid, self.drain_seconds)
         if getattr(app, "extensions", None) is not None:
-            from app.health import begin_shutdown
+            from app.platform.health import begin_shutdown
 
             begin_shutdown(app)
         # ThreadWorker.handle_exit only flips a flag and wakes the poller: safe from a thread.

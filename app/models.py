@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, ForeignKey, String, TypeDecorator
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
 
@@ -74,3 +88,47 @@ class User(db.Model):  # type: ignore[name-defined]
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
+
+
+class OutboxEvent(db.Model):  # type: ignore[name-defined]
+    """A user event written in the same transaction as the change it tells of (the transactional
+    outbox); the relay (app/relay.py) publishes it to the broker and marks it published.
+
+    ``seq`` orders a user's events: each write to a user first writes (and so locks) the user's
+    row, then inserts its event, so for one user ``seq`` follows the commit order. ``user_id`` is
+    no foreign key: a deleted user's ``user.deleted`` event outlives the row.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        # The relay's claim: the oldest unpublished event of each user.
+        Index("ix_outbox_events_unpublished", "user_id", "seq", postgresql_where=text("published_at IS NULL"),
+              sqlite_where=text("published_at IS NULL")),
+        # Retention cleanup and the backlog metrics.
+        Index("ix_outbox_events_published_at", "published_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), unique=True, default=uuid.uuid4)
+    type: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column()
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON())
+    # W3C trace context of the request that wrote the row (propagate.inject at insert time), so
+    # the publish continues that request's trace and not whatever the relay runs in.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
+    tracestate: Mapped[str | None] = mapped_column(String(512))
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The relay's lease: a claimed row is left alone by other relays until this time, so a relay
+    # that died mid-publish gives its rows back by itself.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text())
+
+    # Not a foreign key (see above), only the unit of work's ordering: the user's INSERT or
+    # UPDATE is flushed before the event's INSERT, and a new user's id is copied into user_id.
+    user: Mapped[User | None] = relationship(
+        User, primaryjoin="foreign(OutboxEvent.user_id) == User.id")
+
+    def __repr__(self) -> str:
+        return f"<OutboxEvent {self.seq} {self.type} user {self.user_id}>"

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from app.config import CONFIGS, DEV_JWT_KEY, DEV_SECRET, Config
+from app.config import CONFIGS, DEV_JWT_PRIVATE_KEY, DEV_SECRET, Config
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
@@ -48,7 +48,7 @@ def _type(field: FieldInfo) -> str:
 
 def _value(value: Any) -> str:
     """A default as the environment would spell it."""
-    if value in (DEV_SECRET, DEV_JWT_KEY):
+    if value in (DEV_SECRET, DEV_JWT_PRIVATE_KEY):
         return "a development key"
     if value is None:
         return "unset"

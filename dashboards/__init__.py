@@ -64,6 +64,9 @@ class SLO:
     login_route: str
     burn_rate_alerts: tuple[BurnRateAlert, ...] = ()
     runbooks: str = "README.md"  # the page whose sections the alerts' runbook_url point at
+    # The notifier: events emailed (commit to SMTP acceptance) within the threshold.
+    notifier_target: float = 0.99
+    notifier_threshold_seconds: float = 60.0  # the page whose sections the alerts' runbook_url point at
 
     def runbook_url(self, section: str) -> str:
         """The link to a section of the runbooks page (GitHub's anchor for its heading)."""
@@ -92,6 +95,10 @@ def load_slo(path: Path = SLO_FILE) -> SLO:
     login = objectives["login"]
     login_target, login_threshold = float(login["target"]), float(login["threshold_seconds"])
     login_route = str(login["route"])
+    notifier = objectives["notifier"]
+    notifier_target, notifier_threshold = float(notifier["target"]), float(notifier["threshold_seconds"])
+    if not 0 < notifier_target < 1 or notifier_threshold <= 0:
+        raise ValueError(f"{path}: notifier.target must be between 0 and 1, its threshold_seconds above 0")
     for name, value in (("availability_target", availability), ("latency_target", latency),
                         ("login_target", login_target)):
         if not 0 < value < 1:
@@ -130,6 +137,8 @@ def load_slo(path: Path = SLO_FILE) -> SLO:
         login_route=login_route,
         burn_rate_alerts=alerts,
         runbooks=raw["runbooks"],
+        notifier_target=notifier_target,
+        notifier_threshold_seconds=notifier_threshold,
     )
     duration_seconds(slo.window)
     return slo

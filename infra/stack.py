@@ -101,6 +101,7 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
         "RATE_LIMIT_LOGIN": s.rate_limits.login,
         "RATE_LIMIT_LOGIN_FAILURES": s.rate_limits.login_failures,
         "RATE_LIMIT_WRITES": s.rate_limits.writes,
+        "JWT_KEY_ID": s.service.jwt_key_id,
     }
     if s.service.gunicorn_workers > 1:  # one worker keeps plain metrics, and with them exemplars
         env["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
@@ -117,7 +118,7 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
                  counts: RateLimitStore | None, delivery: ProgressiveDelivery | None = None) -> ServiceArgs:
     """Return the app's Args: its settings, its secrets (files) and the peers it connects to."""
     secrets: dict[str, pulumi.Input[str]] = {
-        "SECRET_KEY": s.service.secret_key, "JWT_SECRET_KEY": s.service.jwt_secret_key,
+        "SECRET_KEY": s.service.secret_key, "JWT_PRIVATE_KEY": s.service.jwt_private_key,
         "DATABASE_URL": database.url}
     egress = [database.peer, monitoring.collector]
     if counts is not None:

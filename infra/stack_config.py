@@ -155,6 +155,14 @@ def stack_values(stack: str, infra_dir: Path = INFRA_DIR, fake_secrets: bool = F
     return values
 
 
+# The stand-in signing key of mock runs (the app refuses anything but an Ed25519 PEM there).
+MOCK_JWT_PRIVATE_KEY = ("-----BEGIN PRIVATE KEY-----\n"
+                        "MC4CAQAwBQYDK2VwBCIEIOnlbsQFxSKfJypY8OhTdWaM53Vxa90ssiU605y25PyQ\n"
+                        "-----END PRIVATE KEY-----\n")
+
+
 def fake_secret(name: str) -> str:
     """Return a stand-in for a secret in mock runs: long enough for the app's checks, obviously fake."""
+    if name == "jwtPrivateKey":
+        return MOCK_JWT_PRIVATE_KEY
     return f"mock-{name}-".ljust(48, "x")

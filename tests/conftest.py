@@ -8,6 +8,7 @@ session fails naming it.
 Environment:
     TEST_DATABASE_URL       PostgreSQL server for the PostgreSQL leg (a fresh database is
                             created per session and dropped after)
+    TEST_AMQP_URL           RabbitMQ (amqp://guest:guest@127.0.0.1:5672/%2F) for the user events
     TEST_REDIS_URL          Redis server for the shared rate-limit storage tests (keys under a
                             prefix of their own)
     LOOKOUT_REQUIRE_SERVICES=1  turn "skip because a service is missing" into a failure (CI)
@@ -111,6 +112,46 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         service_missing(f"Redis at TEST_REDIS_URL does not answer: {exc}")
     return url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A virtual host of its own on the RabbitMQ at TEST_AMQP_URL, for this session only.
+
+    Queues and exchanges have fixed names (app/platform/messaging.py), so test sessions running
+    side by side on one broker would take each other's messages; a fresh vhost per session keeps
+    them apart. It is made with rabbitmqctl (on the broker's machine); without it the URL's own
+    vhost is used as it is.
+    """
+    import shutil
+    import subprocess
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    import pika
+    import pika.exceptions
+
+    url = os.environ.get("TEST_AMQP_URL")
+    if not url:
+        service_missing("TEST_AMQP_URL is not set")
+    params = pika.URLParameters(url)
+    params.socket_timeout = params.blocked_connection_timeout = 5
+    try:
+        pika.BlockingConnection(params).close()
+    except pika.exceptions.AMQPError as exc:
+        service_missing(f"RabbitMQ at TEST_AMQP_URL does not answer: {exc!r}")
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        yield url
+        return
+    vhost = f"lookout-test-{uuid.uuid4().hex[:12]}"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run([ctl, "set_permissions", "-p", vhost, params.credentials.username, ".*", ".*", ".*"],
+                   check=True, capture_output=True, timeout=60)
+    parts = urlsplit(url)
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -234,9 +275,9 @@ def bearer(user: User) -> dict[str, str]:
 
 def server_bearer(user: User) -> dict[str, str]:
     """``bearer`` for a server the harness started, which signs with its production secrets."""
-    key = harness.PRODUCTION_SECRETS["JWT_SECRET_KEY"]
+    keys = {name: harness.PRODUCTION_SECRETS[name] for name in ("JWT_PRIVATE_KEY", "JWT_KEY_ID")}
     claims = (user.id, user.role.value, user.token_version)  # read in the test's own app context
-    with create_app({"DATABASE_URL": "sqlite://", "JWT_SECRET_KEY": key}).app_context():
+    with create_app({"DATABASE_URL": "sqlite://", **keys}).app_context():
         token, _ = issue_token(*claims)
     return {"Authorization": f"Bearer {token}"}
 

@@ -10,11 +10,21 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.config import DEV_JWT_KEY, DEV_SECRET, ConfigError, DevelopmentConfig, ProductionConfig, load_config
+from app.config import (
+    DEV_JWT_KEY_ID,
+    DEV_JWT_PRIVATE_KEY,
+    DEV_SECRET,
+    ConfigError,
+    DevelopmentConfig,
+    ProductionConfig,
+    load_config,
+)
 from app.config import TestingConfig as _TestingConfig
+from loadtests.harness import PRODUCTION_SECRETS
 
 STRONG = "s" * 40
-PROD_OK = {"LOOKOUT_ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": "j" * 40,
+JWT_KEY = {"JWT_PRIVATE_KEY": PRODUCTION_SECRETS["JWT_PRIVATE_KEY"], "JWT_KEY_ID": "k1"}
+PROD_OK = {"LOOKOUT_ENV": "production", "SECRET_KEY": STRONG, **JWT_KEY,
            "DATABASE_URL": "postgresql://db.internal/lookout"}
 
 
@@ -42,7 +52,9 @@ def test_every_setting_is_overridable_and_typed():
 
 
 @pytest.mark.parametrize("name, value", [("MAX_CONTENT_LENGTH", "lots"), ("DEBUG", "perhaps"),
-                                         ("JWT_ALGORITHM", "none"), ("JWT_ALGORITHM", "RS256"),
+                                         ("JWT_PRIVATE_KEY", "not a key"), ("JWT_KEY_ID", "a b"),
+                                         ("JWT_EXTRA_PUBLIC_KEYS", "[]"),
+                                         ("BROKER_URL", "http://rabbit:5672"),
                                          ("PAGE_SIZE_MAX", "0"), ("DATABASE_URL", "mysql://x/y"),
                                          ("PUBLIC_URL", "api.example.com"), ("PUBLIC_URL", "ftp://x.example"),
                                          ("PUBLIC_URL", "https://x.example/a?b=c"),
@@ -57,8 +69,10 @@ def test_bad_value_names_the_setting(name, value):
     ("SECRET_KEY", DEV_SECRET, "known default"),
     ("SECRET_KEY", "changeme", "known default"),
     ("SECRET_KEY", "short", "at least 32"),
-    ("JWT_SECRET_KEY", None, "missing"),
-    ("JWT_SECRET_KEY", DEV_JWT_KEY, "known default"),
+    ("JWT_PRIVATE_KEY", None, "missing"),
+    ("JWT_PRIVATE_KEY", DEV_JWT_PRIVATE_KEY, "development key"),
+    ("JWT_KEY_ID", None, "missing"),
+    ("JWT_KEY_ID", DEV_JWT_KEY_ID, "missing"),
     ("DATABASE_URL", None, "missing"),
     ("DATABASE_URL", "", "missing"),
     ("DATABASE_URL", "sqlite:///lookout.db", "missing"),
@@ -112,7 +126,7 @@ def _gunicorn_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_server_refuses_to_start_with_bad_app_config():
-    result = _gunicorn_check({"LOOKOUT_ENV": "production", "JWT_SECRET_KEY": "j" * 40,
+    result = _gunicorn_check({"LOOKOUT_ENV": "production", **JWT_KEY,
                               "DATABASE_URL": "postgresql://db/x"})
     assert result.returncode != 0
     assert "SECRET_KEY: is missing or a known default" in result.stderr

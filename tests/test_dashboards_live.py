@@ -1,7 +1,9 @@
 """Rules and dashboards against the real app and a real Prometheus.
 
 One gunicorn (production process model: one worker, /metrics on its own port, every request
-sampled so exemplars exist) serves steady API traffic on a migrated SQLite file. First the
+sampled so exemplars exist) serves steady API traffic on a migrated SQLite file; beside it the
+notifier's event handling emails a user event to a real SMTP server each round, its metrics served
+as the consumer serves them (the notifier objective's series). First the
 contract: every selector in every rule and panel names a metric its /metrics exposes (or an
 allow-listed Kubernetes one). Then a Prometheus scraping it every second with the real rule files:
 every panel query runs, the app's panels return data, every recording rule produces series and no
@@ -15,6 +17,7 @@ promtool tests, which replay hours and days of series (tests/test_rules.py).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -24,6 +27,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import PASSWORD, add_admin, migrate, service_missing
+from notifier_support import SmtpServer, free_port, make_event
 from promql_contract import GRAFANA_VARIABLES, KUBERNETES, Catalogue, grafana_to_promql, problems, selectors
 from promserver import PrometheusError, PrometheusServer, prometheus_binary
 
@@ -42,11 +46,62 @@ K8S_TARGET_LABELS = {"namespace": TARGET.namespace, "pod": "lookout-7d4b9c-x2x8q
                      "container": TARGET.container, "service": TARGET.job, "endpoint": "metrics"}
 
 
+class NotifierFeed:
+    """The notifier's handling of one user event per call (real SMTP server, SQLite database),
+    its registry served on a port of its own as the consumer process serves it."""
+
+    def __init__(self, tmp: Any) -> None:
+        from flask_migrate import upgrade
+        from prometheus_client import start_http_server
+
+        from app.notifier import create_app as create_notifier
+        from app.notifier.extensions import MIGRATIONS
+        from app.notifier.handling import Handler
+
+        self.smtp = SmtpServer()
+        self.smtp.start()
+        self.app = create_notifier({"DATABASE_URL": f"sqlite:///{tmp / 'notifier.db'}",
+                                    "SMTP_URL": self.smtp.url})
+        with self.app.app_context():
+            upgrade(directory=MIGRATIONS)
+        self.metrics = self.app.extensions["lookout.telemetry"].metrics
+        self.handler = Handler(self.app, self.metrics)
+        self.port = free_port()
+        self.server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.metrics.registry)
+
+    def one(self) -> None:
+        event = make_event("user.created")
+        with self.app.app_context():
+            assert self.handler.handle(json.dumps(event).encode(), event["id"], {}, 1).action == "ack"
+
+    def exposition(self) -> str:
+        return notifier_only(requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.smtp.stop()
+
+
+def notifier_only(exposition: str) -> str:
+    """The notifier's own families (its HTTP and database ones are the platform's, as the users
+    service's: the users service's exposition speaks for those)."""
+    return "".join(line + "\n" for line in exposition.splitlines()
+                   if re.match(r"(# (HELP|TYPE) )?lookout_notifier_", line))
+
+
+def fresh_notifier_exposition() -> str:
+    """A notifier that has handled nothing yet: its fixed-label series exist at zero."""
+    from app.notifier import create_app as create_notifier
+
+    return notifier_only(create_notifier({}).test_client().get("/metrics").get_data(as_text=True))
+
+
 class Traffic:
     """Steady API traffic in a background thread; ``faults`` adds injected 5xx answers."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, notifier: NotifierFeed | None = None) -> None:
         self.url, self.faults, self.sent = url, 0, 0
+        self.notifier = notifier
         self.stopped = threading.Event()
         self.session = requests.Session()
         token = self.session.post(f"{url}/api/v1/auth/token", timeout=10,
@@ -70,6 +125,8 @@ class Traffic:
                    json={"email": f"u{self.sent}@example.com", "name": "U", "password": "long enough pw"})
         for _ in range(self.faults):
             s.get(f"{url}{FAULTS}", timeout=10)
+        if self.notifier is not None:
+            self.notifier.one()
         self.sent += 1
 
     def _run(self) -> None:
@@ -100,8 +157,15 @@ def service(database: str) -> Iterator[tuple[GunicornServer, str]]:
 
 
 @pytest.fixture(scope="module")
-def traffic(service: tuple[GunicornServer, str]) -> Iterator[Traffic]:
-    traffic = Traffic(service[0].url)
+def notifier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotifierFeed]:
+    feed = NotifierFeed(tmp_path_factory.mktemp("notifier"))
+    yield feed
+    feed.close()
+
+
+@pytest.fixture(scope="module")
+def traffic(service: tuple[GunicornServer, str], notifier: NotifierFeed) -> Iterator[Traffic]:
+    traffic = Traffic(service[0].url, notifier)
     for _ in range(3):  # warm up before Prometheus's first scrape, so start-up cost is not counted
         traffic.one_round()
     yield traffic
@@ -115,8 +179,9 @@ def exposition(service: tuple[GunicornServer, str], traffic: Traffic) -> str:
 
 
 @pytest.fixture(scope="module")
-def catalogue(exposition: str) -> Catalogue:
-    return Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition).add_rules(rule_groups())
+def catalogue(exposition: str, notifier: NotifierFeed) -> Catalogue:
+    return (Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition)
+            .add_exposition(notifier.exposition()).add_rules(rule_groups()))
 
 
 def every_expression() -> list[tuple[str, str]]:
@@ -141,7 +206,7 @@ def test_renaming_a_metric_in_the_app_breaks_the_contract(database: str, monkeyp
     """The app itself renames its request counter; the contract names what now points nowhere."""
     import prometheus_client
 
-    import app.telemetry.metrics as metrics_module
+    import app.platform.metrics as metrics_module
 
     class RenamedCounter(prometheus_client.Counter):
         def __init__(self, name: str, *args: Any, **kwargs: Any) -> None:
@@ -170,7 +235,7 @@ BORN_WITH_TRAFFIC = ("http_server_requests", "http_server_request_duration_secon
 def fresh_problems(exposition: str) -> list[str]:
     """What the rules and panels query that a fresh app's /metrics has no series of."""
     catalogue = (Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition, declared=BORN_WITH_TRAFFIC)
-                 .add_rules(rule_groups()))
+                 .add_exposition(fresh_notifier_exposition(), declared=()).add_rules(rule_groups()))
     return [p for where, expr in every_expression() for p in problems(where, expr, catalogue)]
 
 
@@ -200,7 +265,8 @@ def test_the_fresh_start_check_sees_a_counter_without_its_zero_series(database: 
     found = fresh_problems(exposition)
     assert found and all("db_client_errors_total" in p for p in found), found
     assert any("lookout-overview" in p for p in found)
-    lenient = Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition).add_rules(rule_groups())
+    lenient = (Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition)
+               .add_exposition(fresh_notifier_exposition()).add_rules(rule_groups()))
     assert not [p for where, expr in every_expression() for p in problems(where, expr, lenient)]
 
 
@@ -221,11 +287,14 @@ def test_the_allow_list_holds_only_what_is_used():
 
 
 @pytest.fixture(scope="module")
-def prometheus(service: tuple[GunicornServer, str], traffic: Traffic) -> Iterator[PrometheusServer]:
+def prometheus(service: tuple[GunicornServer, str], traffic: Traffic,
+               notifier: NotifierFeed) -> Iterator[PrometheusServer]:
     if not prometheus_binary():
         service_missing("prometheus is not installed (Debian package prometheus)")
     scrape = [{"job_name": TARGET.job,
-               "static_configs": [{"targets": [service[1]], "labels": K8S_TARGET_LABELS}]}]
+               "static_configs": [{"targets": [service[1]], "labels": K8S_TARGET_LABELS}]},
+              {"job_name": TARGET.notifier_job,
+               "static_configs": [{"targets": [f"127.0.0.1:{notifier.port}"]}]}]
     with PrometheusServer(scrape, rule_files()) as prom:
         traffic.thread.start()
         # Every recording rule has a series and every rate window holds a few scrapes.

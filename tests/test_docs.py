@@ -179,9 +179,10 @@ def test_every_runbook_url_names_a_heading_of_the_runbook_page():
 def test_every_alert_has_its_own_runbook_heading():
     names = {rule["alert"] for group in rule_groups() for rule in group["rules"] if "alert" in rule}
     anchors = github_anchors(runbook_page().read_text())
-    burn_rate = {n for n in names if re.fullmatch(r"Lookout(Availability|Latency|Login)Burn\w+", n)}
+    burn_rate = {n for n in names if re.fullmatch(r"Lookout(Availability|Latency|Login|Notifier)Burn\w+", n)}
     assert {n.lower() for n in names - burn_rate} <= anchors
-    assert {"availability-burn-rate-alerts", "latency-burn-rate-alerts", "login-burn-rate-alerts"} <= anchors
+    assert {"availability-burn-rate-alerts", "latency-burn-rate-alerts", "login-burn-rate-alerts",
+            "notifier-burn-rate-alerts"} <= anchors
 
 
 # --- make test without npm -----------------------------------------------------------------------

@@ -7,8 +7,10 @@ from conftest import assert_problem, metric_value
 
 from app import create_app
 from app.config import ConfigError, load_config
+from loadtests.harness import PRODUCTION_SECRETS
 
-PRODUCTION = {"LOOKOUT_ENV": "production", "SECRET_KEY": "s" * 40, "JWT_SECRET_KEY": "j" * 40,
+PRODUCTION = {"LOOKOUT_ENV": "production", "SECRET_KEY": "s" * 40, **{
+    k: PRODUCTION_SECRETS[k] for k in ("JWT_PRIVATE_KEY", "JWT_KEY_ID")},
               "DATABASE_URL": "postgresql://db.internal/lookout"}
 
 

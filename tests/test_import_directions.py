@@ -19,11 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Part (a module prefix) -> the prefixes, besides its own, it may import; None: anything.
 # A prefix covers its submodules except those of a longer part: "infra" is not "infra.delivery".
 MAY_IMPORT: dict[str, frozenset[str] | None] = {
-    "app": frozenset(),
+    "app": frozenset({"app.platform"}),  # the users service
+    "app.platform": frozenset(),  # what every service is built from; imports no service
+    "app.notifier": frozenset({"app.platform"}),  # the second service
     "dashboards": frozenset(),
     "infra": frozenset({"dashboards"}),  # the Pulumi program: infra/ except infra/delivery
     "infra.delivery": frozenset({"infra", "loadtests", "dashboards"}),
-    "loadtests": frozenset({"app", "dashboards", "infra.stack_config"}),  # the pure YAML reader
+    # infra.stack_config: the pure YAML reader
+    "loadtests": frozenset({"app", "app.platform", "dashboards", "infra.stack_config"}),
     "tests": None,
 }
 
@@ -180,6 +183,10 @@ TREE = {
     "app/__init__.py": "",
     "app/config.py": "import os\n",
     "app/api/__init__.py": "from ..config import os\n",
+    "app/platform/__init__.py": "",
+    "app/platform/settings.py": "import os\n",
+    "app/notifier/__init__.py": "from ..platform import settings\n",
+    "app/errors.py": "from .platform.settings import os\n",
     "dashboards/__init__.py": "",
     "infra/__init__.py": "",
     "infra/config.py": "",
@@ -209,6 +216,10 @@ def test_the_synthetic_tree_follows_the_directions(tmp_path):
     ("loadtests/bench/run.py", "from ..harness import free_port\nfrom traffic import Traffic\n", 4,
      "loadtests -> tests"),
     ("infra/delivery/e2e.py", "from app import create_app\n", 3, "infra.delivery -> app"),
+    ("app/platform/errors.py", "from ..config import os\n", 3, "app.platform -> app"),
+    ("app/platform/health.py", "from app.notifier import x\n", 3, "app.platform -> app.notifier"),
+    ("app/notifier/api.py", "from app.api import users\n", 3, "app.notifier -> app"),
+    ("app/api/users.py", "from app.notifier import consumer\n", 3, "app -> app.notifier"),
 ])
 def test_a_forbidden_import_is_named_with_its_file_and_line(tmp_path, path, source, line, edge):
     write(tmp_path, {**TREE, path: "import os\n\n" + source})

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import bearer
 
-from app.telemetry.logs import JsonFormatter, logging_config
+from app.platform.logs import JsonFormatter, logging_config
 from loadtests.harness import wait_until
 
 
@@ -118,7 +118,7 @@ def test_error_traceback_is_in_the_log_line_not_the_response(app, log_lines):
 # The background writer (BackgroundStreamHandler): order, flush, close, fork, write errors.
 
 def _handler(stream) -> logging.Handler:
-    from app.telemetry.logs import BackgroundStreamHandler
+    from app.platform.logs import BackgroundStreamHandler
 
     handler = BackgroundStreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -220,7 +220,7 @@ def test_background_writer_writes_without_being_asked():
 
 def test_a_backlog_is_written_by_the_logging_thread(monkeypatch):
     """A writer that falls behind never lets the queue grow past QUEUED_LINES."""
-    from app.telemetry import logs
+    from app.platform import logs
 
     monkeypatch.setattr(logs, "QUEUED_LINES", 10)
     monkeypatch.setattr(logs, "BATCH_SECONDS", 60)  # the writer waits; only the backlog path writes

@@ -86,7 +86,7 @@ def test_no_secret_reaches_a_log_line_or_a_response(tmp_path):
         "a password hash": ["$argon2"],
         "a configured secret": [
             PRODUCTION_SECRETS["SECRET_KEY"],
-            PRODUCTION_SECRETS["JWT_SECRET_KEY"],
+            PRODUCTION_SECRETS["JWT_PRIVATE_KEY"].splitlines()[1],  # the key's base64 body
             REDIS_PASSWORD,
         ],
         "a token": [auth["Authorization"].split()[1]],

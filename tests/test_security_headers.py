@@ -16,6 +16,7 @@ from conftest import PASSWORD, service_missing
 from app import create_app
 from app.config import ConfigError, load_config
 from app.security import API_CSP, HEADERS
+from loadtests.harness import PRODUCTION_SECRETS
 
 ORIGIN = "https://app.example.com"
 
@@ -178,7 +179,8 @@ def test_unsafe_or_malformed_origins_are_refused(origins, message):
     environ = {
         "LOOKOUT_ENV": "production",
         "SECRET_KEY": "s" * 40,
-        "JWT_SECRET_KEY": "j" * 40,
+        "JWT_PRIVATE_KEY": PRODUCTION_SECRETS["JWT_PRIVATE_KEY"],
+        "JWT_KEY_ID": "k1",
         "DATABASE_URL": "postgresql://db/lookout",
         "CORS_ORIGINS": origins,
     }

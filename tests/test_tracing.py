@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from app import create_app
-from app.telemetry.tracing import DEFAULT_SAMPLE_RATIO, EXCLUDED_URLS, Tracing
+from app.platform.tracing import DEFAULT_SAMPLE_RATIO, EXCLUDED_URLS, Tracing
 
 
 def spans_by_kind(exporter, kind):

@@ -15,6 +15,7 @@ from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..guards import require_json_body
 from ..models import MAX_ID, Role, User
+from ..outbox import record_event
 from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UsersPage, normalise_email
 from ..telemetry import count_auth_failure, count_user_created
 from .limits import declare_limits, refuse_password
@@ -65,6 +66,19 @@ def commit_or_409(check: Callable[[], None] | None = None) -> None:
     except IntegrityError:
         db.session.rollback()
         abort(409, DUPLICATE_EMAIL)
+
+
+def record_events(user: User, old_email: str, old_role: Role, password_changed: bool) -> None:
+    """Add the outbox rows of a PATCH: the email change goes to the OLD address too."""
+    if user.email != old_email:
+        record_event(user, "user.email_changed",
+                     {"old_email": old_email, "new_email": user.email, "name": user.name})
+    if password_changed:
+        record_event(user, "user.password_changed", {"email": user.email, "name": user.name})
+    if user.role != old_role:
+        record_event(user, "user.role_changed", {"email": user.email, "name": user.name,
+                                                 "old_role": Role(old_role).value,
+                                                 "new_role": Role(user.role).value})
 
 
 @bp.get("/users")
@@ -118,6 +132,8 @@ def create_user(data: dict[str, Any]) -> Response:
     user = User(email=data["email"], name=data["name"], role=data["role"],
                 password_hash=hash_password(data["password"]), created_by_id=actor.id)
     db.session.add(user)
+    record_event(user, "user.created",
+                 {"email": user.email, "name": user.name, "role": Role(user.role).value})
     commit_or_409()
     count_user_created()
     return user_response(actor, user, 201, {"Location": link("api.get_user", user_id=user.id)})
@@ -159,13 +175,16 @@ def update_user(user_id: int, changes: dict[str, Any]) -> Response:
             count_auth_failure("credentials")
             refuse_password()  # counted against RATE_LIMIT_LOGIN_FAILURES, as a refused login is
             abort(403, "The current password is wrong.")
-    if "password" in changes:
+    old_email, old_role = user.email, user.role
+    password_changed = "password" in changes
+    if password_changed:
         user.password_hash = hash_password(changes.pop("password"))
         # Every token issued so far stops working, the caller's too. Raised in SQL, so two
         # changes at once cannot both write the same new version.
         user.token_version = User.token_version + 1
     for field, value in changes.items():
         setattr(user, field, value)
+    record_events(user, old_email, old_role, password_changed)
     commit_or_409(refuse_if_no_admin_left if demotes else None)
     return user_response(actor, user)
 
@@ -184,7 +203,10 @@ def delete_user(user_id: int) -> tuple[str, int]:
     admin = user.is_admin
     if admin:
         lock_admins()
+    data = {"email": user.email, "name": user.name}
     db.session.delete(user)
+    db.session.flush()  # the DELETE first: see record_event
+    record_event(user, "user.deleted", data, deleted=True)
     if admin:
         refuse_if_no_admin_left()
     db.session.commit()

@@ -1,4 +1,9 @@
-"""JWT issue and verification (PyJWT) with a fixed algorithm and required claims."""
+"""JWT issue and verification (PyJWT): EdDSA only, a ``kid`` naming a published key, required claims.
+
+The keys come from app/keys.py (settings JWT_PRIVATE_KEY, JWT_KEY_ID, JWT_EXTRA_PUBLIC_KEYS); a
+token verifies against the published key its ``kid`` names, so tokens signed by a key that is
+still published (the previous one, during a rotation) keep working until they expire.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,24 @@ import uuid
 from typing import Any
 
 import jwt
-from flask import current_app, g
+from flask import Flask, current_app, g
+
+from ..keys import ALGORITHM, SigningKeys, load_keys
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+KEYS = "lookout.signing_keys"
+
+
+def init_app(app: Flask) -> None:
+    """Load the signing key and the published set once (the settings were checked already)."""
+    config = app.config
+    app.extensions[KEYS] = load_keys(config["JWT_PRIVATE_KEY"], config["JWT_KEY_ID"],
+                                     config["JWT_EXTRA_PUBLIC_KEYS"] or "")
+
+
+def signing_keys() -> SigningKeys:
+    keys: SigningKeys = current_app.extensions[KEYS]
+    return keys
 
 
 def issue_token(user_id: int, role: str, version: int = 0) -> tuple[str, int]:
@@ -31,19 +51,26 @@ def issue_token(user_id: int, role: str, version: int = 0) -> tuple[str, int]:
         "jti": uuid.uuid4().hex,
         "ver": version,
     }
-    return jwt.encode(claims, config["JWT_SECRET_KEY"], algorithm=config["JWT_ALGORITHM"]), ttl
+    keys = signing_keys()
+    return jwt.encode(claims, keys.private_key, algorithm=ALGORITHM, headers={"kid": keys.kid}), ttl
 
 
 def decode_token(token: str) -> dict[str, Any] | None:
     """Return the verified claims, or None for any invalid token."""
     config = current_app.config
     try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        # Only a published key, chosen by the kid; an unknown kid is refused without a lookup
+        # elsewhere (this service holds every key it ever published).
+        key = signing_keys().verifying.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            return None
         return jwt.decode(
             token,
-            config["JWT_SECRET_KEY"],
-            # One algorithm, from config, never from the token header: defeats alg=none and
-            # algorithm-confusion attacks.
-            algorithms=[config["JWT_ALGORITHM"]],
+            key,
+            # One algorithm, fixed here, never from the token header: defeats alg=none and
+            # algorithm-confusion attacks (an HS256 token "signed" with the public key).
+            algorithms=[ALGORITHM],
             audience=config["JWT_AUDIENCE"],
             issuer=config["JWT_ISSUER"],
             leeway=config["JWT_LEEWAY_SECONDS"],

@@ -10,6 +10,19 @@ from ..schemas import ServiceInfo
 bp = APIBlueprint("main", __name__, tag="Service")
 
 
+@bp.get("/.well-known/jwks.json")
+@bp.doc(summary="The public keys that verify this service's tokens (JWKS, RFC 7517)",
+        description="EdDSA (Ed25519) keys by `kid`: the one that signs and any still published for a "
+                    "rotation. Verifiers may cache it for `Cache-Control`'s max-age.")
+def jwks() -> Response:
+    from ..auth.tokens import signing_keys
+
+    response = current_app.response_class(current_app.json.dumps(signing_keys().jwks),
+                                          mimetype="application/json")
+    response.headers["Cache-Control"] = f"public, max-age={current_app.config['JWKS_MAX_AGE_SECONDS']}"
+    return response
+
+
 @bp.get("/")
 @bp.output(ServiceInfo)
 @bp.doc(summary="Service name, version, commit and links")

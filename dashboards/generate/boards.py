@@ -242,7 +242,8 @@ def slo_board(slo: SLO) -> Dashboard:
         sel = f'{{slo="{objective}"}}'
         fastest = max(a.burn_rate for a in slo.burn_rate_alerts)
         what = ("answered without a server error" if objective == "availability"
-                else f"answered within {number(threshold_seconds(slo, objective))} s")
+                else f"{'emailed' if objective == 'notifier' else 'answered'} within "
+                     f"{number(threshold_seconds(slo, objective))} s")
         counted = WHAT[objective]
         board = (
             board.with_row(Row(f"{objective.capitalize()}: {number(100 * target)}% of {counted} {what}, "

@@ -14,9 +14,11 @@ from dashboards import SLO, BurnRateAlert, duration_seconds
 
 from .target import TARGET, Target, le, number
 
-OBJECTIVES = ("availability", "latency", "login")
+OBJECTIVES = ("availability", "latency", "login", "notifier")
 REQUESTS = "http_server_requests_total"
 DURATION = "http_server_request_duration_seconds"
+EVENT_TO_EMAIL = "lookout_notifier_event_to_email_seconds"  # app/notifier/metrics.py
+DEAD_LETTERS = "lookout_notifier_dead_letters_total"
 
 
 def ratio(objective: str, window: str) -> str:
@@ -37,16 +39,28 @@ def selector(slo: SLO, objective: str, t: Target = TARGET) -> str:
         return f'{t.api}, route!="{slo.login_route}"'
     if objective == "login":
         return f'{t.app}, route="{slo.login_route}"'
+    if objective == "notifier":
+        return t.notifier
     return t.api
 
 
 def threshold_seconds(slo: SLO, objective: str) -> float:
+    if objective == "notifier":
+        return slo.notifier_threshold_seconds
     return slo.login_threshold_seconds if objective == "login" else slo.latency_threshold_seconds
 
 
 def bad_and_total(slo: SLO, objective: str, window: str, t: Target = TARGET) -> tuple[str, str]:
     """PromQL for the rate of bad requests and of all requests an objective counts over ``window``."""
     sel = selector(slo, objective, t)
+    if objective == "notifier":
+        # Events emailed plus events dead-lettered (never emailed: bad); the good ones are the
+        # emails accepted within the threshold.
+        total = (f"(sum(rate({EVENT_TO_EMAIL}_count{{{sel}}}[{window}]))"
+                 f" + sum(rate({DEAD_LETTERS}{{{sel}}}[{window}])))")
+        fast = (f'sum(rate({EVENT_TO_EMAIL}_bucket{{{sel}, le="{le(threshold_seconds(slo, objective))}"}}'
+                f"[{window}]))")
+        return f"{total} - {fast}", total
     if objective == "availability":
         total = f"sum(rate({REQUESTS}{{{sel}}}[{window}]))"
         # With no 5xx yet there is no 5xx series at all: zero, but only while there is traffic.
@@ -116,8 +130,10 @@ def burn_rate_alerts(slo: SLO) -> list[dict[str, Any]]:
 
 BAD = {"availability": "answered with a server error (5xx)",
        "latency": "slower than the latency threshold",
-       "login": "slower than the login threshold"}
-WHAT = {"availability": "API requests", "latency": "API requests (logins aside)", "login": "logins"}
+       "login": "slower than the login threshold",
+       "notifier": "emailed later than the threshold or dead-lettered"}
+WHAT = {"availability": "API requests", "latency": "API requests (logins aside)", "login": "logins",
+        "notifier": "user events"}
 RUNBOOKS = {
     "availability": (
         "Check the SLO dashboard (which windows burn) and the overview's error ratio per route; "
@@ -138,6 +154,14 @@ RUNBOOKS = {
         "maximum. "
         "Do: when saturated by real logins, raise maxReplicas or the pods' CPU; tighten "
         "RATE_LIMIT_LOGIN against an attack; roll back a release that raised the hash cost."),
+    "notifier": (
+        "Check the SLO dashboard's notifier rows, the consumer lag (lookout_notifier_consumer_lag), "
+        "temporary SMTP failures by template (lookout_notifier_emails_failed_total), dead letters "
+        "by reason, the users service's outbox backlog and its relay, and the consumer's log lines "
+        "(kubectl -n lookout logs deploy/lookout-notifier-consumer). "
+        "Do: restore the SMTP server or its credentials (retries then drain the backlog); restart a "
+        "stuck consumer; replay the dead-letter queue once the cause is fixed; add consumers when "
+        "the lag grows under real load."),
 }
 
 
@@ -247,6 +271,18 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             "and the RATE_LIMIT_STORAGE_URL secret. Do: restore the store or its policy (a new store pod "
             "starts with empty counts); each pod returns to it on a write within a minute of it "
             "answering."),
+        Operational(
+            "LookoutNotifierDeadLetters",
+            f"max(lookout_notifier_dead_letter_queue_messages{{{t.notifier}}}) > 0",
+            "10m", "ticket",
+            "User events wait in the notifier's dead-letter queue",
+            "{{ $value }} events have sat in notifier.dead-letters for 10 minutes: their emails were not "
+            "sent (a permanent SMTP refusal, a poison message, or every retry failed).",
+            "Check GET /api/v1/notifications on the notifier (state dead, last_error), "
+            "lookout_notifier_dead_letters_total by reason and the consumer's log lines. Do: fix the "
+            "cause (the SMTP server or its credentials, a recipient, a publisher's bug), then move the "
+            "dead letters back to notifier.user-events (each gets one more attempt); purge what must "
+            "not be sent."),
     ]
 
 

@@ -21,6 +21,9 @@ class Target:
     container: str = "app"
     api_routes: str = "/api/.*"  # the SLIs count API requests, not probes, docs or unmatched paths
     service: str = "lookout"  # the pods' app.kubernetes.io/name, which the log collector makes service_name
+    # The notifier consumer's metrics job (its Deployment is the next piece of infra work; the
+    # name is fixed here so the rules need no change then).
+    notifier_job: str = "lookout-notifier-metrics"
 
     @property
     def app(self) -> str:
@@ -31,6 +34,11 @@ class Target:
     def api(self) -> str:
         """Matchers for the app's API requests."""
         return f'job="{self.job}", route=~"{self.api_routes}"'
+
+    @property
+    def notifier(self) -> str:
+        """Matchers for the notifier consumer's series."""
+        return f'job="{self.notifier_job}"'
 
     @property
     def logs(self) -> str:

@@ -51,7 +51,8 @@ class ServiceSettings(Group):
     termination_grace_period_seconds: Annotated[int, Key("terminationGracePeriodSeconds")]
     otel_traces_sampler_ratio: Annotated[str, Key("otelTracesSamplerRatio", check=ratio)]
     secret_key: Annotated[pulumi.Output[str], Key("secretKey")]
-    jwt_secret_key: Annotated[pulumi.Output[str], Key("jwtSecretKey")]
+    jwt_private_key: Annotated[pulumi.Output[str], Key("jwtPrivateKey")]
+    jwt_key_id: Annotated[str, Key("jwtKeyId")]
     bootstrap_admin_email: Annotated[str, Key("bootstrapAdminEmail", check=email)]
     bootstrap_admin_password: Annotated[pulumi.Output[str], Key("bootstrapAdminPassword")]
 

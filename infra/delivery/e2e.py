@@ -44,6 +44,7 @@ from infra.delivery.pulumi_cli import PulumiError, PulumiStack
 from infra.delivery.rollout import CanaryWatch, Rollout, admin_credentials, check_image, report
 from infra.stack_config import parse_quantity
 from loadtests.harness import free_port
+from loadtests.harness.gunicorn import new_signing_key
 
 STACK = "dev"
 # On top of Pulumi.dev.yaml: a load balancer (cloud-provider-kind), and canary steps short enough
@@ -125,7 +126,7 @@ def up(image: str) -> int:
     dev.select(create=True)
     for key, value in OVERRIDES.items():
         dev.set_config(key, value)
-    keys = {"secretKey": secrets.token_hex(32), "jwtSecretKey": secrets.token_hex(32)}
+    keys = {"secretKey": secrets.token_hex(32), "jwtPrivateKey": new_signing_key()}
     if not dev.config("bootstrapAdminPassword"):  # the migration Job's first admin; `check` logs in as it
         keys["bootstrapAdminPassword"] = secrets.token_urlsafe(24)
     outcome = Rollout(dev).run(check_image(image, allow_tag=True), os.environ.get("GIT_COMMIT") or None,

@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from infra.delivery.smoke import publish, smoke
+from loadtests.harness import PRODUCTION_SECRETS
 
 NAME = "lookout-image-check"
 UID = "10001"
@@ -74,7 +75,8 @@ def pid1_problems(cmdline: str) -> list[str]:
 
 def run_checks(image: str, database_url: str, commit: str) -> list[str]:
     env = ["--env", "SECRET_KEY=" + "image-check-secret-" + "x" * 24,
-           "--env", "JWT_SECRET_KEY=" + "image-check-jwt-" + "y" * 24,
+           "--env", "JWT_PRIVATE_KEY=" + PRODUCTION_SECRETS["JWT_PRIVATE_KEY"],
+           "--env", "JWT_KEY_ID=image-check",
            "--env", f"DATABASE_URL={database_url}"]
     problems = label_problems(json.loads(docker("image", "inspect", image).stdout)[0], commit)
     migrate = docker("run", "--rm", *HARDENING, *env, image, "flask", "--app", "app", "db", "upgrade",

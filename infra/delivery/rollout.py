@@ -16,7 +16,7 @@ again; the command still exits 1, so the pipeline stops there. Images are deploy
 tag could point elsewhere by the time a rollback needs it; ``--require-signature`` refuses an
 image the deploy workflow did not sign (infra/delivery/signature.py).
 
-The stack's secrets (secretKey, jwtSecretKey, bootstrapAdminPassword, databaseUrl) stay where
+The stack's secrets (secretKey, jwtPrivateKey, bootstrapAdminPassword, databaseUrl) stay where
 Pulumi keeps them, encrypted in infra/Pulumi.<stack>.yaml; the pipeline needs only the backend's
 credentials and the cluster's. The smoke test logs in as the stack's bootstrap admin
 (``pulumi config get``), or as LOOKOUT_SMOKE_EMAIL / LOOKOUT_SMOKE_PASSWORD when both are set.

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
-from app.telemetry.tracing import DEFAULT_SAMPLE_RATIO
+from app.platform.tracing import DEFAULT_SAMPLE_RATIO
 from loadtests.bench import instructions, scrape, wrk
 from loadtests.bench.sink import Sink
 from loadtests.harness import PRODUCTION_SECRETS, GunicornServer
@@ -128,7 +128,8 @@ def admin_token(database_url: str) -> str:
     from app.extensions import db
     from app.models import User
 
-    app = create_app({"DATABASE_URL": database_url, "JWT_SECRET_KEY": PRODUCTION_SECRETS["JWT_SECRET_KEY"]})
+    app = create_app({"DATABASE_URL": database_url, "JWT_PRIVATE_KEY": PRODUCTION_SECRETS["JWT_PRIVATE_KEY"],
+                      "JWT_KEY_ID": PRODUCTION_SECRETS["JWT_KEY_ID"]})
     with app.app_context():
         admin = db.session.scalar(select(User).where(User.email == BENCH_ADMIN))
         if admin is None:

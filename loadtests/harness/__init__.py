@@ -11,6 +11,7 @@ Usage:
     stop(process)                                       # SIGTERM; SIGKILL of its group after a bound
     wait_until(lambda: ready(url), "Prometheus ready")  # poll the thing, with generous patience
     outlived()                                          # what this harness started and still runs
+    EventPipeline(workdir, broker_url, service)         # relay, notifier, SMTP sink (events.py)
 
 Everything runs on 127.0.0.1 and ports from ``free_port()``. Each process is started in a
 session of its own and recorded (pid, start time, command line) when it starts, so that

@@ -15,8 +15,21 @@ import requests
 from .processes import PATIENCE, free_port, launch, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+# A fixed Ed25519 key for the integration servers (tests sign tokens for them with it).
 PRODUCTION_SECRETS = {"SECRET_KEY": "integration-secret-key-" + "x" * 16,
-                      "JWT_SECRET_KEY": "integration-jwt-key-" + "y" * 16}
+                      "JWT_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\n"
+                      "MC4CAQAwBQYDK2VwBCIEIN2xZEDsK/k4lZcn8D9tlQTNWfXX3eFyti9ygBqGocCc\n"
+                      "-----END PRIVATE KEY-----",
+                      "JWT_KEY_ID": "integration-1"}
+
+
+def new_signing_key() -> str:
+    """A fresh Ed25519 private key as PEM, for a server of its own (JWT_PRIVATE_KEY)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
 class GunicornServer:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .gunicorn import ROOT, GunicornServer
+from .gunicorn import ROOT, GunicornServer, new_signing_key
 from .processes import PATIENCE
 
 PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR", "LOG_LEVEL", "GUNICORN_WORKER_CLASS",
@@ -38,7 +38,8 @@ class LocalService:
         self.log_path = workdir / "server.log"
         self.server = GunicornServer(
             {**{k: environ[k] for k in PASSED_THROUGH if k in environ},
-             "SECRET_KEY": secrets.token_urlsafe(48), "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+             "SECRET_KEY": secrets.token_urlsafe(48), "JWT_PRIVATE_KEY": new_signing_key(),
+             "JWT_KEY_ID": f"loadtest-{secrets.token_hex(4)}",
              "DATABASE_URL": database_url, "GUNICORN_GRACEFUL_TIMEOUT": "20",
              # One generator address and a handful of accounts make all the traffic: per-address
              # and per-user limits would measure the limiter, not the API (loadtests/README.md).

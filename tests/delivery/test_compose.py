@@ -61,7 +61,7 @@ def test_the_app_runs_as_in_kubernetes():
     app = services["app"]
     assert app["read_only"] is True and app["tmpfs"] == ["/tmp"]
     assert app["environment"]["LOOKOUT_ENV"] == "production"
-    assert {"SECRET_KEY_FILE", "JWT_SECRET_KEY_FILE"} <= set(app["environment"])
+    assert {"SECRET_KEY_FILE", "JWT_PRIVATE_KEY_FILE", "JWT_KEY_ID"} <= set(app["environment"])
     assert services["migrate"]["command"] == ["flask", "--app", "app", "db", "upgrade"]
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert all(str(p).startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", [])), \

@@ -17,7 +17,7 @@ import yaml
 from delivery.conftest import run
 from infra.delivery.image_check import label_problems, pid1_problems
 from infra.delivery.smoke import smoke
-from loadtests.harness import ROOT, GunicornServer
+from loadtests.harness import PRODUCTION_SECRETS, ROOT, GunicornServer
 
 # dockerfile-parse comes with `make ci-tools` (which `make test` runs), not `make venv`: a bare pytest
 # skips this module, and LOOKOUT_REQUIRE_SERVICES=1 counts the skip as a failure, as for hadolint.
@@ -178,7 +178,7 @@ def test_the_built_package_runs_as_the_image_runs_it(tmp_path: Path):
     workdir.mkdir()
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "LOOKOUT_ENV": "production",
            "SECRET_KEY": "rehearsal-secret-key-" + "x" * 20,
-           "JWT_SECRET_KEY": "rehearsal-jwt-key-" + "y" * 20,
+           "JWT_PRIVATE_KEY": PRODUCTION_SECRETS["JWT_PRIVATE_KEY"], "JWT_KEY_ID": "rehearsal-1",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'lookout.db'}", "GIT_COMMIT": "feedface"}
     where = subprocess.run([sys.executable, "-c", "import app; print(app.__file__)"], cwd=workdir, env=env,
                            capture_output=True, text=True, check=True).stdout

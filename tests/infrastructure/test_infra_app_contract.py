@@ -134,8 +134,8 @@ def test_the_app_accepts_every_setting_each_stack_gives_it(stack: str, rendered,
     ("stack", "overrides", "refusal"),
     [
         ("dev", {"secretKey": "changeme"}, "SECRET_KEY: is missing or a known default"),
-        ("staging", {"jwtSecretKey": "a-fresh-but-short-key"},
-         "JWT_SECRET_KEY: must be at least 32 characters"),
+        ("staging", {"jwtPrivateKey": "a-fresh-but-random-string"},
+         "JWT_PRIVATE_KEY: is not an unencrypted PEM private key"),
         ("prod", {"databaseUrl": "mysql://lookout@db.internal.example/lookout"},
          "DATABASE_URL: must be a sqlite:// or postgresql:// URL"),
     ],
@@ -153,7 +153,7 @@ def _app_object(rendered: Rendered, kind: str, prefix: str) -> dict[str, Any]:
 
 
 def _drop_jwt_key(rendered: Rendered) -> None:
-    del _app_object(rendered, "Secret", "lookout-secrets")["stringData"]["JWT_SECRET_KEY"]
+    del _app_object(rendered, "Secret", "lookout-secrets")["stringData"]["JWT_PRIVATE_KEY"]
 
 
 def _bad_rate_limit(rendered: Rendered) -> None:
@@ -163,7 +163,7 @@ def _bad_rate_limit(rendered: Rendered) -> None:
 @pytest.mark.parametrize(
     ("change", "refusal"),
     [
-        (_drop_jwt_key, "JWT_SECRET_KEY_FILE: cannot read"),
+        (_drop_jwt_key, "JWT_PRIVATE_KEY_FILE: cannot read"),
         # Infra checks rate limits itself (rateLimitLogin), so none reaches a render: this stands
         # for one that got past it.
         (_bad_rate_limit, "RATE_LIMIT_LOGIN: 'thirty a minute' is not a rate limit such as '10 per minute'"),

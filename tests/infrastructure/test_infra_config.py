@@ -14,7 +14,7 @@ from infra.mockrun import MOCK_DATABASE_URL, render, run_program
 from infra.stack_config import ConfigKey, schema, stack_values
 
 SECRETS = {  # group, field
-    "secretKey": ("service", "secret_key"), "jwtSecretKey": ("service", "jwt_secret_key"),
+    "secretKey": ("service", "secret_key"), "jwtPrivateKey": ("service", "jwt_private_key"),
     "databaseUrl": ("database", "url"), "alertPagerdutyRoutingKey": ("alerting", "pagerduty_routing_key"),
     "alertSlackWebhookUrl": ("alerting", "slack_webhook_url"),
     "alertHeartbeatUrl": ("alerting", "heartbeat_url"),
@@ -56,8 +56,8 @@ def test_stacks_load_with_their_overrides():
     assert prod.service.image_pull_policy == "Always"
     assert prod.monitoring.alertmanager_replicas == 2 and dev.alerting.muted == ("LookoutNoTraffic",)
     assert dev.database.url is None
-    assert dev_secrets == {"secretKey": True, "jwtSecretKey": True}
-    assert prod_secrets == {"secretKey": True, "jwtSecretKey": True, "databaseUrl": True}
+    assert dev_secrets == {"secretKey": True, "jwtPrivateKey": True}
+    assert prod_secrets == {"secretKey": True, "jwtPrivateKey": True, "databaseUrl": True}
 
 
 def test_alert_receivers_are_read_as_secrets_and_only_when_set(dev: Settings):

@@ -32,7 +32,7 @@ def test_every_key_has_a_type_a_description_and_a_default_unless_secret():
         assert key.type in stack_config.TYPES and key.description
         assert key.required == key.secret, f"{key.name}: only secrets go without a default"
     secrets = {k.name for k in keys.values() if k.secret}
-    assert secrets == {"secretKey", "jwtSecretKey", "bootstrapAdminPassword"}
+    assert secrets == {"secretKey", "jwtPrivateKey", "bootstrapAdminPassword"}
 
 
 @pytest.mark.parametrize("stack", STACKS)

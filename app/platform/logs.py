@@ -211,7 +211,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "json": {"()": JsonFormatter, "fmt": FIELDS, "style": "{", "rename_fields": RENAMED}
         },
         "handlers": {
-            "json": {"class": "app.telemetry.logs.BackgroundStreamHandler", "stream": "ext://sys.stdout",
+            "json": {"class": "app.platform.logs.BackgroundStreamHandler", "stream": "ext://sys.stdout",
                      "formatter": "json", "filters": ["context"]},
         },
         "root": {"level": level, "handlers": handler},

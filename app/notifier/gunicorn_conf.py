@@ -1,0 +1,32 @@
+"""Gunicorn settings of the notifier's web process (its API, probes and /metrics):
+
+    gunicorn -c python:app.notifier.gunicorn_conf app.notifier.wsgi:app
+
+Environment: PORT (default 8001), HOST (default 0.0.0.0), GUNICORN_WORKERS (default 1, the
+Kubernetes process model), GUNICORN_THREADS (default 4), LOG_LEVEL. The notifier's settings are
+validated here first, so a bad one stops the server before it forks, naming the setting. Lines
+are JSON on stdout, gunicorn's own included (app/platform/logs.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from app.notifier.config import ConfigError, load_config
+from app.platform.logs import logging_config
+
+try:
+    _settings = load_config()
+except ConfigError as exc:
+    sys.exit(f"lookout-notifier: {exc}")
+
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8001')}"]  # noqa: S104  # nosec B104
+if _settings.METRICS_PORT:
+    bind.append(f"{os.environ.get('HOST', '0.0.0.0')}:{_settings.METRICS_PORT}")  # noqa: S104  # nosec B104
+workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+logconfig_dict = logging_config(_settings.LOG_LEVEL)
+accesslog = None  # the app's own access line (app/platform/telemetry.py) carries the trace ids

@@ -1,0 +1,108 @@
+"""What a load run's writers caused downstream: welcome emails and their event-to-email latency.
+
+The arithmetic is pure and tested: ``histogram`` (cumulative buckets of the notifier's
+``lookout_notifier_event_to_email_seconds`` from a /metrics text, summed over its labels),
+``quantile`` (as PromQL's ``histogram_quantile``: linear inside the bucket that holds the rank),
+``share_within`` (the share at or under a bucket bound, the SLO threshold), ``since`` (what a
+scrape holds beyond an earlier one) and ``created_users``
+(the writers' successful creations, from Locust's stats CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+LATENCY_METRIC = "lookout_notifier_event_to_email_seconds"
+CREATE_REQUEST = ("POST", "/api/v1/users")  # the writer persona's creation, as Locust names it
+WRITER_USER_PREFIX = "user-"  # the writers' new users' addresses (accounts.new_email("user"))
+
+Buckets = Sequence[tuple[float, float]]  # (upper bound, cumulative count), ascending, +Inf last
+
+
+@dataclass(frozen=True)
+class EmailResult:
+    """The emails part of a load run's report."""
+
+    users_created: int  # by the writer persona, as Locust counted its 201s
+    emails: int  # welcome emails the SMTP sink received for those users
+    count: int  # events the notifier's latency histogram observed (every template)
+    p50: float
+    p95: float
+    p99: float
+    within_threshold: float  # share of ``count`` emailed within ``threshold_seconds``
+    threshold_seconds: float
+    waited_seconds: float  # from the end of the load to the last email (or to giving up)
+
+
+def histogram(metrics_text: str, name: str = LATENCY_METRIC) -> list[tuple[float, float]]:
+    """Cumulative buckets of histogram ``name`` in a Prometheus text exposition, summed over
+    its label sets; empty when it is not there."""
+    totals: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])
+                totals[bound] = totals.get(bound, 0.0) + sample.value
+    return sorted(totals.items())
+
+
+def since(after: Buckets, before: Buckets) -> list[tuple[float, float]]:
+    """The observations ``after`` holds that ``before`` (an earlier scrape) did not."""
+    earlier = dict(before)
+    return [(bound, cumulative - earlier.get(bound, 0.0)) for bound, cumulative in after]
+
+
+def total(buckets: Buckets) -> float:
+    return buckets[-1][1] if buckets else 0.0
+
+
+def quantile(q: float, buckets: Buckets) -> float:
+    """The q-quantile as ``histogram_quantile`` computes it: NaN without observations; the
+    highest finite bound when the rank falls in the +Inf bucket; otherwise linear within the
+    bucket (from 0 for the first)."""
+    count = total(buckets)
+    if count == 0:
+        return math.nan
+    rank = q * count
+    lower, below = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            if cumulative == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (cumulative - below)
+        lower, below = bound, cumulative
+    return lower
+
+
+def share_within(threshold: float, buckets: Buckets) -> float:
+    """The share of observations at or under ``threshold``, which must be a bucket bound (the
+    SLO's threshold is one, dashboards/slo.yaml says so); NaN without observations."""
+    count = total(buckets)
+    if count == 0:
+        return math.nan
+    for bound, cumulative in buckets:
+        if bound == threshold:
+            return cumulative / count
+    raise ValueError(f"{threshold} s is not a bucket bound of {LATENCY_METRIC}")
+
+
+def created_users(stats_csv: Path) -> int:
+    """Users the writers created: successful ``POST /api/v1/users`` in Locust's stats CSV (set-up
+    requests, such as the seed users and the personas' accounts, are not in its stats)."""
+    if not stats_csv.exists():
+        return 0
+    with stats_csv.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if (row["Type"], row["Name"]) == CREATE_REQUEST:
+                return int(row["Request Count"]) - int(row["Failure Count"])
+    return 0
