@@ -21,9 +21,11 @@ try:
 except ConfigError as exc:
     sys.exit(f"lookout-notifier: {exc}")
 
-bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8001')}"]  # noqa: S104  # nosec B104
+# Like the users service: loopback unless told otherwise (the image sets HOST=0.0.0.0).
+_host = os.environ.get("HOST", "127.0.0.1")
+bind = [f"{_host}:{os.environ.get('PORT', '8001')}"]
 if _settings.METRICS_PORT:
-    bind.append(f"{os.environ.get('HOST', '0.0.0.0')}:{_settings.METRICS_PORT}")  # noqa: S104  # nosec B104
+    bind.append(f"{_host}:{_settings.METRICS_PORT}")
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"

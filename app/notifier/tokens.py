@@ -48,7 +48,7 @@ class KeySet:
         self.fetches += 1
         try:
             request = urllib.request.Request(self.url, headers={"Accept": "application/json"})  # noqa: S310
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310  # nosec B310
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310  # nosec B310 # JWKS_URL is checked to be http(s) at start
                 document = json.loads(answer.read(MAX_JWKS_BYTES))
             keys: dict[str, Any] = {}
             for jwk in document.get("keys", []):
