@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from .auth.passwords import hash_password, verify_password
 from .extensions import db
 from .models import Role, User
+from .records import forget_users
 from .schemas import UserIn
 
 users_cli = AppGroup("users", help="Manage users.")
@@ -126,6 +127,7 @@ def bootstrap_admin(reset_password: bool) -> None:
         user.password_hash = hash_password(data["password"])
         user.token_version = User.token_version + 1  # as a password change through the API does
         db.session.commit()
+        forget_users(user.id)
         click.echo(f"bootstrap admin {user.email}: password reset to {BOOTSTRAP_PASSWORD}")
     else:
         current_app.logger.warning(
