@@ -21,9 +21,12 @@ from .cache import cache_of
 from .extensions import db
 from .models import MAX_ID, Role, User
 
-COLUMNS = (User.id, User.email, User.name, User.role, User.token_version, User.created_by_id,
-           User.created_at, User.updated_at)
-BY_ID = select(*COLUMNS).where(User.id == bindparam("user_id"))
+# The table's columns, not the mapped attributes: a statement of those skips the ORM's compile
+# and result machinery in Session.execute (the types, Role and UTC datetimes, still apply).
+USERS = User.__table__
+COLUMNS = tuple(USERS.c[name] for name in ("id", "email", "name", "role", "token_version",
+                                             "created_by_id", "created_at", "updated_at"))
+BY_ID = select(*COLUMNS).where(USERS.c.id == bindparam("user_id"))
 
 
 @dataclass(frozen=True, slots=True)

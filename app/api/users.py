@@ -15,7 +15,7 @@ from ..auth.passwords import hash_password, verify_password
 from ..extensions import db
 from ..guards import require_json_body
 from ..models import MAX_ID, Role, User
-from ..records import COLUMNS, forget_users, full_view, read_user
+from ..records import COLUMNS, USERS, forget_users, full_view, read_user
 from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UsersPage, normalise_email
 from ..telemetry import count_auth_failure, count_user_created
 from .limits import declare_limits, refuse_password
@@ -69,7 +69,7 @@ def commit_or_409(check: Callable[[], None] | None = None) -> None:
 
 
 # One statement per page: the rows and, beside each, the count of every matching row.
-PAGE = select(*COLUMNS, func.count().over()).order_by(User.id)
+PAGE = select(*COLUMNS, func.count().over()).order_by(USERS.c.id)
 
 
 @bp.get("/users")
@@ -84,10 +84,10 @@ def list_users(query: dict[str, Any]) -> Response:
     conditions: list[ColumnElement[bool]] = []
     filters: dict[str, Any] = {}
     if "role" in query:
-        conditions.append(User.role == query["role"])
+        conditions.append(USERS.c.role == query["role"])
         filters["role"] = query["role"].value
     if "email" in query:
-        conditions.append(User.email == normalise_email(query["email"]))
+        conditions.append(USERS.c.email == normalise_email(query["email"]))
         filters["email"] = query["email"]
     page, per_page = query["page"], query["per_page"]
     rows = db.session.execute(PAGE.where(*conditions).limit(per_page).offset((page - 1) * per_page)).all()
@@ -96,7 +96,7 @@ def list_users(query: dict[str, Any]) -> Response:
     elif page == 1:  # nothing matches at all
         total = 0
     else:  # past the end: the links still need the count
-        total = db.session.scalar(select(func.count()).select_from(User).where(*conditions)) or 0
+        total = db.session.scalar(select(func.count()).select_from(USERS).where(*conditions)) or 0
     items = [full_view(row) for row in rows]  # the columns carry the record's names
     return json_response({"items": items, "pagination": page_links(page, per_page, total, filters)})
 
