@@ -157,13 +157,20 @@ def serve(app_name: str, path: str, requests: int) -> None:
                              headers=headers)
     environ: dict[str, object] = builder.get_environ()
     statuses: list[str] = []
+    # BENCH_ROTATE=1: ``{id}`` in PATH is a different user on every request (ids counted up from
+    # 1), so a read cache misses every time; otherwise PATH is the same request every time.
+    ids = iter(range(1, 1_000_000))
+    rotate = os.environ.get("BENCH_ROTATE") == "1"
 
     def start_response(status: str, headers: object, exc_info: object = None) -> None:
         statuses.append(status)
 
     def answer(times: int) -> None:
         for _ in range(times):
-            for _chunk in app(dict(environ), start_response):  # type: ignore[operator]
+            request = dict(environ)
+            if rotate:
+                request["PATH_INFO"] = route.replace("{id}", str(next(ids)))
+            for _chunk in app(request, start_response):  # type: ignore[operator]
                 pass
 
     answer(WARM_UP)
