@@ -92,14 +92,15 @@ class UserCache:
     def client(self) -> Redis:
         """This process's client, built on first use after a fork: gunicorn's workers never share
         the master's sockets."""
-        if self._pid != os.getpid():
+        client = self._client
+        if client is None or self._pid != os.getpid():
             with self._lock:
-                if self._pid != os.getpid():
+                if self._client is None or self._pid != os.getpid():
                     self._client = build_client(self.url, self.timeout)
                     self._fill = self._client.register_script(FILL)
                     self._pid = os.getpid()
-        assert self._client is not None  # nosec B101 # set just above
-        return self._client
+                client = self._client
+        return client
 
     def keys(self, user_id: int) -> tuple[str, str]:
         return f"{self.prefix}:user:{user_id}", f"{self.prefix}:user-generation:{user_id}"
