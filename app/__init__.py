@@ -34,7 +34,7 @@ def create_app(config: Mapping[str, Any] | Config | None = None, *,
 
 
 def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = None) -> None:
-    from . import breaker, cli, database, docs, guards, ratelimit, relay, security, telemetry
+    from . import breaker, cache, cli, database, docs, guards, ratelimit, relay, security, telemetry
     from .auth import passwords, tokens
     from .extensions import MIGRATIONS, db, migrate, render_item
 
@@ -45,6 +45,7 @@ def register_extensions(app: APIFlask, tracer_provider: TracerProvider | None = 
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True,
                      render_item=render_item)
     telemetry.init_app(app, tracer_provider)
+    cache.init_app(app)
     passwords.init_app(app)
     tokens.init_app(app)
     ratelimit.init_app(app)

@@ -28,6 +28,7 @@ from .auth.passwords import hash_password, verify_password
 from .extensions import db
 from .models import Role, User
 from .outbox import record_event
+from .records import forget_users
 from .schemas import UserIn
 
 users_cli = AppGroup("users", help="Manage users.")
@@ -132,6 +133,7 @@ def bootstrap_admin(reset_password: bool) -> None:
         user.token_version = User.token_version + 1  # as a password change through the API does
         record_event(user, "user.password_changed", {"email": user.email, "name": user.name})
         db.session.commit()
+        forget_users(user.id)
         click.echo(f"bootstrap admin {user.email}: password reset to {BOOTSTRAP_PASSWORD}")
     else:
         current_app.logger.warning(

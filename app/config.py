@@ -166,6 +166,23 @@ class Config(BaseModel):
     RATE_LIMIT_WRITES: str = Field(  # POST/PATCH/DELETE, per user (or address)
         default="120 per minute",
         description="POST, PATCH and DELETE requests per user (per client address without a valid token).")
+    CACHE_URL: str = Field(  # empty: no read cache, every read goes to the database
+        default="",
+        description="Redis for the read cache of user records (`redis://...`, may hold a password: use "
+        "`_FILE`); empty: no cache, every read from the database.")
+    CACHE_TTL_SECONDS: int = Field(  # a backstop: writes invalidate at once
+        default=60, ge=1, le=3600,
+        description="Seconds a cached user record lives; writes remove it at once, the TTL bounds what a "
+        "failed removal (Redis unreachable from the writer only) can leave.")
+    CACHE_TIMEOUT: float = Field(  # seconds per Redis call, connecting included
+        default=0.1, gt=0, le=5, description="Seconds per call to the cache (connect and answer).")
+    CACHE_RETRY_SECONDS: float = Field(  # after a failure, reads skip Redis this long
+        default=5.0, gt=0, le=300,
+        description="After a failed cache call, seconds reads go straight to the database before Redis is "
+        "tried again.")
+    CACHE_KEY_PREFIX: str = Field(
+        default="lookout:cache", pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Prefix of the cache's keys (several services may share one Redis).")
     PUBLIC_URL: str | None = Field(  # links in responses; never from Host or X-Forwarded-*
         default=None,
         description="External `http(s)://host[:port][/path]` prefixed to the links in responses; unset: "
@@ -252,6 +269,13 @@ class Config(BaseModel):
     def _rate_limit_storage(cls, url: str) -> str:
         if not url.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
             raise ValueError("must be memory:// or a redis:// URL")
+        return url
+
+    @field_validator("CACHE_URL")
+    @classmethod
+    def _cache_url(cls, url: str) -> str:
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL, or empty for no cache")
         return url
 
     @field_validator("CORS_ORIGINS", mode="before")

@@ -437,3 +437,30 @@ def test_a_name_of_invisible_characters_only_is_refused(client, admin_headers, m
                      client.patch(f"/api/v1/users/{target.id}", json={"name": name}, headers=admin_headers)):
         body = assert_problem(response, 422)
         assert [e["field"] for e in body["errors"]] == ["name"]
+
+
+@pytest.mark.parametrize("page, statements", [(1, 1), (3, 1), (9, 2)])
+def test_a_page_is_one_statement_and_past_the_end_still_counts(app, client, make_user, page, statements):
+    """count(*) over () gives the total beside the rows; only a page with no rows needs a count."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    admin = make_user(Role.ADMIN)
+    for _ in range(6):
+        make_user()
+    headers = bearer(admin)
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        body = client.get(f"/api/v1/users?per_page=3&page={page}", headers=headers).get_json()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert body["pagination"]["total"] == 7 and body["pagination"]["pages"] == 3
+    assert len(body["items"]) == {1: 3, 3: 1, 9: 0}[page]
+    selects = [s for s in seen if s.lstrip().upper().startswith("SELECT") and "users" in s]
+    assert len(selects) == 1 + statements, selects  # the caller's re-read, then the page

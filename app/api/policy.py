@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from apiflask import abort
 
-from ..models import Role, User
+from ..models import Role
+from ..records import UserLike
 from ..telemetry import count_auth_failure
 
 
@@ -94,7 +95,7 @@ RULES: dict[Operation, dict[Caller, Rule]] = {
 }
 
 
-def caller_of(actor: User | None, target: User | None = None) -> Caller:
+def caller_of(actor: UserLike | None, target: UserLike | None = None) -> Caller:
     """The kind of caller ``actor`` is for an operation on ``target`` (None: no target)."""
     if actor is None:
         return Caller.ANONYMOUS
@@ -108,7 +109,7 @@ def caller_of(actor: User | None, target: User | None = None) -> Caller:
     return Caller.USER
 
 
-def allow(operation: Operation, actor: User, target: User | None = None) -> Rule:
+def allow(operation: Operation, actor: UserLike, target: UserLike | None = None) -> Rule:
     """The rule for ``actor`` doing ``operation`` (on ``target``); a refusal answers 403 here."""
     rule = RULES[operation][caller_of(actor, target)]
     if rule.status == 403:
@@ -117,7 +118,7 @@ def allow(operation: Operation, actor: User, target: User | None = None) -> Rule
     return rule
 
 
-def view_for(actor: User, target: User) -> View:
+def view_for(actor: UserLike, target: UserLike) -> View:
     """The view of ``target`` that ``actor`` may read (the rule of GET)."""
     view = RULES[Operation.GET][caller_of(actor, target)].view
     return view or View.PUBLIC

@@ -7,7 +7,7 @@ from typing import Any
 
 from apiflask import APIBlueprint, abort
 from flask import Response
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..auth import auth, current_user
@@ -16,11 +16,12 @@ from ..extensions import db
 from ..guards import require_json_body
 from ..models import MAX_ID, Role, User
 from ..outbox import record_event
+from ..records import COLUMNS, USERS, forget_users, full_view, read_user
 from ..schemas import PageQuery, UserFull, UserIn, UserPatch, UsersPage, normalise_email
 from ..telemetry import count_auth_failure, count_user_created
 from .limits import declare_limits, refuse_password
 from .policy import Operation, allow
-from .responses import link, page_links, user_response
+from .responses import json_response, link, page_links, user_response
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Users")
 bp.before_request(require_json_body)
@@ -79,6 +80,8 @@ def record_events(user: User, old_email: str, old_role: Role, password_changed: 
         record_event(user, "user.role_changed", {"email": user.email, "name": user.name,
                                                  "old_role": Role(old_role).value,
                                                  "new_role": Role(user.role).value})
+# One statement per page: the rows and, beside each, the count of every matching row.
+PAGE = select(*COLUMNS, func.count().over()).order_by(USERS.c.id)
 
 
 @bp.get("/users")
@@ -88,27 +91,36 @@ def record_events(user: User, old_email: str, old_role: Role, password_changed: 
 @bp.doc(summary="List users, oldest first (admins only)",
         description="Filter by `role` and find by `email`; the pagination links keep the filters.",
         responses={403: "Only admins list users"})
-def list_users(query: dict[str, Any]) -> dict[str, Any]:
+def list_users(query: dict[str, Any]) -> Response:
     allow(Operation.LIST, current_user())
-    statement, filters = select(User).order_by(User.id), {}
+    conditions: list[ColumnElement[bool]] = []
+    filters: dict[str, Any] = {}
     if "role" in query:
-        statement = statement.where(User.role == query["role"])
+        conditions.append(USERS.c.role == query["role"])
         filters["role"] = query["role"].value
     if "email" in query:
-        statement = statement.where(User.email == normalise_email(query["email"]))
+        conditions.append(USERS.c.email == normalise_email(query["email"]))
         filters["email"] = query["email"]
-    page = db.paginate(statement, page=query["page"], per_page=query["per_page"], error_out=False)
-    return {"items": page.items, "pagination": page_links(page, filters)}
+    page, per_page = query["page"], query["per_page"]
+    rows = db.session.execute(PAGE.where(*conditions).limit(per_page).offset((page - 1) * per_page)).all()
+    if rows:
+        total = rows[0][-1]
+    elif page == 1:  # nothing matches at all
+        total = 0
+    else:  # past the end: the links still need the count
+        total = db.session.scalar(select(func.count()).select_from(USERS).where(*conditions)) or 0
+    items = [full_view(row) for row in rows]  # the columns carry the record's names
+    return json_response({"items": items, "pagination": page_links(page, per_page, total, filters)})
 
 
 @bp.get("/users/me")
 @bp.auth_required(auth)
 @bp.output(UserFull)
 @bp.doc(summary="Get your own full record")
-def get_me() -> User:
+def get_me() -> Response:
     actor = current_user()
     allow(Operation.ME, actor)
-    return actor
+    return json_response(full_view(actor))
 
 
 @bp.get("/users/<int:user_id>")
@@ -116,7 +128,10 @@ def get_me() -> User:
 @bp.output(UserFull)
 @bp.doc(summary="Get a user")
 def get_user(user_id: int) -> Response:
-    actor, user = current_user(), get_user_or_404(user_id)
+    actor = current_user()
+    user = actor if user_id == actor.id else read_user(user_id)
+    if user is None:
+        abort(404, f"No user with id {user_id}.")
     allow(Operation.GET, actor, user)
     return user_response(actor, user)
 
@@ -186,6 +201,7 @@ def update_user(user_id: int, changes: dict[str, Any]) -> Response:
         setattr(user, field, value)
     record_events(user, old_email, old_role, password_changed)
     commit_or_409(refuse_if_no_admin_left if demotes else None)
+    forget_users(user.id)
     return user_response(actor, user)
 
 
@@ -204,10 +220,13 @@ def delete_user(user_id: int) -> tuple[str, int]:
     if admin:
         lock_admins()
     data = {"email": user.email, "name": user.name}
+    # Their created_by becomes null (ON DELETE SET NULL): their cached records change too.
+    created = db.session.scalars(select(User.id).where(User.created_by_id == user.id)).all()
     db.session.delete(user)
     db.session.flush()  # the DELETE first: see record_event
     record_event(user, "user.deleted", data, deleted=True)
     if admin:
         refuse_if_no_admin_left()
     db.session.commit()
+    forget_users(user_id, *created)
     return "", 204

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..guards import require_json_body
-from ..models import MAX_ID, Role, User
+from ..models import Role, User
+from ..records import UserRecord, read_user
 from ..schemas import TokenIn, TokenOut, normalise_email
 from ..telemetry import count_auth_failure
 from .limits import declare_limits
@@ -25,16 +26,15 @@ auth = HTTPTokenAuth(scheme="Bearer", realm="lookout", description="JWT from POS
 
 
 @auth.verify_token
-def _verify(token: str) -> User | None:
+def _verify(token: str) -> UserRecord | None:
     claims = request_claims(token) if token else None
     # ASCII digits only: str.isdigit() also takes "\u00b2", which int() refuses (a 500).
     if claims is None or not isinstance(subject := claims["sub"], str) or not SUBJECT.fullmatch(subject):
         return None
-    if int(subject) > MAX_ID:
-        return None
-    # The user is re-read on every request: a deleted user's token stops working at once,
+    # The user is re-read on every request (its columns, from the read cache when there is one,
+    # which every write clears after its commit): a deleted user's token stops working at once,
     # and a role change takes effect without waiting for the token to expire.
-    user = db.session.get(User, int(subject))
+    user = read_user(int(subject))
     # SQLite reuses the id of a deleted last row: a token issued before its user existed
     # belongs to the deleted one. iat is whole seconds and clocks of pods differ a little, so
     # the comparison allows the token leeway.
@@ -55,12 +55,13 @@ def _refused(error: HTTPError) -> Response:
 
 
 @auth.get_user_roles
-def _roles(user: User) -> list[str]:
+def _roles(user: UserRecord) -> list[str]:
     return [user.role.value]
 
 
-def current_user() -> User:
-    user = auth.current_user
+def current_user() -> UserRecord:
+    """The caller of an ``auth_required`` view: their record as the token check read it."""
+    user: UserRecord | None = auth.current_user
     if user is None:  # not an assert: those vanish under python -O
         raise RuntimeError("current_user() called outside an auth_required view")
     return user

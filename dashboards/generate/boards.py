@@ -207,6 +207,26 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             description="Requests refused with 429 per second, by limit; and processes counting limits "
                         "in their own memory because the rate-limit store fails them (each then grants "
                         "the full limits alone; LookoutRateLimitFallback fires after 10 minutes)."))
+        .with_row(Row("Read cache"))
+        .with_panel(graph("Read cache hit ratio", "percentunit", [query(
+            f"sum by (cache) (rate(lookout_cache_hits_total{{{app}}}[{RATE}])) / (sum by (cache) "
+            f"(rate(lookout_cache_hits_total{{{app}}}[{RATE}])) + sum by (cache) "
+            f"(rate(lookout_cache_misses_total{{{app}}}[{RATE}])))", "{{cache}}")],
+            width=12, height=7,
+            description="Share of user-record reads (the token check's re-read of the caller, one user by "
+                        "id) answered from Redis, by cache. Empty when CACHE_URL is not set. A fall after "
+                        "a deploy is expected (cold cache); a fall to 0 with traffic is the bypass beside."))
+        .with_panel(graph("Read cache errors, invalidations and bypass", "short", [
+            query(f"sum by (cache) (rate(lookout_cache_errors_total{{{app}}}[{RATE}]))",
+                  "errors/s: {{cache}}"),
+            query(f"sum by (cache) (rate(lookout_cache_invalidations_total{{{app}}}[{RATE}]))",
+                  "invalidations/s: {{cache}}"),
+            query(f"sum by (cache) (lookout_cache_bypassed{{{app}}})", "processes bypassing: {{cache}}")],
+            width=12, height=7,
+            description="Failed or timed-out Redis calls per second (each request then reads the database), "
+                        "records removed after writes, and processes reading past Redis now "
+                        "(lookout_cache_bypassed, 1 per process for CACHE_RETRY_SECONDS after a failure): "
+                        "alert on it staying above 0. Requests are answered either way."))
     )
     return log_panels(board, t)
 

@@ -21,7 +21,8 @@ figure moved by up to 4% between runs that way.
 
     python -m loadtests.bench.instructions APP PATH REQUESTS   (what valgrind runs)
 
-APP: ``bare`` (a), ``common`` (b), ``lookout`` (this service, by its own env). For ``lookout``,
+APP: ``bare`` (a), ``common`` (b), ``lookout`` (this service, by its own env), ``anchor`` (the
+tutorial's users API, anchor.py, on DATABASE_URL). For ``lookout``,
 BENCH_AS=admin or BENCH_AS=user sends every request with a bearer token of the database's
 first user of that role (the users API needs one), and ``{other}`` in PATH is the id of the
 second regular user: someone else's profile. Both are set up before the counted part.
@@ -101,6 +102,10 @@ def _build(app: str) -> object:
         from app import create_app
 
         return create_app()
+    if app == "anchor":
+        from loadtests.bench import anchor
+
+        return anchor.create_app()
     from loadtests.bench import baseline
 
     return baseline._common() if app == "common" else baseline._flask()
@@ -125,6 +130,16 @@ def _caller(app: object, role: str) -> tuple[str, int]:
     return token, users[1]
 
 
+def _second_regular_user() -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as connection:
+        ids = connection.scalars(text("SELECT id FROM users WHERE role = 'user' ORDER BY id LIMIT 2")).all()
+    engine.dispose()
+    return int(ids[1])
+
+
 def serve(app_name: str, path: str, requests: int) -> None:
     """What runs under valgrind: build, warm up, then answer ``requests`` requests in-process."""
     from werkzeug.test import EnvironBuilder
@@ -135,18 +150,27 @@ def serve(app_name: str, path: str, requests: int) -> None:
         token, other = _caller(app, os.environ["BENCH_AS"])
         headers.append(("Authorization", f"Bearer {token}"))
         path = path.replace("{other}", str(other))
+    elif "{other}" in path:  # the anchor: no caller, the same user as Lookout's count reads
+        path = path.replace("{other}", str(_second_regular_user()))
     route, _, query = path.partition("?")
     builder = EnvironBuilder(path=route, query_string=query, base_url="http://127.0.0.1:8000",
                              headers=headers)
     environ: dict[str, object] = builder.get_environ()
     statuses: list[str] = []
+    # BENCH_ROTATE=1: ``{id}`` in PATH is a different user on every request (ids counted up from
+    # 1), so a read cache misses every time; otherwise PATH is the same request every time.
+    ids = iter(range(1, 1_000_000))
+    rotate = os.environ.get("BENCH_ROTATE") == "1"
 
     def start_response(status: str, headers: object, exc_info: object = None) -> None:
         statuses.append(status)
 
     def answer(times: int) -> None:
         for _ in range(times):
-            for _chunk in app(dict(environ), start_response):  # type: ignore[operator]
+            request = dict(environ)
+            if rotate:
+                request["PATH_INFO"] = route.replace("{id}", str(next(ids)))
+            for _chunk in app(request, start_response):  # type: ignore[operator]
                 pass
 
     answer(WARM_UP)

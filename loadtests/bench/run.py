@@ -2,10 +2,11 @@
 
 Usage:
     python -m loadtests.bench.run [--seconds 3] [--rounds 10] [--requests 100] [--no-pin]
-                                  [--only trivial,users,workers,models,scrape,instructions]
+                                  [--only trivial,anchor,users,workers,models,scrape,instructions]
 
 Reads BENCH_DATABASE_URL (else TEST_DATABASE_URL): a PostgreSQL server on which a throwaway
 database is created for the users-endpoint parts; without one those parts are skipped.
+BENCH_REDIS_URL (else TEST_REDIS_URL): the Redis of the read-cache comparison (skipped without).
 Every server is gunicorn on 127.0.0.1 with the same settings (one worker, 8 threads unless
 the part compares worker classes or process models).
 
@@ -44,6 +45,9 @@ IDLE_WINDOW = 0.25
 IDLE_TIMEOUT = 8.0  # past the span processor's 5 s export schedule
 USERS_PATH = "/api/v1/users?per_page=20"  # every users-endpoint part measures this page
 PROFILE_PATH = "/api/v1/users/{other}"  # another user's public profile (instructions.py)
+ONE_USER_PATH = "/api/v1/users/2"  # a seeded regular user, read by the admin (wrk)
+ROTATING_PATH = "/api/v1/users/{id}"  # a different user each request: every cache read misses
+ANCHOR = "loadtests.bench.anchor:create_app()"
 BENCH_ADMIN = "bench-admin@example.com"
 
 
@@ -150,9 +154,10 @@ def measure(setups: list[Setup], database_url: str, seconds: int, rounds: int, c
             if api:
                 env["RATE_LIMIT_READS"] = "100000000 per minute"
             with on_cores(cores.server):
+                lookout = setup.target == "app.wsgi:app"
                 server = stack.enter_context(GunicornServer(
                     env, workers=setup.workers, threads=setup.threads, worker_class=setup.worker_class,
-                    target=setup.target, ready_path="/readyz" if api else setup.path))
+                    target=setup.target, ready_path="/readyz" if api and lookout else setup.path))
             servers.append(server)
         with on_cores(cores.load):
             for server, setup in zip(servers, setups, strict=True):  # warm-up: imports, pools, caches
@@ -315,6 +320,27 @@ def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores
         comparison("Heap frozen/not frozen, telemetry on", on, unfrozen)])
 
 
+def anchor(sink: Sink, database_url: str, redis_url: str | None, seconds: int, rounds: int,
+           cores: Cores) -> str:
+    """The tutorial's users API (anchor.py) against Lookout as deployed, in paired rounds."""
+    export = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+    cache = {"CACHE_URL": redis_url, "CACHE_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"} if redis_url else {}
+    setups = [Setup("anchor: list page", {}, USERS_PATH, target=ANCHOR),
+              Setup("Lookout: list page, default sampling", export, USERS_PATH),
+              Setup("anchor: one user by id", {}, ONE_USER_PATH, target=ANCHOR),
+              Setup("Lookout: one user by id (admin), default sampling", export, ONE_USER_PATH)]
+    if cache:
+        setups.append(Setup("Lookout: one user by id, Redis cache (hits)", {**export, **cache},
+                            ONE_USER_PATH))
+    measure(setups, database_url, seconds, rounds, cores)
+    lines = [comparison("Lookout/anchor, list page", setups[1], setups[0], goal=1.0),
+             comparison("Lookout/anchor, one user", setups[3], setups[2], goal=1.0)]
+    if cache:
+        lines.append(comparison("Lookout with cache/anchor, one user", setups[4], setups[2], goal=1.0))
+        lines.append(comparison("cache hits/no cache, one user", setups[4], setups[3]))
+    return table(setups) + "\n\n" + "\n".join(lines)
+
+
 def workers(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [Setup(f"{kind} (1 worker{', 8 threads' if kind == 'gthread' else ''})", env, USERS_PATH,
@@ -366,12 +392,47 @@ def instruction_counts(database_url: str | None, requests: int) -> str:
         counts += [off, on, profile]
         lines.append(f"- users endpoint on/off: {off.per_request / on.per_request:.3f}")
         sampled.append(f"users endpoint {(on.sampled_extra or 0) / 1e6:.3f}")
+        counts += anchor_counts(database_url, env, on, requests, lines)
     rows = ["| setup | instructions per request (millions) |", "|---|---:|"]
     rows += [f"| {x.name} | {x.per_request / 1e6:.3f} |" for x in counts]
     return ("\n".join(rows) + "\n\nRatios of requests per instruction (what throughput would be "
             "if nothing but this code ran):\n" + "\n".join(lines) + "\n\nLookout's default-sampling "
             f"rows weigh a dropped and a sampled request by the default ratio ({DEFAULT_SAMPLE_RATIO:.0%}); "
             f"sampling a request adds (millions): {', '.join(sampled)}.")
+
+
+def anchor_counts(database_url: str, env: dict[str, str], on: instructions.Count, requests: int,
+                  lines: list[str]) -> list[instructions.Count]:
+    """The tutorial's users API against Lookout as deployed, and Lookout's Redis cache, hit
+    against miss; appends the ratios (goal: Lookout at most the anchor's count) to ``lines``."""
+    anchor_env = {"DATABASE_URL": database_url}
+    anchor_list = instructions.count("anchor: list page (tutorial API, no telemetry or auth)", "anchor",
+                                     USERS_PATH, anchor_env, requests)
+    anchor_one = instructions.count("anchor: one user by id", "anchor", PROFILE_PATH, anchor_env, requests)
+    admin = {**env, "BENCH_AS": "admin"}
+    one = instructions.sampled_mix("GET /api/v1/users/{id} as an admin (full record), default sampling",
+                                   "lookout", PROFILE_PATH, admin, requests, DEFAULT_SAMPLE_RATIO)
+    counts = [anchor_list, anchor_one, one]
+    for name, ours, theirs in (("list page", on, anchor_list), ("one user", one, anchor_one)):
+        ratio = ours.per_request / theirs.per_request
+        goal, stretch = ("met" if ratio <= 1 else "not met"), ("met" if ratio <= 0.7 else "not met")
+        lines.append(f"- Lookout/anchor, {name}: {ratio:.3f} (goal ≤ 1: {goal}; stretch ≤ 0.7: {stretch})")
+    redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL")
+    if not redis_url:
+        lines.append("- cache comparison skipped: set BENCH_REDIS_URL")
+        return counts
+    cached = {**admin, "CACHE_URL": redis_url, "CACHE_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+    # Up to WARM_UP + requests users are read once each: the seeded 100 must cover them.
+    rotating = min(requests, 100 - instructions.WARM_UP)
+    hit = instructions.sampled_mix("one user by id, Redis cache hit (the caller's record a hit too)",
+                                   "lookout", PROFILE_PATH, cached, requests, DEFAULT_SAMPLE_RATIO)
+    miss = instructions.sampled_mix("one user by id, Redis cache miss and fill (the caller's a hit)",
+                                    "lookout", ROTATING_PATH, {**cached, "BENCH_ROTATE": "1"}, rotating,
+                                    DEFAULT_SAMPLE_RATIO)
+    lines += [f"- cache hit/miss, one user: {hit.per_request / miss.per_request:.3f}",
+              f"- Lookout with cache (hit)/anchor, one user: {hit.per_request / anchor_one.per_request:.3f}",
+              f"- cache hit/no cache, one user: {hit.per_request / one.per_request:.3f}"]
+    return [*counts, hit, miss]
 
 
 def scrapes() -> str:
@@ -386,14 +447,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=3, help="per setup and round")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--only", default="trivial,users,workers,models,scrape,instructions")
+    parser.add_argument("--only", default="trivial,anchor,users,workers,models,scrape,instructions")
     parser.add_argument("--requests", type=int, default=100,
                         help="users-endpoint requests per instruction count (3x for GET /)")
     parser.add_argument("--no-pin", action="store_true", help="leave servers and wrk to the scheduler")
     args = parser.parse_args(argv)
     cores = Cores() if args.no_pin else Cores.split()
     parts = set(args.only.split(","))
-    if parts & {"trivial", "users", "workers", "models"} and not wrk.available():
+    if parts & {"trivial", "anchor", "users", "workers", "models"} and not wrk.available():
         sys.exit("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)")
     database = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     cpu = platform.processor() or platform.machine()
@@ -407,11 +468,15 @@ def main(argv: list[str] | None = None) -> int:
         if "trivial" in parts:
             print("## Small JSON document (GET /)\n", flush=True)
             print(trivial(sink, args.seconds, args.rounds, cores) + "\n", flush=True)
-        if parts & {"users", "workers", "models"}:
+        if parts & {"anchor", "users", "workers", "models"}:
             if not database:
                 print("Users endpoint parts skipped: set BENCH_DATABASE_URL to a PostgreSQL server.\n")
             else:
                 with postgres_database(database) as url:
+                    if "anchor" in parts:
+                        print("## Against the tutorial's users API (the anchor)\n", flush=True)
+                        redis = os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL")
+                        print(anchor(sink, url, redis, args.seconds, args.rounds, cores) + "\n", flush=True)
                     if "users" in parts:
                         print(f"## Users endpoint on PostgreSQL (GET {USERS_PATH})\n", flush=True)
                         print(users(sink, url, args.seconds, args.rounds, cores) + "\n", flush=True)

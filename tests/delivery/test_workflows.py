@@ -173,6 +173,16 @@ def test_loadtest_is_callable_runs_nightly_and_keeps_the_report():
     assert "reports/loadtest.html" in upload["with"]["path"]
 
 
+def test_capacity_runs_nightly_on_postgresql_and_keeps_its_report():
+    doc = workflow("loadtest.yml")
+    job = doc["jobs"]["capacity"]
+    assert "schedule" in job["if"] and "pull_request" not in job["if"]  # not on every merge
+    assert "postgres" in job["services"] and job["env"]["DATABASE_URL"].startswith("postgresql://")
+    assert "make capacity" in [s.get("run") for s in job["steps"]]
+    upload = next(s for s in job["steps"] if "upload-artifact" in s.get("uses", ""))
+    assert upload["with"]["path"] == "reports/capacity/"
+
+
 def test_e2e_is_called_by_the_merge_gate_and_runs_nightly():
     doc = workflow("e2e.yml")
     on = triggers(doc)
