@@ -39,12 +39,13 @@ def pinned_charts() -> list[tuple[str, str, str]]:
     """(chart, version, repository) of every Helm release the program declares."""
     from infra.components.autoscaling import ADAPTER_CHART
     from infra.components.database import CNPG_CHART
+    from infra.components.edge import CERT_MANAGER_CHART, GATEWAY_CHART
     from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
     from infra.components.probe import BLACKBOX_CHART
     from infra.components.rollouts import ROLLOUTS_CHART
 
     return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART,
-                   BLACKBOX_CHART, ADAPTER_CHART})
+                   BLACKBOX_CHART, ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART})
 
 
 def download(url: str) -> bytes:
@@ -61,6 +62,14 @@ def published(pins: Iterable[tuple[str, str, str]], fetch: Fetch) -> tuple[dict[
     repositories: dict[str, Any] = {}
     data: dict[str, Any] = {}
     for chart, version, repo in pins:
+        if repo.startswith("oci://"):
+            # A registry has no index to read: its vendored entry and data stand as they are (helm
+            # pull --verify-digest in make helm-render is what checks them).
+            vendored = yaml.safe_load(helm.INDEX.read_text())["repositories"][repo]
+            repositories[repo] = vendored
+            path = helm.values_file(chart, version)
+            data[path.name] = json.loads(path.read_text())
+            continue
         if repo not in indexes:
             indexes[repo] = yaml.safe_load(fetch(f"{repo.rstrip('/')}/index.yaml"))
         entries = [e for e in indexes[repo].get("entries", {}).get(chart, []) if str(e["version"]) == version]

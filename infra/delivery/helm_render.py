@@ -52,6 +52,14 @@ def index_entry(index: dict[str, Any], release: dict[str, Any]) -> dict[str, Any
 def verified_archive(release: dict[str, Any], entry: dict[str, Any], helm_bin: str, into: Path) -> Path:
     """``helm pull`` the release's chart into ``into`` and return it, once its digest is the index's."""
     chart, version = release["chart"], str(release["version"])
+    if release["repository"].startswith("oci://"):
+        # A registry's digest is its manifest's: Helm pulls by it and refuses anything else.
+        pulled = run([helm_bin, "pull", f"{release['repository']}/{chart}@sha256:{entry['digest']}",
+                      "--destination", str(into)])
+        archive = into / f"{chart}-{version}.tgz"
+        if pulled.returncode != 0 or not archive.exists():
+            raise SystemExit(f"helm pull {chart} {version} by digest failed")
+        return archive
     pulled = run([helm_bin, "pull", chart, "--repo", release["repository"], "--version", version,
                   "--destination", str(into)])
     archive = into / f"{chart}-{version}.tgz"
