@@ -169,8 +169,8 @@ BORN_WITH_TRAFFIC = ("http_server_requests", "http_server_request_duration_secon
 
 def fresh_problems(exposition: str) -> list[str]:
     """What the rules and panels query that a fresh app's /metrics has no series of."""
-    catalogue = (Catalogue(delegated=DELEGATED_PREFIXES).add_exposition(exposition, declared=BORN_WITH_TRAFFIC)
-                 .add_rules(rule_groups()))
+    catalogue = (Catalogue(delegated=DELEGATED_PREFIXES)
+                 .add_exposition(exposition, declared=BORN_WITH_TRAFFIC).add_rules(rule_groups()))
     return [p for where, expr in every_expression() for p in problems(where, expr, catalogue)]
 
 
