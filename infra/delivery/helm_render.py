@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,12 +54,17 @@ def verified_archive(release: dict[str, Any], entry: dict[str, Any], helm_bin: s
     """``helm pull`` the release's chart into ``into`` and return it, once its digest is the index's."""
     chart, version = release["chart"], str(release["version"])
     if release["repository"].startswith("oci://"):
-        # A registry's digest is its manifest's: Helm pulls by it and refuses anything else.
-        pulled = run([helm_bin, "pull", f"{release['repository']}/{chart}@sha256:{entry['digest']}",
-                      "--destination", str(into)])
+        # A registry's digest is its manifest's, which Helm prints as it pulls ("Digest: sha256:...").
+        pulled = run([helm_bin, "pull", f"{release['repository']}/{chart}", "--version", version,
+                      "--destination", str(into)], capture_output=True)
+        print(pulled.stdout + pulled.stderr, flush=True)
         archive = into / f"{chart}-{version}.tgz"
-        if pulled.returncode != 0 or not archive.exists():
-            raise SystemExit(f"helm pull {chart} {version} by digest failed")
+        found = re.search(r"Digest: sha256:([0-9a-f]{64})", pulled.stdout + pulled.stderr)
+        if pulled.returncode != 0 or not archive.exists() or not found:
+            raise SystemExit(f"helm pull {chart} {version} failed")
+        if found.group(1) != entry["digest"]:
+            raise SystemExit(f"{chart} {version}: manifest digest {found.group(1)} is not the vendored "
+                             f"digest {entry['digest']}")
         return archive
     pulled = run([helm_bin, "pull", chart, "--repo", release["repository"], "--version", version,
                   "--destination", str(into)])
