@@ -36,7 +36,7 @@ from infra.components.loadgen import LoadGeneratorArgs
 from infra.components.monitoring_values import PROMETHEUS_POD_LABELS, PROMETHEUS_SERVICE, RELEASE
 from infra.components.network import namespace_selector
 from infra.components.pods import selector
-from infra.components.probe import OutsideInArgs, OutsideInProbe
+from infra.components.probe import BLACKBOX, OutsideInArgs, OutsideInProbe
 from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
 from infra.config import ConfigError, Settings
 
@@ -160,10 +160,20 @@ def app_clients(s: Settings) -> list[dict[str, object]]:
     envoy = proxy_labels(EDGE, s.service.namespace)
     peers: list[dict[str, object]] = [{"namespaceSelector": namespace_selector(GATEWAY_NAMESPACE),
                                        "podSelector": {"matchLabels": envoy}}]
+    if probes_the_app(s):
+        peers.append({"namespaceSelector": namespace_selector(s.monitoring.namespace),
+                      "podSelector": {"matchLabels": {"app.kubernetes.io/instance": BLACKBOX}}})
     if s.loadtest.enabled:
         peers.append({"namespaceSelector": namespace_selector(LOADTEST_NAMESPACE),
                       "podSelector": {"matchLabels": {"app.kubernetes.io/name": f"{APP}-loadtest"}}})
     return peers
+
+
+def probes_the_app(s: Settings) -> bool:
+    """Whether the probe goes to the app's own Service: on a stack with a CA of its own (dev, kind)
+    no client outside trusts the certificate and no public DNS serves the name, so the probe takes
+    the inside view there unless the stack names a URL."""
+    return not s.monitoring.probe_url and s.edge.issuer == "selfsigned"
 
 
 def dependency_targets(s: Settings) -> list[ScrapeTarget]:
@@ -206,10 +216,13 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         release_labels=release_labels, service_type=s.service.service_type,
         external_traffic_policy=s.service.external_traffic_policy,
         source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, monitoring]))
-    # A client's view: the public https:// URL through the gateway, unless the stack names another.
+    # A client's view: the public https:// URL through the gateway, unless the stack names another
+    # or has a CA of its own (then the app's /readyz through its Service).
+    probe_url = (pulumi.Output.concat(service.url, "/readyz") if probes_the_app(s)
+                 else s.monitoring.probe_url or f"{s.edge.public_url}/readyz")
     OutsideInProbe(f"{APP}-probe", OutsideInArgs(
         namespace=s.monitoring.namespace, job=PROBE_JOB, release_labels=release_labels),
-        url=s.monitoring.probe_url or f"{s.edge.public_url}/readyz",
+        url=probe_url,
         opts=pulumi.ResourceOptions(depends_on=[monitoring, edge]))
     outputs: dict[str, pulumi.Input[str]] = {
         "loadBalancerAddress": edge.address,

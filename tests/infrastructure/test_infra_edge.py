@@ -39,6 +39,13 @@ def load_balancers(rendered: Rendered) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_staging_and_prod_probe_the_public_https_name(stacks, stack):
+    probe = stacks[stack].one("Probe")["spec"]
+    assert probe["module"] == "https_ready"
+    assert probe["targets"]["staticConfig"]["static"] == [stacks[stack].outputs["serviceUrl"] + "/readyz"]
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_one_load_balancer_the_gateway_s_keeping_client_addresses(stacks, stack):
     (lb,) = load_balancers(stacks[stack])
     assert (lb["kind"], lb["metadata"]["name"], lb["metadata"]["namespace"]) == (
@@ -175,7 +182,9 @@ def test_app_port_admits_only_the_gateway_and_the_gateway_80_and_443(stacks, sta
     gateway_peer = {"namespaceSelector": {"matchLabels": {
                         "kubernetes.io/metadata.name": "envoy-gateway-system"}},
                     "podSelector": {"matchLabels": proxy_labels(EDGE, "lookout")}}
-    assert to_app["from"] == [gateway_peer]  # these stacks run no in-cluster load generator
+    assert to_app["from"][0] == gateway_peer
+    # dev's probe takes the inside view (a CA of its own); these stacks run no load generator.
+    assert len(to_app["from"]) == (2 if stack == "dev" else 1)
     proxy = r.one("NetworkPolicy", f"{EDGE}-proxy")["spec"]
     open_rule, scrape_rule = proxy["ingress"]
     assert "from" not in open_rule
