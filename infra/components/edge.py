@@ -34,6 +34,10 @@ CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
 CONTAINER_PORTS = {80: 10080, 443: 10443}
 ENVOY_METRICS_PORT = 19001
 XDS_PORT = 18000  # the controller's xDS server, which every Envoy pod connects to
+# cert-manager's HTTP-01 solver: a pod beside the Certificate answering the challenge on this port,
+# which its route on the http listener sends Envoy to.
+SOLVER_LABELS = {"acme.cert-manager.io/http01-solver": "true"}
+SOLVER_PORT = 8089
 ENVOY_RESOURCES = Resources("100m", "1", "128Mi", "256Mi")
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 # On objects selecting the Envoy pods of a Gateway (``namespace/name``): Envoy Gateway makes those
@@ -293,6 +297,10 @@ def proxy_policy(args: EdgeArgs, labels: Mapping[str, str]) -> dict[str, Any]:
             {"to": [{"namespaceSelector": namespace_selector(args.namespace),
                      "podSelector": {"matchLabels": dict(args.backend_pod_labels)}}],
              "ports": [{"protocol": "TCP", "port": args.backend_pod_port}]},
+            *([{"to": [{"namespaceSelector": namespace_selector(args.namespace),
+                        "podSelector": {"matchLabels": SOLVER_LABELS}}],
+                "ports": [{"protocol": "TCP", "port": SOLVER_PORT}]}]
+              if args.acme is not None and args.acme.solver == "http01" else []),
         ],
     }
 

@@ -191,6 +191,9 @@ def test_app_port_admits_only_the_gateway_and_the_gateway_80_and_443(stacks, sta
     assert {p["port"] for p in open_rule["ports"]} == set(CONTAINER_PORTS.values())
     assert scrape_rule["from"] and scrape_rule["ports"] == [{"protocol": "TCP", "port": 19001}]
     assert any(rule["ports"] == [{"protocol": "TCP", "port": 8000}] for rule in proxy["egress"])
+    # ACME's HTTP-01 answer comes from cert-manager's solver pod, through Envoy.
+    to_solver = [rule for rule in proxy["egress"] if rule["ports"] == [{"protocol": "TCP", "port": 8089}]]
+    assert len(to_solver) == (0 if stack == "dev" else 1)
 
 
 @pytest.mark.parametrize("values, error", [
