@@ -293,9 +293,9 @@ KUBECONFORM_VERSION := v0.8.0
 KUBECONFORM_SHA256 := 9bc2bffbf71f261128533edaf912153948b7ff238f9a531ae6d34466ec287883
 KUBECONFORM_DIR := $(VENV)/kubeconform-$(KUBECONFORM_VERSION)
 KUBECONFORM := $(KUBECONFORM_DIR)/kubeconform
-RUNNER_ONLY += charts-refresh charts-verify kubeconform helm-render
+RUNNER_ONLY += charts-refresh charts-verify crds-refresh crds-verify kubeconform helm-render
 
-.PHONY: chart-values charts-refresh charts-verify kubeconform helm-render
+.PHONY: chart-values charts-refresh charts-verify crds-refresh crds-verify kubeconform helm-render
 
 chart-values: manifests ## STACK's Helm releases against their charts' vendored index and values data
 	$(BIN)/python -m infra.helm build/manifests/$(STACK)/helm-releases.yaml
@@ -305,6 +305,12 @@ charts-refresh: venv ## (network) Rewrite infra/charts/ from the chart repositor
 
 charts-verify: venv ## (network) Fail when infra/charts/ is not what the repositories publish
 	$(BIN)/python -m infra.delivery.chart_refresh --check
+
+crds-refresh: venv ## (network) Rewrite infra/charts/crds/ of the edge's charts from their tags on GitHub
+	$(BIN)/python -m infra.delivery.crd_refresh
+
+crds-verify: venv ## (network) Fail when infra/charts/crds/ of the edge's charts differ from their tags
+	$(BIN)/python -m infra.delivery.crd_refresh --check
 
 $(KUBECONFORM):
 	mkdir -p $(KUBECONFORM_DIR)

@@ -16,6 +16,7 @@ the other services: app/platform/settings.py.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -193,6 +194,15 @@ class Config(BaseModel):
         "headers. Production refuses `*`.")
     HSTS_SECONDS: int = Field(  # Strict-Transport-Security; 0: not sent
         default=31_536_000, ge=0, description="`Strict-Transport-Security` max-age in seconds; 0: not sent.")
+    PROXY_TRUSTED_HOPS: int = Field(  # ProxyFix x_for/x_proto; more would let clients pick their address
+        default=0, ge=0, le=2,
+        description="Proxies in front that append to `X-Forwarded-For` and set `X-Forwarded-Proto` (the "
+        "gateway: 1); the client address is the one that many entries from the right. 0: the headers are "
+        "ignored. Only where the port is reachable through the proxy alone.")
+    PROXY_TRUSTED_ADDRESSES: tuple[str, ...] = Field(  # comma-separated CIDRs in the environment
+        default=(),
+        description="Comma-separated CIDRs the proxy connects from; a request from elsewhere has its "
+        "`X-Forwarded-*` headers ignored. Empty: any peer (the network policy admits only the gateway).")
 
     BROKER_URL: str | None = Field(
         default=None,
@@ -314,6 +324,18 @@ class Config(BaseModel):
         if self.JWT_PRIVATE_KEY.strip() and self.JWT_KEY_ID:
             load_keys(self.JWT_PRIVATE_KEY, self.JWT_KEY_ID, self.JWT_EXTRA_PUBLIC_KEYS or "")
         return self
+    @field_validator("PROXY_TRUSTED_ADDRESSES", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Accept the environment's comma-separated form; each entry is an IP network."""
+        if isinstance(value, str):
+            value = [cidr.strip() for cidr in value.split(",") if cidr.strip()]
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network such as 10.0.0.0/8") from None
+        return tuple(value)
 
     @model_validator(mode="after")
     def _page_sizes_agree(self) -> Config:

@@ -19,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from infra.components.edge import GATEWAY_PODS, proxy_labels
 from infra.components.network import RELEASE_PODS
 from infra.crds import SCHEMAS, vendored_schemas
 
@@ -156,6 +157,8 @@ def selector_problems(objects: Sequence[Obj]) -> list[str]:
             problems.append(f"{_ref(w)}: its selector does not match its own pod template")
     for obj in objects:
         kind, ns, spec = obj["kind"], obj["metadata"].get("namespace"), obj.get("spec") or {}
+        if _gateway_pods(objects, obj):
+            continue
         if kind == "Service" and spec.get("selector") and not pods_selected(objects, ns, spec["selector"]):
             problems.append(f"{_ref(obj)}: selector {spec['selector']} matches no pods")
         if kind in ("PodDisruptionBudget", "NetworkPolicy"):
@@ -186,6 +189,20 @@ def selector_problems(objects: Sequence[Obj]) -> list[str]:
                     problems.append(f"{_ref(obj)}: no selected Service has a port named "
                                     f"{endpoint.get('port')}")
     return problems
+
+
+def _gateway_pods(objects: Sequence[Obj], obj: Obj) -> bool:
+    """Whether ``obj`` selects a declared Gateway's Envoy pods (GATEWAY_PODS), which Envoy Gateway makes."""
+    owner = (obj["metadata"].get("annotations") or {}).get(GATEWAY_PODS)
+    if obj["kind"] not in ("Service", "NetworkPolicy") or not owner or "/" not in owner:
+        return False
+    namespace, name = owner.split("/", 1)
+    spec = obj.get("spec") or {}
+    chosen = spec.get("selector") if obj["kind"] == "Service" else (spec.get("podSelector") or {}).get(
+        "matchLabels")
+    declared = any(o["kind"] == "Gateway" and o["metadata"]["name"] == name
+                   and o["metadata"].get("namespace") == namespace for o in objects)
+    return declared and chosen == proxy_labels(name, namespace)
 
 
 def port_problems(objects: Sequence[Obj]) -> list[str]:
@@ -275,6 +292,11 @@ def _policies_for(objects: Sequence[Obj], namespace: str, labels: dict[str, str]
     return None if not policies else [rule for p in policies for rule in p["spec"].get(kind) or []]
 
 
+# URL settings that name no server the pod connects to: the service's own public address, which
+# it only writes into the links of its responses.
+NOT_PEERS = {"PUBLIC_URL"}
+
+
 def network_problems(objects: Sequence[Obj]) -> list[str]:
     """Policies admit DNS, every server a pod's settings name by URL (the OTLP collector, the
     database, the rate-limit store), and Prometheus's scrapes of monitored pods."""
@@ -290,7 +312,7 @@ def network_problems(objects: Sequence[Obj]) -> list[str]:
         for c in containers(template, init=False):
             for name, value in settings_of(objects, ns, template, c).items():
                 url = urlsplit(value) if "://" in value else None
-                if url is None or url.scheme not in DEFAULT_PORTS or not url.hostname:
+                if url is None or url.scheme not in DEFAULT_PORTS or not url.hostname or name in NOT_PEERS:
                     continue
                 otlp = name == "OTEL_EXPORTER_OTLP_ENDPOINT"
                 port = url.port or (4318 if otlp else DEFAULT_PORTS[url.scheme])

@@ -88,6 +88,8 @@ SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
 # --- operators' own CRDs, vendored from their charts (infra/charts/crds/) --------------------------
 
 CRDS_DIR = Path(__file__).resolve().parent / "charts" / "crds"
+CLUSTER_SCOPED = {"GatewayClass", "ClusterIssuer"}  # their CRDs' scope: Cluster (no namespace)
+_CLUSTER_METADATA = _object({"name": _NAME, "labels": _STR_MAP, "annotations": _STR_MAP}, required=("name",))
 _TEMPLATE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
 _PROSE = {"description"}
 
@@ -134,6 +136,7 @@ def vendored_schemas() -> dict[tuple[str, str], dict[str, Any]]:
             group, version, kind = key.split("/")
             top = strict(schema)
             # metadata is `type: object` in a CRD; the API server checks it like any object's.
-            top.setdefault("properties", {})["metadata"] = _METADATA
+            top.setdefault("properties", {})["metadata"] = (
+                _CLUSTER_METADATA if kind in CLUSTER_SCOPED else _METADATA)
             found[(f"{group}/{version}", kind)] = top
     return found

@@ -44,6 +44,16 @@ def file_name(obj: dict[str, Any]) -> str:
     return "-".join(p for p in (obj["kind"].lower(), meta.get("namespace"), meta["name"]) if p) + ".yaml"
 
 
+def chart_of(release: dict[str, Any]) -> dict[str, Any]:
+    """The chart and its repository: from ``repositoryOpts``, or split from an OCI reference
+    (``oci://registry/path/chart``: the registry path is the repository)."""
+    chart = str(release.get("chart") or "")
+    if chart.startswith("oci://"):
+        repository, _, name = chart.rpartition("/")
+        return {"chart": name, "repository": repository}
+    return {"chart": chart, "repository": (release.get("repositoryOpts") or {}).get("repo")}
+
+
 def write(rendered: Rendered, out: Path) -> list[Path]:
     """Write the rendered stack under ``out`` and return the object files."""
     if out.exists():
@@ -60,9 +70,8 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
             (out / "policy").mkdir(exist_ok=True)
             (out / "policy" / file_name(obj)).write_text(
                 yaml.safe_dump(ordered(pods_as_deployment(obj)), sort_keys=False))
-    releases = [{"name": r.get("name"), "namespace": r.get("namespace"), "chart": r.get("chart"),
-                 "version": r.get("version"), "repository": (r.get("repositoryOpts") or {}).get("repo"),
-                 "values": r.get("values") or {}} for r in rendered.releases]
+    releases = [{"name": r.get("name"), "namespace": r.get("namespace"), **chart_of(r),
+                 "version": r.get("version"), "values": r.get("values") or {}} for r in rendered.releases]
     (out / "helm-releases.yaml").write_text(yaml.safe_dump({"releases": releases}, sort_keys=False))
     (out / "outputs.yaml").write_text(yaml.safe_dump(rendered.outputs, sort_keys=False))
     return written
@@ -95,3 +104,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+

@@ -31,9 +31,12 @@ from infra.components import (
     ServiceArgs,
     WritableDir,
 )
+from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, proxy_labels
+from infra.components.loadgen import LoadGeneratorArgs
 from infra.components.monitoring_values import PROMETHEUS_POD_LABELS, PROMETHEUS_SERVICE, RELEASE
+from infra.components.network import namespace_selector
 from infra.components.pods import selector
-from infra.components.probe import OutsideInArgs, OutsideInProbe
+from infra.components.probe import BLACKBOX, OutsideInArgs, OutsideInProbe
 from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
 from infra.config import ConfigError, Settings
 
@@ -46,6 +49,18 @@ MIGRATION_COMMAND = ("flask", "--app", "app", "db", "upgrade")  # the image's, r
 BOOTSTRAP_COMMAND = ("flask", "--app", "app", "users", "bootstrap-admin")
 BOOTSTRAP_EMAIL, BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
 PROBE_JOB = "lookout-probe"  # the job the probe panels and LookoutServiceUnreachable select
+EDGE = f"{APP}-edge"  # the Gateway, its routes, certificate and Envoy Service
+GATEWAY_NAMESPACE = EdgeArgs.__dataclass_fields__["gateway_namespace"].default
+LOADTEST_NAMESPACE = LoadGeneratorArgs.__dataclass_fields__["namespace"].default
+GUNICORN_KEEPALIVE = 75  # seconds an idle kept-alive connection to gunicorn stays open
+GUNICORN_TIMEOUT = 30  # gunicorn's worker heartbeat; the edge's request timeout matches it
+# The edge's numbers (infra/README.md, "The edge"): Envoy drops an idle upstream connection 15 s
+# before gunicorn would, so it never reuses one gunicorn is closing (sporadic 502/503 otherwise);
+# a request may take as long as gunicorn lets a worker, above the app's own bounds on database
+# waits (tests/infrastructure/test_infra_edge.py adds them up); a body the app would refuse with
+# 413 is refused at the edge (the app's default MAX_CONTENT_LENGTH, 1 MiB).
+EDGE_TIMEOUTS = EdgeTimeouts(upstream_idle_seconds=60, request_seconds=GUNICORN_TIMEOUT,
+                             body_bytes=1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -89,8 +104,8 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
         "GUNICORN_WORKERS": str(s.service.gunicorn_workers),
         "GUNICORN_THREADS": str(s.service.gunicorn_threads),
         "GUNICORN_WORKER_CLASS": "gthread",
-        "GUNICORN_TIMEOUT": "30",
-        "GUNICORN_KEEPALIVE": "75",  # longer than cloud load balancers' 60 s idle timeout
+        "GUNICORN_TIMEOUT": str(GUNICORN_TIMEOUT),
+        "GUNICORN_KEEPALIVE": str(GUNICORN_KEEPALIVE),  # longer than the edge's upstream idle timeout
         "GUNICORN_WORKER_TMP_DIR": "/tmp",  # noqa: S108 - a memory-backed emptyDir: heartbeats stay off disk
         "OTEL_SERVICE_NAME": APP,
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector_endpoint,
@@ -102,6 +117,11 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
         "RATE_LIMIT_LOGIN_FAILURES": s.rate_limits.login_failures,
         "RATE_LIMIT_WRITES": s.rate_limits.writes,
         "JWT_KEY_ID": s.service.jwt_key_id,
+        # Behind the gateway: its Envoy appends the client's address to X-Forwarded-For and sets
+        # X-Forwarded-Proto; only its pods reach the app's port (NetworkPolicy), so one hop is trusted.
+        "PROXY_TRUSTED_HOPS": "1",
+        "PUBLIC_URL": s.edge.public_url,  # links in responses are https:// under the public name
+        "MAX_CONTENT_LENGTH": str(EDGE_TIMEOUTS.body_bytes),
     }
     if s.service.gunicorn_workers > 1:  # one worker keeps plain metrics, and with them exemplars
         env["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
@@ -130,9 +150,31 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
     return s.service.args(environment=app_environment(s, monitoring.collector_endpoint), secrets=secrets,
                           egress=egress, scrape_namespace=s.monitoring.namespace, writable_dirs=writable,
                           migration_command=MIGRATION_COMMAND, post_migration_command=BOOTSTRAP_COMMAND,
-                          job_secrets=bootstrap_admin(s), canary=s.delivery.canary(
+                          job_secrets=bootstrap_admin(s), ingress_from=app_clients(s),
+                          canary=s.delivery.canary(
                               prometheus_url=monitoring.prometheus_url,
                               depends_on=[delivery.release] if delivery else []))
+
+
+def app_clients(s: Settings) -> list[dict[str, object]]:
+    """Who may reach the app's port: the gateway's Envoy pods, and the in-cluster load generator."""
+    envoy = proxy_labels(EDGE, s.service.namespace)
+    peers: list[dict[str, object]] = [{"namespaceSelector": namespace_selector(GATEWAY_NAMESPACE),
+                                       "podSelector": {"matchLabels": envoy}}]
+    if probes_the_app(s):
+        peers.append({"namespaceSelector": namespace_selector(s.monitoring.namespace),
+                      "podSelector": {"matchLabels": {"app.kubernetes.io/instance": BLACKBOX}}})
+    if s.loadtest.enabled:
+        peers.append({"namespaceSelector": namespace_selector(LOADTEST_NAMESPACE),
+                      "podSelector": {"matchLabels": {"app.kubernetes.io/name": f"{APP}-loadtest"}}})
+    return peers
+
+
+def probes_the_app(s: Settings) -> bool:
+    """Whether the probe goes to the app's own Service: on a stack with a CA of its own (dev, kind)
+    no client outside trusts the certificate and no public DNS serves the name, so the probe takes
+    the inside view there unless the stack names a URL."""
+    return not s.monitoring.probe_url and s.edge.issuer == "selfsigned"
 
 
 def dependency_targets(s: Settings) -> list[ScrapeTarget]:
@@ -168,15 +210,24 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
               if s.rate_limits.shared else None)
     delivery = ProgressiveDelivery("rollouts", s.delivery.args()) if s.delivery.progressive else None
     service = ObservableService(APP, service_args(s, monitoring, database, counts, delivery))
-    # A client's view: the stack's public URL once set, else the service's /readyz through its Service.
+    release_labels = {"app.kubernetes.io/part-of": "lookout", "release": RELEASE}
+    edge = Edge(EDGE, s.edge.args(
+        namespace=s.service.namespace, backend_service=APP, backend_port=80, backend_pod_labels=SERVER,
+        backend_pod_port=8000, timeouts=EDGE_TIMEOUTS, scrape_namespace=s.monitoring.namespace,
+        release_labels=release_labels, service_type=s.service.service_type,
+        external_traffic_policy=s.service.external_traffic_policy,
+        source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, monitoring]))
+    # A client's view: the public https:// URL through the gateway, unless the stack names another
+    # or has a CA of its own (then the app's /readyz through its Service).
+    probe_url = (pulumi.Output.concat(service.url, "/readyz") if probes_the_app(s)
+                 else s.monitoring.probe_url or f"{s.edge.public_url}/readyz")
     OutsideInProbe(f"{APP}-probe", OutsideInArgs(
-        namespace=s.monitoring.namespace, job=PROBE_JOB,
-        release_labels={"app.kubernetes.io/part-of": "lookout", "release": RELEASE}),
-        url=s.monitoring.probe_url or pulumi.Output.concat(service.url, "/readyz"),
-        opts=pulumi.ResourceOptions(depends_on=[monitoring]))
+        namespace=s.monitoring.namespace, job=PROBE_JOB, release_labels=release_labels),
+        url=probe_url,
+        opts=pulumi.ResourceOptions(depends_on=[monitoring, edge]))
     outputs: dict[str, pulumi.Input[str]] = {
-        "loadBalancerAddress": service.address,
-        "serviceUrl": service.url,
+        "loadBalancerAddress": edge.address,
+        "serviceUrl": edge.url,
         "namespace": service.namespace,
         "grafanaAddress": monitoring.grafana_address,
         "grafanaAdminPassword": monitoring.grafana_admin_password,

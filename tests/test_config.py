@@ -58,7 +58,10 @@ def test_every_setting_is_overridable_and_typed():
                                          ("PAGE_SIZE_MAX", "0"), ("DATABASE_URL", "mysql://x/y"),
                                          ("PUBLIC_URL", "api.example.com"), ("PUBLIC_URL", "ftp://x.example"),
                                          ("PUBLIC_URL", "https://x.example/a?b=c"),
-                                         ("RATE_LIMIT_READS", "many")])
+                                         ("RATE_LIMIT_READS", "many"), ("PROXY_TRUSTED_HOPS", "3"),
+                                         ("PROXY_TRUSTED_HOPS", "-1"), ("PROXY_TRUSTED_HOPS", "one"),
+                                         ("PROXY_TRUSTED_ADDRESSES", "10.0.0.0/33"),
+                                         ("PROXY_TRUSTED_ADDRESSES", "10.0.0.0/8,gateway")])
 def test_bad_value_names_the_setting(name, value):
     with pytest.raises(ConfigError, match=f"{name}: "):
         load_config({"LOOKOUT_ENV": "development", name: value})

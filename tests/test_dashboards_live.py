@@ -34,7 +34,7 @@ from promserver import PrometheusError, PrometheusServer, prometheus_binary
 from app import create_app
 from dashboards import PanelQuery, dashboard_queries, rule_files, rule_groups
 from dashboards.generate.boards import RATE
-from dashboards.generate.dependencies import EXPORTER_PREFIXES
+from dashboards.generate.dependencies import DELEGATED_PREFIXES
 from dashboards.generate.target import TARGET
 from loadtests.harness import GunicornServer
 
@@ -180,7 +180,7 @@ def exposition(service: tuple[GunicornServer, str], traffic: Traffic) -> str:
 
 @pytest.fixture(scope="module")
 def catalogue(exposition: str, notifier: NotifierFeed) -> Catalogue:
-    return (Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition)
+    return (Catalogue(delegated=DELEGATED_PREFIXES).add_exposition(exposition)
             .add_exposition(notifier.exposition()).add_rules(rule_groups()))
 
 
@@ -219,7 +219,7 @@ def test_renaming_a_metric_in_the_app_breaks_the_contract(database: str, monkeyp
     client.get("/api/v1/users")
     exposition = client.get("/metrics").get_data(as_text=True)
     assert "http_server_responses_total{" in exposition and "http_server_requests_total" not in exposition
-    catalogue = Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition).add_rules(rule_groups())
+    catalogue = Catalogue(delegated=DELEGATED_PREFIXES).add_exposition(exposition).add_rules(rule_groups())
     found = [p for where, expr in every_expression() for p in problems(where, expr, catalogue)]
     assert any("lookout-overview: Request rate per route" in p and "http_server_requests_total" in p
                for p in found)
@@ -234,7 +234,8 @@ BORN_WITH_TRAFFIC = ("http_server_requests", "http_server_request_duration_secon
 
 def fresh_problems(exposition: str) -> list[str]:
     """What the rules and panels query that a fresh app's /metrics has no series of."""
-    catalogue = (Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition, declared=BORN_WITH_TRAFFIC)
+    catalogue = (Catalogue(delegated=DELEGATED_PREFIXES)
+                 .add_exposition(exposition, declared=BORN_WITH_TRAFFIC)
                  .add_exposition(fresh_notifier_exposition(), declared=()).add_rules(rule_groups()))
     return [p for where, expr in every_expression() for p in problems(where, expr, catalogue)]
 
@@ -265,7 +266,7 @@ def test_the_fresh_start_check_sees_a_counter_without_its_zero_series(database: 
     found = fresh_problems(exposition)
     assert found and all("db_client_errors_total" in p for p in found), found
     assert any("lookout-overview" in p for p in found)
-    lenient = (Catalogue(delegated=EXPORTER_PREFIXES).add_exposition(exposition)
+    lenient = (Catalogue(delegated=DELEGATED_PREFIXES).add_exposition(exposition)
                .add_exposition(fresh_notifier_exposition()).add_rules(rule_groups()))
     assert not [p for where, expr in every_expression() for p in problems(where, expr, lenient)]
 
@@ -324,7 +325,7 @@ def test_the_rule_files_load_and_every_recording_rule_has_series(prometheus: Pro
 
 def kubernetes_only(expr: str) -> bool:
     """Whether ``expr`` reads series this test has no source of: Kubernetes' or an exporter's."""
-    return any((s.name in KUBERNETES and s.name != "up") or s.name.startswith(EXPORTER_PREFIXES)
+    return any((s.name in KUBERNETES and s.name != "up") or s.name.startswith(DELEGATED_PREFIXES)
                for s in selectors(expr))
 
 

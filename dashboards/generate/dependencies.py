@@ -29,6 +29,8 @@ class Dependencies:
     database_job: str = "lookout-db-metrics"  # postgres_exporter's Service in the database namespace
     store_job: str = "lookout-ratelimit-metrics"  # redis_exporter's Service beside the store
     probe_job: str = "lookout-probe"  # the Probe's jobName
+    certificates_job: str = "cert-manager"  # cert-manager's Service, which its chart's ServiceMonitor scrapes
+    certificate_days: int = 14  # LookoutCertificateExpiringSoon: renewal (30 days before) has failed for 16
     connections_ratio: float = 0.8  # of max_connections, for LookoutDatabaseConnectionsNearMax
 
     @property
@@ -43,10 +45,17 @@ class Dependencies:
     def probe(self) -> str:
         return f'job="{self.probe_job}"'
 
+    @property
+    def certificates(self) -> str:
+        return f'job="{self.certificates_job}"'
+
 
 DEPS = Dependencies()
 # Metric name prefixes of the exporters: the app's contract test leaves these to the exporters' test.
 EXPORTER_PREFIXES = ("pg_", "redis_", "probe_")
+# Metrics of cert-manager itself (no Debian package runs it here): their names and labels are those
+# of its pkg/metrics at the pinned tag; tests/promtool/dependencies_test.yaml drives the alert.
+DELEGATED_PREFIXES = (*EXPORTER_PREFIXES, "certmanager_")
 
 
 def connections_used(d: Dependencies = DEPS) -> str:
@@ -113,11 +122,32 @@ def outside_in_alerts(d: Dependencies = DEPS, t: Target = TARGET) -> list[Operat
     ]
 
 
+def certificate_alerts(d: Dependencies = DEPS) -> list[Operational]:
+    """The edge's certificate close to expiry: cert-manager renews 30 days ahead, so this means renewal
+    has been failing for over two weeks (a certificate not issued yet reports 0 and is left out)."""
+    return [
+        Operational(
+            "LookoutCertificateExpiringSoon",
+            f"(certmanager_certificate_expiration_timestamp_seconds{{{d.certificates}}} > 0) - time()\n"
+            f"< {d.certificate_days} * 86400", "1h", "ticket",
+            f"A certificate expires in under {d.certificate_days} days",
+            "Certificate {{ $labels.exported_namespace }}/{{ $labels.name }} expires in "
+            "{{ $value | humanizeDuration }}; cert-manager renews 30 days ahead, so renewal has been "
+            "failing. When it expires, clients refuse the HTTPS endpoint.",
+            "Check kubectl -n lookout describe certificate lookout-edge, its CertificateRequest, Order and "
+            "Challenge (kubectl get certificaterequest,order,challenge -n lookout), cert-manager's logs, "
+            "that the hostname still resolves to the gateway and port 80 reaches it (HTTP-01), or the DNS "
+            "token (DNS-01). Do: fix what the Challenge reports; then kubectl cert-manager renew, or "
+            "delete the CertificateRequest so cert-manager retries at once."),
+    ]
+
+
 def rule_files(slo: SLO, d: Dependencies = DEPS) -> dict[str, dict[str, Any]]:
-    """The dependencies' rule file: its alerts, and the outside-in probe's."""
+    """The dependencies' rule file: its alerts, the outside-in probe's and the certificate's."""
     return {"dependencies.yaml": {"groups": [
         {"name": "lookout-dependencies", "rules": [a.rule(slo) for a in dependency_alerts(d)]},
         {"name": "lookout-outside-in", "rules": [a.rule(slo) for a in outside_in_alerts(d)]},
+        {"name": "lookout-edge", "rules": [a.rule(slo) for a in certificate_alerts(d)]},
     ]}}
 
 

@@ -1,4 +1,5 @@
-"""A Helm release of a pinned chart: the one way the components install charts."""
+"""A Helm release of a pinned chart (a repository's or an OCI registry's): the one way the components
+install charts."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def pinned_release(resource_name: str, pin: tuple[str, str, str], *, release: st
     a failed install is rolled back (cleanup_on_fail) so the next ``pulumi up`` starts clean.
     ``args`` are the Release's other arguments (values, timeout)."""
     chart, version, repo = pin
+    if repo.startswith("oci://"):  # an OCI registry has no index: Helm takes the chart's full reference
+        return k8s.helm.v3.Release(resource_name, name=release, chart=f"{repo}/{chart}", version=version,
+                                   namespace=namespace, cleanup_on_fail=True, opts=opts, **args)
     return k8s.helm.v3.Release(resource_name, name=release, chart=chart, version=version,
                                repository_opts={"repo": repo}, namespace=namespace, cleanup_on_fail=True,
                                opts=opts, **args)

@@ -59,6 +59,8 @@ class ServiceArgs:
     secrets: Mapping[str, pulumi.Input[str]]  # mounted as files; the app reads <NAME>_FILE
     scrape_namespace: str  # Prometheus scrapes from there
     egress: Sequence[Peer] = ()  # DNS is always allowed
+    # NetworkPolicy peers allowed to the app's port (the gateway's pods); empty: any source.
+    ingress_from: Sequence[Mapping[str, Any]] = ()
     image_pull_policy: str = "IfNotPresent"
     port: int = 8000
     metrics_port: int = 9100  # /metrics answers only here (the app's METRICS_PORT), never via the LB
@@ -184,7 +186,8 @@ class ObservableService(pulumi.ComponentResource):
         policy = policy_spec(
             {"app.kubernetes.io/name": name},  # the server and the migration Job
             ingress=[
-                {"ports": [{"protocol": "TCP", "port": args.port}]},  # clients, through the load balancer
+                {**({"from": [dict(p) for p in args.ingress_from]} if args.ingress_from else {}),
+                 "ports": [{"protocol": "TCP", "port": args.port}]},  # clients, through the gateway
                 {"from": [{"namespaceSelector": namespace_selector(args.scrape_namespace)}],
                  "ports": [{"protocol": "TCP", "port": args.metrics_port}]},  # Prometheus scrapes /metrics
             ], egress=args.egress)

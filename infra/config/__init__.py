@@ -18,6 +18,7 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     logs         LogsSettings           infra/config/logs.py        -> MonitoringArgs (its log fields)
     loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
     delivery     DeliverySettings       infra/config/rollouts.py    -> ProgressiveDeliveryArgs, Canary
+    edge         EdgeSettings           infra/config/edge.py        -> EdgeArgs
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import pulumi
 
 from infra.config.database import DatabaseSettings
+from infra.config.edge import EdgeSettings
 from infra.config.fields import Group, Key
 from infra.config.loadgen import LoadGeneratorSettings
 from infra.config.logs import LogsSettings
@@ -37,7 +39,8 @@ from infra.config.service import ServiceSettings
 from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
-                                   AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings)
+                                   AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings,
+                                   EdgeSettings)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Settings:
     loadtest: LoadGeneratorSettings
     delivery: DeliverySettings
     logs: LogsSettings
+    edge: EdgeSettings
 
 
 def load_settings(config: pulumi.Config | None = None) -> Settings:
@@ -60,11 +64,12 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
                     database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
                     monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
                     loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c),
-                    logs=LogsSettings.read(c))
+                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c))
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "Key",
+    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "EdgeSettings",
+    "Key",
     "LoadGeneratorSettings", "LogsSettings",
     "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import pulumi
 
@@ -82,7 +82,7 @@ class ServiceSettings(Group):
              egress: Sequence[Peer], scrape_namespace: str, writable_dirs: Sequence[WritableDir],
              migration_command: Sequence[str], post_migration_command: Sequence[str] | None = None,
              job_secrets: Mapping[str, pulumi.Input[str]] | None = None,
-             canary: Canary | None = None) -> ServiceArgs:
+             canary: Canary | None = None, ingress_from: Sequence[Mapping[str, Any]] = ()) -> ServiceArgs:
         """Return the component's Args: these settings plus what the stack wires in."""
         skips = {} if "@sha256:" in self.image else {"CKV_K8S_43": (
             "the release pipeline deploys by digest; other stacks run tags of images they build")}
@@ -94,7 +94,7 @@ class ServiceSettings(Group):
             shutdown=Shutdown(self.pre_stop_seconds, self.gunicorn_graceful_timeout,
                               self.termination_grace_period_seconds),
             settings=environment, secrets=secrets, scrape_namespace=scrape_namespace, egress=tuple(egress),
-            service_type=self.service_type, source_ranges=self.load_balancer_source_ranges,
-            external_traffic_policy=self.external_traffic_policy, writable_dirs=tuple(writable_dirs),
+            # Behind the gateway (serviceType, the source ranges and the traffic policy are its).
+            service_type="ClusterIP", ingress_from=tuple(ingress_from), writable_dirs=tuple(writable_dirs),
             migration_command=migration_command, post_migration_command=post_migration_command,
             job_secrets=dict(job_secrets or {}), skips=skips, canary=canary)

@@ -39,12 +39,23 @@ def pinned_charts() -> list[tuple[str, str, str]]:
     """(chart, version, repository) of every Helm release the program declares."""
     from infra.components.autoscaling import ADAPTER_CHART
     from infra.components.database import CNPG_CHART
+    from infra.components.edge import CERT_MANAGER_CHART, GATEWAY_CHART
     from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
     from infra.components.probe import BLACKBOX_CHART
     from infra.components.rollouts import ROLLOUTS_CHART
 
     return sorted({KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART,
-                   BLACKBOX_CHART, ADAPTER_CHART})
+                   BLACKBOX_CHART, ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART}
+                  - oci_charts())
+
+
+def oci_charts() -> set[tuple[str, str, str]]:
+    """Pins from OCI registries, which have no index to refresh from: their vendored entries and data
+    stay as written (infra/charts/README.md says where each came from), and make helm-render checks
+    the digest Helm reports when it pulls."""
+    from infra.components.edge import GATEWAY_CHART
+
+    return {GATEWAY_CHART}
 
 
 def download(url: str) -> bytes:
@@ -82,6 +93,15 @@ def published(pins: Iterable[tuple[str, str, str]], fetch: Fetch) -> tuple[dict[
     return {"repositories": dict(sorted(repositories.items()))}, data
 
 
+def _without_oci(index: dict[str, Any]) -> dict[str, Any]:
+    return {**index, "repositories": {r: b for r, b in (index.get("repositories") or {}).items()
+                                      if not r.startswith("oci://")}}
+
+
+def _oci_files() -> set[str]:
+    return {helm.values_file(chart, version).name for chart, version, _ in oci_charts()}
+
+
 def _without_sources(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_sources(v) for k, v in value.items() if k != "source"}
@@ -95,11 +115,11 @@ def differences(index: dict[str, Any], data: dict[str, Any], charts_dir: Path) -
     problems = []
     vendored_index = yaml.safe_load((charts_dir / "index.yaml").read_text()) if (
         charts_dir / "index.yaml").exists() else {}
-    if _without_sources(vendored_index) != _without_sources(index):
+    if _without_sources(_without_oci(vendored_index)) != _without_sources(index):
         problems.append("index.yaml: the vendored entries are not the published ones")
     values_dir = charts_dir / "values"
     vendored = {p.name for p in values_dir.glob("*.json")} if values_dir.exists() else set()
-    for name in sorted(vendored - set(data)):
+    for name in sorted(vendored - set(data) - _oci_files()):
         problems.append(f"values/{name}: vendored, but no release pins it")
     for name, published_data in sorted(data.items()):
         path = values_dir / name
@@ -120,9 +140,11 @@ def write(index: dict[str, Any], data: dict[str, Any], charts_dir: Path) -> None
         old = (old_index.get("repositories") or {}).get(repo)
         if old and _without_sources(old) == _without_sources(body):
             body["source"] = old["source"]
+    kept = {r: b for r, b in (old_index.get("repositories") or {}).items() if r.startswith("oci://")}
+    index = {**index, "repositories": dict(sorted({**index["repositories"], **kept}.items()))}
     (charts_dir / "index.yaml").write_text(INDEX_HEADER + yaml.safe_dump(index, sort_keys=False, width=200))
     for path in values_dir.glob("*.json"):
-        if path.name not in data:
+        if path.name not in data and path.name not in _oci_files():
             path.unlink()
     for name, new in data.items():
         path = values_dir / name

@@ -15,7 +15,11 @@ a proxy container on the kind network for each; the runner reaches it at the Ser
 metrics-server gives the HPA its CPU readings (kind has none), and the check shows a scale-up
 under the Locust run. kubectl is the one in the kind node image, pinned by digest with the node.
 The canary step releases a deliberately failing image (.ci/faulty) and passes only
-when the controller aborted it and the stack is back on the good image.
+when the controller aborted it and the stack is back on the good image. Every request goes through
+the gateway over HTTPS: the dev stack's name (``edgeHostname``) is made to resolve to the load
+balancer's address on this runner (/etc/hosts) and its own CA (the Secret lookout-edge-ca) is
+trusted (REQUESTS_CA_BUNDLE, also handed to later steps through GITHUB_ENV); ``check`` also checks
+TLS 1.1 refused, HSTS, and the plain-HTTP redirect.
 
 Environment variables read: KIND_CLUSTER_NAME (default lookout), GIT_COMMIT, KUBECTL (default the
 node image's, copied by ``cluster``), the Pulumi CLI's, E2E_USERS / E2E_RUN_TIME for the Locust
@@ -25,17 +29,22 @@ run (default 10 users for 90s), GITHUB_PATH.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -63,6 +72,8 @@ REPORTS = Path("reports") / "e2e"
 NODE_KUBECTL = REPORTS / "bin" / "kubectl"
 MONITORING = "monitoring"
 SERVER = "app.kubernetes.io/name=lookout,app.kubernetes.io/component=server"
+EDGE_CA = REPORTS / "edge-ca.crt"  # the dev stack's own CA, which signs the gateway's certificate
+EDGE_CA_SECRET = ("lookout", "lookout-edge-ca")
 
 
 def kubectl() -> str:
@@ -120,8 +131,68 @@ def stack() -> PulumiStack:
     return PulumiStack(STACK, env={**os.environ, "KUBECTL": kubectl()})
 
 
+def trust_edge(outputs: Mapping[str, Any], wait: float = 300.0) -> str | None:
+    """Make the stack's https:// name reach its load balancer from here and trust the stack's CA;
+    return the URL once it answers /readyz (None for a stack without the edge's outputs)."""
+    url, address = str(outputs.get("serviceUrl") or ""), str(outputs.get("loadBalancerAddress") or "")
+    host = urlsplit(url).hostname
+    if not url.startswith("https://") or not host or not address:
+        return None
+    namespace, name = EDGE_CA_SECRET
+    deadline = time.monotonic() + wait
+    while not (ca := sh("kubectl", "-n", namespace, "get", "secret", name, "-o",
+                        "jsonpath={.data.ca\\.crt}", check=False).strip()):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"e2e: the CA Secret {namespace}/{name} did not appear within {wait:.0f}s")
+        time.sleep(3)
+    EDGE_CA.parent.mkdir(parents=True, exist_ok=True)
+    EDGE_CA.write_bytes(base64.b64decode(ca))
+    line = f"{address} {host}"
+    if line not in Path("/etc/hosts").read_text().splitlines():
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "tee", "-a", "/etc/hosts"], input=f"{line}\n", text=True, check=True,
+                       stdout=subprocess.DEVNULL)
+    os.environ["REQUESTS_CA_BUNDLE"] = str(EDGE_CA.resolve())
+    if path := os.environ.get("GITHUB_ENV"):  # the later steps (check, canary) trust it too
+        with Path(path).open("a") as out:
+            out.write(f"REQUESTS_CA_BUNDLE={EDGE_CA.resolve()}\n")
+    while True:  # cert-manager issues the certificate, Envoy loads it
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return url
+        if time.monotonic() > deadline:
+            raise SystemExit(f"e2e: {url}/readyz did not answer 200 over TLS within {wait:.0f}s")
+        time.sleep(3)
+
+
+def edge_problems(url: str) -> list[str]:
+    """HTTPS with the stack's CA, HSTS, TLS below 1.2 refused, and plain HTTP redirected to https."""
+    problems = []
+    answer = requests.get(f"{url}/readyz", timeout=10)
+    if answer.status_code != 200 or not answer.headers.get("Strict-Transport-Security"):
+        hsts = answer.headers.get("Strict-Transport-Security")
+        problems.append(f"{url}/readyz: {answer.status_code}, HSTS {hsts}")
+    host = urlsplit(url).hostname or ""
+    plain = requests.get(f"http://{host}/api/v1/users?page=2", timeout=10, allow_redirects=False)
+    if plain.status_code not in (301, 308) or plain.headers.get("Location") != f"{url}/api/v1/users?page=2":
+        problems.append(f"http://{host}/api/v1/users?page=2: {plain.status_code} to "
+                        f"{plain.headers.get('Location')}, not a permanent redirect to https")
+    old = ssl.create_default_context(cafile=str(EDGE_CA))
+    with warnings.catch_warnings():  # offering the deprecated versions is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version, old.maximum_version = ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that a refusal is the server's, not this client's
+    try:
+        with socket.create_connection((host, 443), timeout=10) as raw, \
+                old.wrap_socket(raw, server_hostname=host):
+            problems.append(f"{host}:443 accepted TLS 1.1")
+    except (ssl.SSLError, OSError):
+        pass
+    return problems
+
+
 def up(image: str) -> int:
-    """Deploy the dev stack with ``image`` and smoke test it through the load balancer."""
+    """Deploy the dev stack with ``image`` and smoke test it through the gateway, over HTTPS."""
     dev = stack()
     dev.select(create=True)
     for key, value in OVERRIDES.items():
@@ -129,8 +200,15 @@ def up(image: str) -> int:
     keys = {"secretKey": secrets.token_hex(32), "jwtPrivateKey": new_signing_key()}
     if not dev.config("bootstrapAdminPassword"):  # the migration Job's first admin; `check` logs in as it
         keys["bootstrapAdminPassword"] = secrets.token_urlsafe(24)
-    outcome = Rollout(dev).run(check_image(image, allow_tag=True), os.environ.get("GIT_COMMIT") or None,
-                               secrets=keys)
+    rollout = Rollout(dev)
+    smoker = rollout.smoker
+
+    def through_the_edge(url: str, commit: str | None) -> Any:
+        return smoker(trust_edge(dev.outputs()) or url, commit)
+
+    rollout.smoker = through_the_edge
+    outcome = rollout.run(check_image(image, allow_tag=True), os.environ.get("GIT_COMMIT") or None,
+                          secrets=keys)
     report(outcome, STACK)
     return 0 if outcome.ok else 1
 
@@ -235,7 +313,7 @@ def check() -> int:
     """Load-test through the load balancer (the HPA must scale up), then check Prometheus, Grafana,
     and Loki (a request's log line, by its trace id)."""
     outputs = stack().outputs(show_secrets=True)
-    url = f"http://{outputs['loadBalancerAddress']}"
+    url = trust_edge(outputs) or f"http://{outputs['loadBalancerAddress']}"
     namespace = str(outputs.get("namespace", "lookout"))
     # The bootstrap admin the migration Job created: every read of the load test is authenticated.
     credentials = admin_credentials(stack(), {})
@@ -248,6 +326,8 @@ def check() -> int:
     with Replicas(namespace) as replicas:
         load = subprocess.run(locust, env=env, check=False).returncode
     problems = [p for p in [replicas.problem()] if p]
+    if url.startswith("https://"):
+        problems += edge_problems(url)
     trace_id = traced_request(url)
     with port_forward(MONITORING, "kps-prometheus", 9090) as prometheus, \
             port_forward(MONITORING, "grafana", 80) as grafana:

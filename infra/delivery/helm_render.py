@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,19 @@ def index_entry(index: dict[str, Any], release: dict[str, Any]) -> dict[str, Any
 def verified_archive(release: dict[str, Any], entry: dict[str, Any], helm_bin: str, into: Path) -> Path:
     """``helm pull`` the release's chart into ``into`` and return it, once its digest is the index's."""
     chart, version = release["chart"], str(release["version"])
+    if release["repository"].startswith("oci://"):
+        # A registry's digest is its manifest's, which Helm prints as it pulls ("Digest: sha256:...").
+        pulled = run([helm_bin, "pull", f"{release['repository']}/{chart}", "--version", version,
+                      "--destination", str(into)], capture_output=True)
+        print(pulled.stdout + pulled.stderr, flush=True)
+        archive = into / f"{chart}-{version}.tgz"
+        found = re.search(r"Digest: sha256:([0-9a-f]{64})", pulled.stdout + pulled.stderr)
+        if pulled.returncode != 0 or not archive.exists() or not found:
+            raise SystemExit(f"helm pull {chart} {version} failed")
+        if found.group(1) != entry["digest"]:
+            raise SystemExit(f"{chart} {version}: manifest digest {found.group(1)} is not the vendored "
+                             f"digest {entry['digest']}")
+        return archive
     pulled = run([helm_bin, "pull", chart, "--repo", release["repository"], "--version", version,
                   "--destination", str(into)])
     archive = into / f"{chart}-{version}.tgz"

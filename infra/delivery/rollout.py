@@ -210,7 +210,11 @@ class Rollout:
     def _url(self, url: str | None) -> str:
         if url:
             return normalise(url)
-        address = str(self.stack.outputs().get("loadBalancerAddress") or "")
+        outputs = self.stack.outputs()
+        public = str(outputs.get("serviceUrl") or "")
+        if public.startswith("https://"):  # the edge's name: its certificate is for that name only
+            return normalise(public)
+        address = str(outputs.get("loadBalancerAddress") or "")
         if not address:
             raise RolloutError("the stack has no loadBalancerAddress output and no --url was given")
         return normalise(address)

@@ -244,3 +244,27 @@ def test_the_trickle_logs_in_when_it_can(lookout_service: str, smoke_account: tu
     assert bearer(lookout_service, smoke_account)["Authorization"].startswith("Bearer ")
     assert bearer(lookout_service, (smoke_account[0], "wrong-password")) == {}
     assert bearer(lookout_service, None) == {} and bearer(None, smoke_account) == {}
+
+
+class StackOutputs:
+    """Just enough of a stack for choosing where the smoke test goes."""
+
+    env: dict[str, str] = {}
+
+    def __init__(self, outputs: dict[str, str]) -> None:
+        self._outputs = outputs
+
+    def outputs(self) -> dict[str, str]:
+        return self._outputs
+
+
+@pytest.mark.parametrize("outputs, url", [
+    # Behind the edge the certificate names the public host: the address alone would fail TLS.
+    ({"serviceUrl": "https://api.example.com", "loadBalancerAddress": "203.0.113.7"}, "https://api.example.com"),
+    ({"serviceUrl": "http://lookout.lookout.svc.cluster.local:80", "loadBalancerAddress": "203.0.113.7"},
+     "http://203.0.113.7"),
+    ({"loadBalancerAddress": "203.0.113.7"}, "http://203.0.113.7"),
+])
+def test_the_smoke_test_goes_to_the_public_https_name_when_the_stack_has_one(outputs, url):
+    chosen = Rollout(StackOutputs(outputs), smoker=lambda u, c: None, watch=CanaryWatch({}))._url(None)  # type: ignore[arg-type]
+    assert chosen.rstrip("/") == url

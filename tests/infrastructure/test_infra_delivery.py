@@ -28,9 +28,9 @@ def staging():
 
 def test_the_kind_stack_passes_every_gate_with_a_load_balancer(e2e):
     assert checks.run_all(e2e.objects, dashboards.dashboard_files(), dashboards.rule_files(), RELEASE) == []
-    (service,) = [o for o in e2e.objects if o["kind"] == "Service" and o["metadata"]["name"] == "lookout"]
-    assert service["spec"]["type"] == "LoadBalancer"
-    assert [p["port"] for p in service["spec"]["ports"]] == [80], "the smoke test goes to the LB on port 80"
+    (service,) = [o for o in e2e.objects if o["kind"] == "Service" and o["spec"]["type"] == "LoadBalancer"]
+    assert service["metadata"]["name"] == "lookout-edge", "the gateway's Envoy pods are the one entry point"
+    assert [p["port"] for p in service["spec"]["ports"]] == [80, 443], "HTTP redirects, HTTPS serves"
     pods = [o for o in e2e.objects if o["kind"] == "Rollout" and o["metadata"]["name"] == "lookout"]
     (container,) = pods[0]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == E2E_IMAGE and container["imagePullPolicy"] != "Always", \

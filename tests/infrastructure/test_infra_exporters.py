@@ -95,15 +95,19 @@ def test_the_image_pins_are_the_debian_exporters_releases():
 # --- outside-in ---------------------------------------------------------------------------------------
 
 
-def test_dev_probes_the_service_s_readyz_through_its_service(render_case):
+def test_dev_probes_the_app_s_readyz_through_its_service(render_case):
     rendered = render_case("dev")
     probe = rendered.one("Probe", DEPS.probe_job)
     assert probe["metadata"]["namespace"] == "monitoring"
     assert probe["metadata"]["labels"]["release"] == RELEASE  # what the stack's Prometheus selects
     spec = probe["spec"]
     assert spec["jobName"] == DEPS.probe_job  # the job the rules and the SLO board select
+    # dev's certificate comes from a CA of its own and no public DNS serves its name: the inside view.
     assert spec["module"] == "http_ready"
-    assert spec["targets"]["staticConfig"]["static"] == [rendered.outputs["serviceUrl"] + "/readyz"]
+    assert spec["targets"]["staticConfig"]["static"] == ["http://lookout.lookout.svc.cluster.local:80/readyz"]
+    policy = rendered.one("NetworkPolicy", "lookout")["spec"]
+    assert any(peer.get("podSelector") == {"matchLabels": {"app.kubernetes.io/instance": BLACKBOX}}
+               for rule in policy["ingress"] for peer in rule.get("from", [])), "the probe may reach the app"
     assert spec["prober"]["url"] == f"{BLACKBOX}.monitoring.svc:{BLACKBOX_PORT}"
     (release,) = [r for r in rendered.releases if r["name"] == BLACKBOX]
     assert (release["chart"], release["version"], release["repositoryOpts"]["repo"]) == BLACKBOX_CHART

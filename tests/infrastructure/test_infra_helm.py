@@ -19,6 +19,7 @@ from infra import helm
 from infra.components import Monitoring, MonitoringArgs
 from infra.components.autoscaling import ADAPTER_CHART
 from infra.components.database import CNPG_CHART
+from infra.components.edge import CERT_MANAGER_CHART, GATEWAY_CHART
 from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
 from infra.components.probe import BLACKBOX_CHART
 from infra.components.rollouts import ROLLOUTS_CHART
@@ -26,7 +27,7 @@ from infra.manifests import write
 from infra.mockrun import render, run_program
 
 PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART,
-        ADAPTER_CHART]
+        ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART]
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +63,16 @@ def test_each_pin_is_a_published_entry_with_a_digest_and_values_data(chart: str,
     entry = helm.index_entries()[repo][chart][version]
     assert entry["name"] == chart and str(entry["version"]) == version
     assert re.fullmatch(r"[0-9a-f]{64}", entry["digest"])
-    assert entry["urls"] and all(u.startswith("https://") and u.endswith(f"{chart}-{version}.tgz")
-                                 for u in entry["urls"])
+    if repo.startswith("oci://"):  # a registry's reference, its manifest digest above
+        assert entry["urls"] == [f"{repo}/{chart}:{version}"]
+    else:
+        assert entry["urls"] and all(u.startswith("https://") and u.endswith(f"{chart}-{version}.tgz")
+                                     for u in entry["urls"])
     data = helm.load_chart_data(chart, version)
     assert data is not None and (data["chart"], data["version"]) == (chart, version)
     assert data["appVersion"] == entry["appVersion"]
     source = data["source"]
-    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]) and source["path"].startswith("charts/")
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]) and "charts/" in source["path"]
 
 
 def test_vendored_data_names_its_source_for_every_subchart():

@@ -69,7 +69,8 @@ def test_on_in_the_whole_program(render_case):
     master = rendered.one("Deployment", "lookout-loadtest-master")["spec"]["template"]["spec"]["containers"][
         0
     ]
-    assert master["args"][master["args"].index("--host") + 1] == rendered.outputs["serviceUrl"]
+    # Inside the cluster, straight to the app's Service (its policy admits the load generator).
+    assert master["args"][master["args"].index("--host") + 1] == "http://lookout.lookout.svc.cluster.local:80"
     assert rendered.outputs["locustWebUrl"] == "http://lookout-loadtest-master.lookout-loadtest:8089"
 
 

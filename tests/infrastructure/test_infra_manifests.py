@@ -65,9 +65,10 @@ def test_helm_releases_are_listed_with_their_values(written: dict[str, Path]):
         r["name"]: r for r in yaml.safe_load((written["dev"] / "helm-releases.yaml").read_text())["releases"]
     }
     assert set(releases) == {"kube-prometheus-stack", "otel-collector", "tempo", "loki", "otel-logs", "cnpg",
-                             "argo-rollouts", "blackbox-exporter", "prometheus-adapter"}
+                             "argo-rollouts", "blackbox-exporter", "prometheus-adapter", "eg", "cert-manager"}
     assert releases["kube-prometheus-stack"]["values"]["grafana"]["sidecar"]["dashboards"]["enabled"] is True
-    assert all(r["version"] and r["repository"].startswith("https://") for r in releases.values())
+    assert all(r["version"] and r["repository"].startswith(("https://", "oci://")) for r in releases.values())
+    assert releases["eg"]["chart"] == "gateway-helm" and releases["eg"]["repository"] == "oci://docker.io/envoyproxy"
     prod = yaml.safe_load((written["prod"] / "helm-releases.yaml").read_text())["releases"]
     assert "cnpg" not in {r["name"] for r in prod}, "prod uses an external database"
 
