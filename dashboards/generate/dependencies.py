@@ -34,6 +34,12 @@ class Dependencies:
     connections_ratio: float = 0.8  # of max_connections, for LookoutDatabaseConnectionsNearMax
 
     @property
+    def cluster_only_jobs(self) -> frozenset[str]:
+        """Jobs that exist only in a cluster: compose serves plain HTTP on loopback, with no
+        certificate to manage, so its Prometheus has no cert-manager to scrape."""
+        return frozenset({self.certificates_job})
+
+    @property
     def database(self) -> str:
         return f'job="{self.database_job}"'
 

@@ -124,7 +124,9 @@ def prometheus_problems(compose: dict[str, Any], base: Path) -> list[str]:
     mounted_rules = [host_path(service, p, base) for p in config.get("rule_files") or []]
     if not any(path is not None and path.parent == rules_dir for path in mounted_rules):
         problems.append(f"service {name}: rule_files do not load the repo's dashboards/rules")
-    jobs = {c.get("job_name") for c in config.get("scrape_configs") or []}
+    from dashboards.generate.dependencies import DEPS
+
+    jobs = {c.get("job_name") for c in config.get("scrape_configs") or []} | DEPS.cluster_only_jobs
     for path in rule_paths:
         for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []:
             for rule in group.get("rules") or []:

@@ -44,7 +44,8 @@ def test_the_lock_agrees_with_its_pyproject(uv: Path, project: Path):
 
 
 @pytest.mark.parametrize("edit", [
-    ('"pyjwt>=2.10"', '"pyjwt>=2.10", "six>=1.16"'),  # a dependency added without `make lock`
+    # a dependency added without `make lock`
+    ('"pyjwt[crypto]>=2.13",', '"pyjwt[crypto]>=2.13", "six>=1.16",'),
     ('"flask>=3.1"', '"flask>=3.1,<3.1.1"'),           # a pin moved without `make lock`
 ])
 def test_the_check_refuses_a_pyproject_the_lock_does_not_follow(uv: Path, tmp_path: Path,

@@ -15,6 +15,7 @@ from infra.config import ConfigError
 from infra.config.edge import EdgeSettings
 from infra.mockrun import Rendered, render
 from infra.stack import EDGE, EDGE_TIMEOUTS, GUNICORN_KEEPALIVE, GUNICORN_TIMEOUT
+from loadtests.harness import PRODUCTION_SECRETS
 
 STACKS = ("dev", "staging", "prod")
 
@@ -112,7 +113,8 @@ def test_tls_and_client_addresses(stacks, stack):
     assert settings["PROXY_TRUSTED_HOPS"] == "1"  # Envoy's appended entry, and nothing before it
     assert settings["PUBLIC_URL"] == stacks[stack].outputs["serviceUrl"]
     assert ProductionConfig.model_validate({
-        "SECRET_KEY": "k" * 40, "JWT_SECRET_KEY": "j" * 40, "DATABASE_URL": "postgresql://x/y",
+        "SECRET_KEY": "k" * 40, "DATABASE_URL": "postgresql://x/y",
+        "JWT_PRIVATE_KEY": PRODUCTION_SECRETS["JWT_PRIVATE_KEY"], "JWT_KEY_ID": "k1",
         **{k: v for k, v in settings.items() if k in ProductionConfig.model_fields}}).PROXY_TRUSTED_HOPS == 1
 
 
