@@ -63,6 +63,33 @@ def test_the_command_appends_to_the_job_summary_and_fails_only_without_a_report(
     assert main([str(tmp_path / "other.csv")]) == 1
 
 
+def test_the_summary_carries_the_load_tests_email_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from loadtests.emails import EmailResult
+    from loadtests.report import loadtest_markdown
+
+    stats = tmp_path / "loadtest_stats.csv"
+    stats.write_bytes(FIXTURE.read_bytes())
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    result = EmailResult(users_created=12, emails=11, count=30, p50=0.4, p95=1.2, p99=2.5,
+                         within_threshold=0.99, threshold_seconds=60.0, waited_seconds=3.0)
+    (tmp_path / "loadtest.md").write_text(loadtest_markdown(0, result))
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert main([str(stats)]) == 0
+    text = summary.read_text()
+    table, _, emails = text.partition("#### Event-to-email latency")
+    assert table.startswith("### Load test: ✅") and "| **all requests** | 97 |" in table
+    assert "| their welcome emails received | 11 (**1 missing**) |" in emails
+    assert "| p50 / p95 / p99 | 0.40 s / 1.20 s / 2.50 s |" in emails
+    (tmp_path / "loadtest.md").write_text(loadtest_markdown(0, None, "no broker configured."))
+    assert main([str(stats)]) == 0
+    not_measured = "#### Event-to-email latency\n\nNot measured: no broker configured.\n\n"
+    assert summary.read_text().endswith(not_measured)
+    (tmp_path / "loadtest.md").unlink()
+    assert main([str(stats)]) == 0  # a report without the section (an older run): the table alone
+    assert summary.read_text().count("Event-to-email") == 2
+
+
 @pytest.mark.parametrize("needs, failed", [
     ({"lint": {"result": "success"}, "test": {"result": "success"}}, []),
     ({"lint": {"result": "success"}, "e2e": {"result": "skipped"}}, []),
