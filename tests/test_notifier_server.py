@@ -57,10 +57,19 @@ def test_not_ready_without_the_broker(tmp_path):
     with create_app({"DATABASE_URL": url}).app_context():
         upgrade(directory=MIGRATIONS)
     closed = "amqp://guest:guest@127.0.0.1:1/%2F"
-    with notifier_server({"DATABASE_URL": url, "BROKER_URL": closed}) as server:
+    home = tmp_path / "home"
+    home.mkdir()
+    with notifier_server({"DATABASE_URL": url, "BROKER_URL": closed, "HOME": str(home)}) as server:
         answer = requests.get(f"{server.url}/readyz", timeout=10)
+        requests.get(f"{server.url}/api/v1/notifications", timeout=10)
+        wait_for(lambda: '"path":"/api/v1/notifications"' in server.output().replace(" ", ""),
+                 what="the app's access line")
+        output = server.output()
     assert answer.status_code == 503
     assert answer.json()["checks"] == {"database": "ok", "broker": "failing"}
+    # One access line per request, the app's: gunicorn's own would be a second.
+    assert '"logger":"gunicorn.access"' not in output.replace(" ", "")
+    assert list(home.iterdir()) == [], "gunicorn's control socket under $HOME (a read-only root filesystem)"
 
 
 def test_a_bad_setting_stops_the_server_naming_it():
