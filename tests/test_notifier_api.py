@@ -212,3 +212,12 @@ def test_the_notifier_docs_page_gets_its_own_csp(client):
     assert page.status_code == 200
     assert page.headers["Content-Security-Policy"] == docs_csp(page.get_data())
     assert "script-src 'self' 'sha256-" in page.headers["Content-Security-Policy"]
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_to_retry(keys):
+    """Like the users service: an outage is 503 with Retry-After, not a 500 bug report."""
+    app = create_app({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/notifier", "JWKS_URL": keys[1]})
+    answer = app.test_client().get("/api/v1/notifications", headers=bearer(keys[0].token(sub=1)))
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert answer.headers["Retry-After"] == "5" and answer.mimetype == "application/problem+json"
+    assert answer.get_json()["detail"] == "The database is unavailable; retry later."
