@@ -72,8 +72,14 @@ def test_not_ready_without_the_broker(tmp_path):
     assert list(home.iterdir()) == [], "gunicorn's control socket under $HOME (a read-only root filesystem)"
 
 
-def test_a_bad_setting_stops_the_server_naming_it():
+@pytest.mark.parametrize("setting, named", [
+    ({"SMTP_URL": "smtp://"}, "SMTP_URL: needs a host"),
+    ({"GUNICORN_WORKERS": "lots"}, "GUNICORN_WORKERS: Input should be a valid integer"),
+    ({"PORT": "0"}, "PORT: Input should be greater than or equal to 1"),
+    ({"GUNICORN_GRACEFUL_TIMEOUT": "1"}, "GUNICORN_GRACEFUL_TIMEOUT: Input should be greater than 2"),
+])
+def test_a_bad_setting_stops_the_server_naming_it(setting, named):
     result = subprocess.run(COMMAND, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "LOOKOUT_ENV": "testing", "SMTP_URL": "smtp://"})
+                            env={"PATH": "/usr/bin:/bin", "LOOKOUT_ENV": "testing", **setting})
     assert result.returncode != 0
-    assert "SMTP_URL" in result.stderr and "needs a host" in result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr, result.stderr

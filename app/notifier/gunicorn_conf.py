@@ -16,24 +16,44 @@ import os
 import sys
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from app.notifier.config import ConfigError, load_config
-from app.platform.gunicorn import AppAccessLogger, flush_telemetry
+from app.platform.gunicorn import TRACE_FLUSH_SECONDS, AppAccessLogger, flush_telemetry
 from app.platform.logs import logging_config
 
+
+class Server(BaseModel):
+    """The server's own settings, from the environment, checked like the users service's
+    (app/gunicorn_conf.py): a bad one stops the master naming it, not with a traceback."""
+
+    model_config = ConfigDict(frozen=True)
+
+    HOST: str = "127.0.0.1"  # like the users service: loopback unless told (the image sets 0.0.0.0)
+    PORT: int = Field(default=8001, ge=1, le=65535)
+    GUNICORN_WORKERS: int = Field(default=1, ge=1, le=64)
+    GUNICORN_THREADS: int = Field(default=4, ge=1, le=256)
+    GUNICORN_GRACEFUL_TIMEOUT: int = Field(default=20, gt=TRACE_FLUSH_SECONDS)
+
+
+try:
+    _server = Server.model_validate({name: os.environ[name] for name in Server.model_fields
+                                     if name in os.environ})
+except ValidationError as exc:
+    sys.exit("lookout-notifier: invalid server setting: " + "; ".join(
+        f"{e['loc'][0] if e['loc'] else 'settings'}: {e['msg']}" for e in exc.errors()))
 try:
     _settings = load_config()
 except ConfigError as exc:
     sys.exit(f"lookout-notifier: {exc}")
 
-# Like the users service: loopback unless told otherwise (the image sets HOST=0.0.0.0).
-_host = os.environ.get("HOST", "127.0.0.1")
-bind = [f"{_host}:{os.environ.get('PORT', '8001')}"]
+bind = [f"{_server.HOST}:{_server.PORT}"]
 if _settings.METRICS_PORT:
-    bind.append(f"{_host}:{_settings.METRICS_PORT}")
-workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+    bind.append(f"{_server.HOST}:{_settings.METRICS_PORT}")
+workers = _server.GUNICORN_WORKERS
+threads = _server.GUNICORN_THREADS
 worker_class = "gthread"
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+graceful_timeout = _server.GUNICORN_GRACEFUL_TIMEOUT
 logconfig_dict = logging_config(_settings.LOG_LEVEL)
 # The app's own access line (app/platform/telemetry.py) carries the trace ids; gunicorn's would be
 # a second line per request, which accesslog = None alone does not silence.
