@@ -39,7 +39,7 @@ from gunicorn.workers import gthread as _gthread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # Shared with the notifier's configuration.
-from app.platform.gunicorn import TRACE_FLUSH_SECONDS, AppAccessLogger, flush_telemetry
+from app.platform.gunicorn import TRACE_FLUSH_SECONDS, AppAccessLogger, flush_telemetry, report_capacity
 
 # How long a stopping gthread worker keeps idle kept-alive connections (gunicorn >= 27).
 KEEPALIVE_LINGER_SECONDS = float(getattr(_gthread, "STOP_KEEPALIVE_LINGER", 0))
@@ -186,11 +186,8 @@ def on_starting(server_: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Tell the app how many requests this worker handles at once (the saturation gauge), then
     freeze the start-up heap (GUNICORN_GC_FREEZE)."""
-    telemetry = worker.wsgi.extensions.get("lookout.telemetry")
-    if telemetry is not None and telemetry.metrics is not None:
-        limit = {"gthread": threads, "gevent": worker.cfg.worker_connections}.get(
-            server.GUNICORN_WORKER_CLASS, 1)
-        telemetry.metrics.capacity.set(limit)
+    report_capacity(worker, {"gthread": threads, "gevent": worker.cfg.worker_connections}.get(
+        server.GUNICORN_WORKER_CLASS, 1))
     if server.GUNICORN_GC_FREEZE:
         freeze_heap()
 

@@ -59,8 +59,10 @@ def test_not_ready_without_the_broker(tmp_path):
     closed = "amqp://guest:guest@127.0.0.1:1/%2F"
     home = tmp_path / "home"
     home.mkdir()
-    with notifier_server({"DATABASE_URL": url, "BROKER_URL": closed, "HOME": str(home)}) as server:
+    with notifier_server({"DATABASE_URL": url, "BROKER_URL": closed, "HOME": str(home),
+                          "GUNICORN_THREADS": "3"}) as server:
         answer = requests.get(f"{server.url}/readyz", timeout=10)
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
         requests.get(f"{server.url}/api/v1/notifications", timeout=10)
         wait_for(lambda: '"path":"/api/v1/notifications"' in server.output().replace(" ", ""),
                  what="the app's access line")
@@ -70,6 +72,8 @@ def test_not_ready_without_the_broker(tmp_path):
     # One access line per request, the app's: gunicorn's own would be a second.
     assert '"logger":"gunicorn.access"' not in output.replace(" ", "")
     assert list(home.iterdir()) == [], "gunicorn's control socket under $HOME (a read-only root filesystem)"
+    # The saturation gauge's denominator is the worker's threads, as the users service reports it.
+    assert "\nhttp_server_concurrency_limit 3.0\n" in metrics
 
 
 @pytest.mark.parametrize("setting, named", [

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.notifier.config import ConfigError, load_config
-from app.platform.gunicorn import TRACE_FLUSH_SECONDS, AppAccessLogger, flush_telemetry
+from app.platform.gunicorn import TRACE_FLUSH_SECONDS, AppAccessLogger, flush_telemetry, report_capacity
 from app.platform.logs import logging_config
 
 
@@ -62,6 +62,11 @@ logger_class = AppAccessLogger
 # Gunicorn >= 25.1 opens a control socket under $HOME by default: that fails on a read-only root
 # filesystem and collides between several servers on one machine.
 control_socket_disable = True
+
+
+def post_worker_init(worker: Any) -> None:
+    """The saturation gauge's denominator: the requests a gthread worker serves at once."""
+    report_capacity(worker, threads)
 
 
 def worker_exit(server_: Any, worker: Any) -> None:

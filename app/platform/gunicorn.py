@@ -1,6 +1,6 @@
 """What both services' gunicorn configurations share (app/gunicorn_conf.py,
 app/notifier/gunicorn_conf.py): the logger without gunicorn's own access line, and the bounded
-flush of a worker's queued spans at its exit."""
+flush of a worker's queued spans at its exit, the concurrency a worker reports."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ class AppAccessLogger(glogging.Logger):
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         return None
+
+
+def report_capacity(worker: Any, limit: int) -> None:
+    """Gunicorn's ``post_worker_init``: tell the app how many requests this worker handles at once
+    (the saturation gauge's denominator), which only the server knows."""
+    telemetry = worker.wsgi.extensions.get("lookout.telemetry")
+    if telemetry is not None and telemetry.metrics is not None:
+        telemetry.metrics.capacity.set(limit)
 
 
 def flush_telemetry(worker: Any) -> None:
