@@ -72,7 +72,9 @@ def markdown(rows: list[Row], title: str = "Load test") -> str:
     """Return the table with the SLO verdict above it."""
     limits = thresholds()
     total = rows[-1]
-    violations = evaluate(total, limits)
+    # Logins have a p99 limit of their own, which the gate holds them to (loadtests/gate.py).
+    logins = next((row for row in rows[:-1] if limits.login_route and row.name == limits.login_route), None)
+    violations = evaluate(total, limits, logins=logins)
     verdict = "✅ within the SLO" if not violations else "❌ SLO broken: " + "; ".join(map(str, violations))
     lines = [
         f"### {title}: {verdict}", "",

@@ -46,6 +46,20 @@ def test_a_slow_run_is_red_with_the_gates_own_words(tmp_path: Path):
     assert [str(v) for v in evaluate(rows[-1], thresholds())] == verdict.split("; ")
 
 
+def test_a_slow_login_is_red_like_the_gate_says(tmp_path: Path):
+    """The gate holds logins to a p99 of their own; the summary's verdict must not disagree."""
+    rows = list(csv.DictReader(FIXTURE.open()))
+    login = next(row for row in rows if row["Name"] == thresholds().login_route)
+    login["99%"] = str(thresholds().login_p99_seconds * 1000 + 200)
+    path = tmp_path / "stats.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = markdown(read_stats(path))
+    assert text.startswith("### Load test: ❌ SLO broken: login p99 latency"), text.splitlines()[0]
+
+
 def test_failures_over_the_budget_are_red(tmp_path: Path):
     text = markdown(read_stats(slow_copy(tmp_path, p95_ms=20, failures_=5)))
     assert "failure ratio 5.15%" in text and "5 (5.15%) ❌" in text
