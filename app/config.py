@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .platform.settings import ENV_VAR, ConfigError, load_settings
+from .platform.settings import ENV_VAR, ConfigError, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ENV_VAR", "Config", "ConfigError", "load_config"]
 
@@ -229,7 +229,7 @@ class Config(BaseModel):
         "failed counts); unset: none.")
     RELAY_METRICS_ADDRESS: str = Field(
         default="0.0.0.0",  # noqa: S104  # nosec B104 # a pod's metrics port is scraped from outside
-        description="Address the relay's metrics listener binds.")
+        description="IP address the relay's metrics listener binds (`127.0.0.1`: this host only).")
     OUTBOX_RETENTION_HOURS: int = Field(
         default=168, ge=1, le=24 * 365,
         description="Published outbox rows older than this are deleted by the relay, in batches.")
@@ -240,6 +240,11 @@ class Config(BaseModel):
         if url is not None and not url.startswith(("amqp://", "amqps://")):
             raise ValueError("must be an amqp:// or amqps:// URL")
         return url or None
+
+    @field_validator("RELAY_METRICS_ADDRESS")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        return listen_address(value)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_publish(self) -> Config:

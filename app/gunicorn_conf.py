@@ -35,11 +35,12 @@ import sys
 import tempfile
 from typing import Any, Literal
 
-from gunicorn import glogging
 from gunicorn.workers import gthread as _gthread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-TRACE_FLUSH_SECONDS = 2.0  # bounded, so a dead collector cannot hold a worker's exit
+# Shared with the notifier's configuration.
+from app.platform.gunicorn import TRACE_FLUSH_SECONDS, AppAccessLogger, flush_telemetry, report_capacity
+
 # How long a stopping gthread worker keeps idle kept-alive connections (gunicorn >= 27).
 KEEPALIVE_LINGER_SECONDS = float(getattr(_gthread, "STOP_KEEPALIVE_LINGER", 0))
 
@@ -137,22 +138,7 @@ preload_app = False
 # Gunicorn >= 25.1 opens a control socket under $HOME by default: that fails on a read-only
 # root filesystem and collides between several servers on one machine.
 control_socket_disable = True
-accesslog = None  # and AppAccessLogger below, since this alone does not silence gunicorn's line
-
-
-class AppAccessLogger(glogging.Logger):
-    """Gunicorn's logger without gunicorn's access line.
-
-    The app writes one structured access line per request (route, request id, trace id).
-    Gunicorn writes its own as well whenever logging is configured through logconfig_dict, as
-    here, and ``accesslog = None`` does not stop that: it would be a second line per request,
-    and its formatting cost about a fifth of a small request's time in gunicorn.
-    """
-
-    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
-        return None
-
-
+accesslog = None  # and AppAccessLogger, since this alone does not silence gunicorn's line
 logger_class = AppAccessLogger
 
 
@@ -200,11 +186,8 @@ def on_starting(server_: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Tell the app how many requests this worker handles at once (the saturation gauge), then
     freeze the start-up heap (GUNICORN_GC_FREEZE)."""
-    telemetry = worker.wsgi.extensions.get("lookout.telemetry")
-    if telemetry is not None and telemetry.metrics is not None:
-        limit = {"gthread": threads, "gevent": worker.cfg.worker_connections}.get(
-            server.GUNICORN_WORKER_CLASS, 1)
-        telemetry.metrics.capacity.set(limit)
+    report_capacity(worker, {"gthread": threads, "gevent": worker.cfg.worker_connections}.get(
+        server.GUNICORN_WORKER_CLASS, 1))
     if server.GUNICORN_GC_FREEZE:
         freeze_heap()
 
@@ -238,10 +221,7 @@ def on_reload(arbiter: Any) -> None:
 
 def worker_exit(server_: Any, worker: Any) -> None:
     """Flush queued spans, within a bound that keeps exit inside the graceful timeout."""
-    app = getattr(worker, "wsgi", None)
-    telemetry = app.extensions.get("lookout.telemetry") if app is not None else None
-    if telemetry is not None:
-        telemetry.shutdown(TRACE_FLUSH_SECONDS)
+    flush_telemetry(worker)
 
 
 def child_exit(server_: Any, worker: Any) -> None:

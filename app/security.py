@@ -3,85 +3,28 @@
 Settings: CORS_ORIGINS (empty: no CORS headers, so browsers keep other sites out), HSTS_SECONDS,
 PROXY_TRUSTED_HOPS and PROXY_TRUSTED_ADDRESSES (whose X-Forwarded-For/-Proto to believe).
 
-The headers are a fixed set written here rather than by Flask-Talisman: Talisman's value is
-HTTPS redirects, cookie flags and CSP nonces, and none applies (TLS ends at the load balancer,
-the API sets no cookies, and APIFlask's docs template has no nonce hook). The docs page gets a
-CSP of its own that allows its inline script and style by hash, computed from the page itself.
+The headers themselves, the docs page's CSP and the absence of sessions are the platform's
+(app/platform/security.py), shared with the notifier.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
-import re
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, request
-from flask.sessions import SessionInterface
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), geolocation=(), microphone=(), payment=(), usb=()",
-}
-DOCS_ENDPOINT = "openapi.docs"
-INLINE = re.compile(rb"<(script|style)>(.*?)</\1>", re.DOTALL)
+from .platform.security import API_CSP, HEADERS, secure_responses  # noqa: F401  # re-exported
+
 EXPOSED = ["Location", "Retry-After", "X-Request-ID"]
-
-
-def docs_csp(html: bytes) -> str:
-    """Swagger UI's CSP: its files from here, its inline script and style by hash, the spec
-    and "Try it out" calls to this origin, and the data: icons of its stylesheet."""
-    hashes: dict[bytes, list[str]] = {b"script": [], b"style": []}
-    for tag, body in INLINE.findall(html):
-        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        hashes[tag].append(f"'sha256-{digest}'")
-    return "; ".join([
-        "default-src 'none'",
-        f"script-src 'self' {' '.join(hashes[b'script'])}".rstrip(),
-        f"style-src 'self' {' '.join(hashes[b'style'])}".rstrip(),
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ])
 
 
 def init_app(app: Flask) -> None:
     """Add the headers to every response (errors and docs included); open CORS if configured."""
-    hsts = app.config["HSTS_SECONDS"]
-    fixed = dict(HEADERS)
-    if hsts:
-        fixed["Strict-Transport-Security"] = f"max-age={hsts}"
-
-    fixed["Content-Security-Policy"] = API_CSP
-    fixed["Cache-Control"] = "no-store"  # token responses above all (RFC 6749 5.1)
-    defaults = [(name.lower(), name, value) for name, value in fixed.items()]
-
-    @app.after_request
-    def _secure(response: Response) -> Response:
-        headers = response.headers
-        if request.endpoint == DOCS_ENDPOINT and not response.direct_passthrough:
-            headers["Content-Security-Policy"] = docs_csp(response.get_data())
-        # One pass over the response's headers, then one extend: per-header setdefault() scans
-        # them every time, and this runs on every response.
-        present = {name.lower() for name in headers.keys()}
-        headers.extend([(name, value) for key, name, value in defaults if key not in present])
-        return response
-
+    secure_responses(app, app.config["HSTS_SECONDS"])
     trust_proxy(app, app.config["PROXY_TRUSTED_HOPS"], app.config["PROXY_TRUSTED_ADDRESSES"])
-
-    # The API is stateless (bearer tokens, no cookies): skip the signed-cookie session Flask
-    # would otherwise open and save on every request.
-    app.session_interface = NoSessions()
 
     origins = app.config["CORS_ORIGINS"]
     if origins:
@@ -124,13 +67,3 @@ class FromTrustedPeers:
         except ValueError:  # a Unix socket or no peer at all
             return False
         return any(address in network for network in self.networks)
-
-
-class NoSessions(SessionInterface):
-    """Every request gets Flask's null session: reading it works, writing to it raises."""
-
-    def open_session(self, app, request):  # type: ignore[no-untyped-def]
-        return None  # Flask then uses make_null_session()
-
-    def save_session(self, app, session, response):  # type: ignore[no-untyped-def]
-        return None

@@ -61,7 +61,9 @@ def test_every_setting_is_overridable_and_typed():
                                          ("RATE_LIMIT_READS", "many"), ("PROXY_TRUSTED_HOPS", "3"),
                                          ("PROXY_TRUSTED_HOPS", "-1"), ("PROXY_TRUSTED_HOPS", "one"),
                                          ("PROXY_TRUSTED_ADDRESSES", "10.0.0.0/33"),
-                                         ("PROXY_TRUSTED_ADDRESSES", "10.0.0.0/8,gateway")])
+                                         ("PROXY_TRUSTED_ADDRESSES", "10.0.0.0/8,gateway"),
+                                         ("RELAY_METRICS_ADDRESS", "localhost"),
+                                         ("RELAY_METRICS_ADDRESS", "")])
 def test_bad_value_names_the_setting(name, value):
     with pytest.raises(ConfigError, match=f"{name}: "):
         load_config({"LOOKOUT_ENV": "development", name: value})

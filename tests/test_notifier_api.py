@@ -187,3 +187,37 @@ def test_a_new_kid_is_found_by_one_refetch(keys, tmp_path):
         assert key_set.fetches - before == 1
     finally:
         del key_set.private["k2"]
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/livez", 200), ("GET", "/openapi.json", 200), ("GET", "/metrics", 200),
+    ("GET", "/api/v1/notifications?user_id=1", 401), ("GET", "/nowhere", 404),
+    ("DELETE", "/api/v1/notifications", 405)])
+def test_every_response_carries_the_users_services_security_headers(client, method, path, status):
+    from app.platform.security import API_CSP, HEADERS
+
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    for name, value in HEADERS.items():
+        assert response.headers.getlist(name) == [value], name
+    assert response.headers.getlist("Content-Security-Policy") == [API_CSP]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in response.headers
+
+
+def test_the_notifier_docs_page_gets_its_own_csp(client):
+    from app.platform.security import docs_csp
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["Content-Security-Policy"] == docs_csp(page.get_data())
+    assert "script-src 'self' 'sha256-" in page.headers["Content-Security-Policy"]
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_to_retry(keys):
+    """Like the users service: an outage is 503 with Retry-After, not a 500 bug report."""
+    app = create_app({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/notifier", "JWKS_URL": keys[1]})
+    answer = app.test_client().get("/api/v1/notifications", headers=bearer(keys[0].token(sub=1)))
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert answer.headers["Retry-After"] == "5" and answer.mimetype == "application/problem+json"
+    assert answer.get_json()["detail"] == "The database is unavailable; retry later."

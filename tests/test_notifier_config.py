@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,42 @@ def test_production_settings_load():
     ({"JWKS_URL": "ftp://users/jwks"}, "JWKS_URL: must be an http(s) URL"),
     ({"SMTP_TIMEOUT_SECONDS": "0"}, "SMTP_TIMEOUT_SECONDS"),
     ({"PREFETCH_COUNT": "100", "SMTP_TIMEOUT_SECONDS": "30"}, "not below RabbitMQ's consumer_timeout"),
+    ({"CONSUMER_METRICS_ADDRESS": "localhost"}, "CONSUMER_METRICS_ADDRESS: 'localhost' is not an IP address"),
+    ({"CONSUMER_METRICS_ADDRESS": "127.0.0.256"}, "CONSUMER_METRICS_ADDRESS: '127.0.0.256' is not an IP"),
 ])
 def test_a_bad_setting_fails_at_start_naming_it(changes, named):
     with pytest.raises(ConfigError) as error:
         create_app({**PRODUCTION, **changes})
     assert named in str(error.value)
+
+
+def test_the_consumer_metrics_listener_binds_the_configured_address():
+    from prometheus_client import CollectorRegistry, Counter
+
+    from app.notifier.cli import serve_metrics
+
+    registry = CollectorRegistry()
+    Counter("probe", "A metric the listener must serve.", registry=registry).inc()
+    development = {"LOOKOUT_ENV": "development", "CONSUMER_METRICS_ADDRESS": "127.0.0.1"}
+    app = create_app({**development, "CONSUMER_METRICS_PORT": str(free_port())})
+    server = serve_metrics(app, registry)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"probe_total 1.0" in response.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert create_app(development).config["CONSUMER_METRICS_ADDRESS"] == "127.0.0.1"
+    assert load_config({**development, "CONSUMER_METRICS_ADDRESS": "::"}).CONSUMER_METRICS_ADDRESS == "::"
+    assert serve_metrics(create_app({**development, "CONSUMER_METRICS_PORT": "0"}), registry) is None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_plain_smtp_would_send_the_password_in_clear():

@@ -57,14 +57,33 @@ def test_not_ready_without_the_broker(tmp_path):
     with create_app({"DATABASE_URL": url}).app_context():
         upgrade(directory=MIGRATIONS)
     closed = "amqp://guest:guest@127.0.0.1:1/%2F"
-    with notifier_server({"DATABASE_URL": url, "BROKER_URL": closed}) as server:
+    home = tmp_path / "home"
+    home.mkdir()
+    with notifier_server({"DATABASE_URL": url, "BROKER_URL": closed, "HOME": str(home),
+                          "GUNICORN_THREADS": "3"}) as server:
         answer = requests.get(f"{server.url}/readyz", timeout=10)
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        requests.get(f"{server.url}/api/v1/notifications", timeout=10)
+        wait_for(lambda: '"path":"/api/v1/notifications"' in server.output().replace(" ", ""),
+                 what="the app's access line")
+        output = server.output()
     assert answer.status_code == 503
     assert answer.json()["checks"] == {"database": "ok", "broker": "failing"}
+    # One access line per request, the app's: gunicorn's own would be a second.
+    assert '"logger":"gunicorn.access"' not in output.replace(" ", "")
+    assert list(home.iterdir()) == [], "gunicorn's control socket under $HOME (a read-only root filesystem)"
+    # The saturation gauge's denominator is the worker's threads, as the users service reports it.
+    assert "\nhttp_server_concurrency_limit 3.0\n" in metrics
 
 
-def test_a_bad_setting_stops_the_server_naming_it():
+@pytest.mark.parametrize("setting, named", [
+    ({"SMTP_URL": "smtp://"}, "SMTP_URL: needs a host"),
+    ({"GUNICORN_WORKERS": "lots"}, "GUNICORN_WORKERS: Input should be a valid integer"),
+    ({"PORT": "0"}, "PORT: Input should be greater than or equal to 1"),
+    ({"GUNICORN_GRACEFUL_TIMEOUT": "1"}, "GUNICORN_GRACEFUL_TIMEOUT: Input should be greater than 2"),
+])
+def test_a_bad_setting_stops_the_server_naming_it(setting, named):
     result = subprocess.run(COMMAND, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "LOOKOUT_ENV": "testing", "SMTP_URL": "smtp://"})
+                            env={"PATH": "/usr/bin:/bin", "LOOKOUT_ENV": "testing", **setting})
     assert result.returncode != 0
-    assert "SMTP_URL" in result.stderr and "needs a host" in result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -21,7 +21,8 @@ def create_app(config: Mapping[str, Any] | NotifierConfig | None = None, *,
     """Build the notifier from ``config`` (tests) or the environment (real runs)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..platform.errors import register_problem_handlers
+    from ..platform.errors import register_database_outage, register_problem_handlers
+    from ..platform.security import secure_responses
     from ..platform.telemetry import init_telemetry
     from . import api, cli
     from .extensions import MIGRATIONS, db, migrate
@@ -48,5 +49,7 @@ def create_app(config: Mapping[str, Any] | NotifierConfig | None = None, *,
     app.register_blueprint(api.bp)
     app.register_blueprint(api.api)
     register_problem_handlers(app)
+    register_database_outage(app)
+    secure_responses(app)  # the users service's headers; HSTS is a setting of the users service only
     cli.init_app(app)
     return app

@@ -1,8 +1,8 @@
 """``flask --app app.notifier:create_app notifier consume``: the consumer process.
 
 It logs JSON lines on stdout (app/platform/logs.py), serves its metrics on
-CONSUMER_METRICS_PORT, and stops cleanly on SIGTERM or SIGINT: the delivery in hand is finished
-and settled, the rest are left unacknowledged for the next consumer.
+CONSUMER_METRICS_ADDRESS:CONSUMER_METRICS_PORT, and stops cleanly on SIGTERM or SIGINT: the
+delivery in hand is finished and settled, the rest are left unacknowledged for the next consumer.
 """
 
 from __future__ import annotations
@@ -33,12 +33,8 @@ def consume() -> None:
     telemetry = telemetry_of(app)
     metrics: Any = telemetry.metrics if telemetry is not None else None
     provider = telemetry.tracing.provider if telemetry is not None and telemetry.tracing is not None else None
-    port = app.config["CONSUMER_METRICS_PORT"]
-    if metrics is not None and port:
-        from prometheus_client import start_http_server
-
-        start_http_server(port, registry=metrics.registry)
-        click.echo(f"metrics on :{port}/metrics", err=True)
+    if metrics is not None:
+        serve_metrics(app, metrics.registry)
     consumer = Consumer(app, Handler(app, metrics, provider))
 
     def stop(signum: int, frame: Any) -> None:
@@ -52,6 +48,19 @@ def consume() -> None:
     finally:
         if telemetry is not None:
             telemetry.shutdown(5.0)
+
+
+def serve_metrics(app: Flask, registry: Any) -> Any:
+    """Serve ``registry`` on CONSUMER_METRICS_ADDRESS:CONSUMER_METRICS_PORT in a daemon thread; the
+    listening server, or None when the port is 0."""
+    port, address = app.config["CONSUMER_METRICS_PORT"], app.config["CONSUMER_METRICS_ADDRESS"]
+    if not port:
+        return None
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(port, addr=address, registry=registry)
+    click.echo(f"metrics on {address}:{port}/metrics", err=True)
+    return server
 
 
 def init_app(app: Flask) -> None:

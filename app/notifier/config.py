@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..platform.settings import ConfigError, load_settings
+from ..platform.settings import ConfigError, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ConfigError", "NotifierConfig", "load_config"]
 
@@ -96,6 +96,9 @@ class NotifierConfig(BaseModel):
         description="Web: a second listener that alone serves `/metrics`; unset: on the main port.")
     CONSUMER_METRICS_PORT: int = Field(default=9102, ge=0, le=65535,
                                        description="Port of the consumer's `/metrics`; 0: not served.")
+    CONSUMER_METRICS_ADDRESS: str = Field(
+        default="0.0.0.0",  # noqa: S104  # nosec B104 # a pod's metrics port is scraped from outside
+        description="IP address the consumer's metrics listener binds (`127.0.0.1`: this host only).")
     MAX_CONTENT_LENGTH: int = Field(default=64 * 1024, ge=1024, description="Largest request body.")
 
     @field_validator("DATABASE_URL")
@@ -114,6 +117,11 @@ class NotifierConfig(BaseModel):
         if not re.match(r"amqps?://[^/]+", url):
             raise ValueError("must be an amqp:// or amqps:// URL")
         return url
+
+    @field_validator("CONSUMER_METRICS_ADDRESS")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        return listen_address(value)
 
     @field_validator("RETRY_DELAYS_SECONDS", mode="before")
     @classmethod

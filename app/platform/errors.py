@@ -3,13 +3,14 @@
 Views raise ``apiflask.abort(status, detail)``; ``register_problem_handlers`` turns that,
 Werkzeug's HTTP errors, validation errors and unhandled exceptions into one body shape:
 ``{"type", "title", "status", "detail", "instance"}`` plus ``errors`` for field problems.
-A service adds its own handlers (a database outage's 503) next to these.
+``register_database_outage`` answers a database that cannot be reached with 503 and Retry-After
+rather than 500; a service adds its own handlers next to these.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -86,3 +87,21 @@ def register_problem_handlers(app: APIFlask) -> None:
             return from_http_error(exc)
         log.exception("unhandled exception on %s %s", request.method, request.path)
         return problem(500, "An unexpected error occurred; it has been logged.")
+
+
+DATABASE_DOWN = "The database is unavailable; retry later."
+
+
+def register_database_outage(app: APIFlask, on_failure: Callable[[], None] | None = None) -> None:
+    """Answer a database that refuses or times out (SQLAlchemy's OperationalError, a full pool's
+    TimeoutError) with 503 and Retry-After, calling ``on_failure`` first (a circuit breaker)."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(exc: Exception) -> Response:
+        log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        if on_failure is not None:
+            on_failure()
+        return problem(503, DATABASE_DOWN, {"Retry-After": "5"})

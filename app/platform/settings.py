@@ -9,6 +9,7 @@ merges the process environment, and tests must be able to build an app from a ma
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,17 @@ Settings = TypeVar("Settings", bound=BaseModel)
 
 class ConfigError(RuntimeError):
     """A setting is missing or invalid; the message names the setting."""
+
+
+def listen_address(value: str) -> str:
+    """A listener's bind address: an IPv4 or IPv6 literal (``0.0.0.0``, ``127.0.0.1``, ``::``).
+
+    A host name is refused rather than resolved: what it resolves to can change under a running
+    pod, and a typo would otherwise surface only as a bind error after the process started."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address such as 0.0.0.0 or 127.0.0.1") from None
 
 
 def values_from(environ: Mapping[str, Any], cls: type[BaseModel]) -> dict[str, Any]:

@@ -65,7 +65,8 @@ class EventPipeline:
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
             "LOOKOUT_ENV": "development", "DATABASE_URL": f"sqlite:///{notifier_db.resolve()}",
             "BROKER_URL": broker_url, "SMTP_URL": f"smtp+plain://127.0.0.1:{self.smtp_port}",
-            "CONSUMER_METRICS_PORT": str(self.consumer_metrics_port), "SERVICE_NAME": "lookout-notifier",
+            "CONSUMER_METRICS_PORT": str(self.consumer_metrics_port), "CONSUMER_METRICS_ADDRESS": "127.0.0.1",
+            "SERVICE_NAME": "lookout-notifier",
             "OTEL_SDK_DISABLED": "true", "LOG_LEVEL": "WARNING"}
         self.processes: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
         self.baseline: list[tuple[float, float]] = []  # the histogram before the load (settle)

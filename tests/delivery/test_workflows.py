@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -170,7 +171,34 @@ def test_loadtest_is_callable_runs_nightly_and_keeps_the_report():
     steps = job["steps"]
     assert [s.get("run") for s in steps if "run" in s] == ["make loadtest", "make loadtest-summary"]
     upload = next(s for s in steps if "upload-artifact" in s.get("uses", ""))
-    assert "reports/loadtest.html" in upload["with"]["path"]
+    assert {"reports/loadtest.html", "reports/loadtest.md"} <= set(upload["with"]["path"].split())
+    assert_emails_are_measured(job)
+
+
+def assert_emails_are_measured(job: dict) -> None:
+    """The load test's email section needs a broker of the job's own, named in its environment."""
+    broker = job.get("services", {}).get("rabbitmq", {})
+    assert broker.get("image", "").startswith("rabbitmq:"), "the load test needs a RabbitMQ service"
+    assert "5672:5672" in broker.get("ports", []) and "rabbitmq-diagnostics" in broker.get("options", "")
+    url = urlsplit(job.get("env", {}).get("LOOKOUT_LOADTEST_BROKER_URL", ""))
+    assert url.scheme == "amqp" and url.hostname == "127.0.0.1" and url.port == 5672, \
+        "LOOKOUT_LOADTEST_BROKER_URL must point at the job's own broker"
+    user = broker.get("env", {}).get("RABBITMQ_DEFAULT_USER", "guest")
+    assert user != "guest" and url.username == user, "guest may not connect through the port mapping"
+
+
+@pytest.mark.parametrize("change", [
+    lambda job: job["services"].pop("rabbitmq"),
+    lambda job: job["env"].pop("LOOKOUT_LOADTEST_BROKER_URL"),
+    lambda job: job["env"].update(LOOKOUT_LOADTEST_BROKER_URL="amqp://guest:guest@127.0.0.1:5672/%2F"),
+    lambda job: job["services"]["rabbitmq"]["env"].pop("RABBITMQ_DEFAULT_USER"),
+    lambda job: job["services"]["rabbitmq"].update(options=""),
+])
+def test_a_load_test_job_without_its_broker_is_refused(change):
+    job = workflow("loadtest.yml")["jobs"]["loadtest"]
+    change(job)
+    with pytest.raises(AssertionError):
+        assert_emails_are_measured(job)
 
 
 def test_capacity_runs_nightly_on_postgresql_and_keeps_its_report():
