@@ -21,6 +21,7 @@ import json
 import math
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,10 +149,12 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def service(database: str) -> Iterator[tuple[GunicornServer, str]]:
-    """Gunicorn with /metrics on a port of its own, as in Kubernetes, and fault injection on."""
+def service(database: str, redis_url: str) -> Iterator[tuple[GunicornServer, str]]:
+    """Gunicorn with /metrics on a port of its own, as in Kubernetes, fault injection on, and the
+    read cache in Redis as deployed (its panels need its traffic)."""
     env = {"LOOKOUT_ENV": "testing", "DATABASE_URL": database, "FAULT_INJECTION": "true",
-           "OTEL_TRACES_SAMPLER": "always_on", "LOG_LEVEL": "WARNING"}
+           "OTEL_TRACES_SAMPLER": "always_on", "LOG_LEVEL": "WARNING", "CACHE_URL": redis_url,
+           "CACHE_KEY_PREFIX": f"lookout-dashboards-{uuid.uuid4().hex[:8]}"}
     with GunicornServer(env, workers=1, threads=4, metrics_port=True) as server:
         yield server, f"127.0.0.1:{server.metrics_port}"
 

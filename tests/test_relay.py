@@ -35,6 +35,10 @@ from loadtests.harness import free_port
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 30.0  # seconds any wait in these tests may take
 
+# Two sessions at once, or several relays: PostgreSQL (SKIP LOCKED); SQLite runs one relay.
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+
 
 def wait_for(check: Any, what: str, timeout: float = DEADLINE) -> Any:
     end = time.monotonic() + timeout
@@ -120,11 +124,9 @@ def test_publishes_each_row_once_with_its_event_and_marks_it(app, outbox, queue,
     assert sorted(rows) == sorted(seqs) and unpublished() == 0
 
 
-@pytest.mark.postgres
+@POSTGRES_ONLY
 def test_a_row_committed_after_a_later_one_is_still_published(app, outbox, queue, amqp_url):
     """Two real sessions: A's row gets the lower seq but commits after B's (PITFALLS 1.1)."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("two concurrent writers need PostgreSQL")
     relay = Relay(db.engine, amqp_url)
     try:
         with Session(db.engine) as a, Session(db.engine) as b:
@@ -155,11 +157,9 @@ class SlowRelay(Relay):
         self.log.append((event.id, start, time.monotonic()))
 
 
-@pytest.mark.postgres
+@POSTGRES_ONLY
 def test_several_relays_keep_each_users_order_and_never_publish_a_row_twice_at_once(
         app, outbox, queue, amqp_url):
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("several relays need PostgreSQL's SKIP LOCKED")
     users, per_user = 8, 15
     for _ in range(per_user):
         add_events(db.session, *range(100, 100 + users))
@@ -303,12 +303,10 @@ def test_each_publish_continues_its_own_requests_trace(traced_app, span_exporter
     assert producers[message["id"]].parent is None  # a root of its own, not the relay loop's span
 
 
-@pytest.mark.postgres
+@POSTGRES_ONLY
 def test_a_leased_row_is_left_alone_until_its_lease_ends(app, outbox, queue, amqp_url):
     """A relay that claimed a row and died holds it only until its lease ends; meanwhile another
     relay takes neither it nor the rest of its user."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("several relays need PostgreSQL")
     add_events(db.session, 60, 60, 61)
     db.session.commit()
     dead, alive = Relay(db.engine, amqp_url), Relay(db.engine, amqp_url)
