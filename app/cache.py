@@ -16,8 +16,9 @@ deletes the record in one transaction, after the database commit. A miss reads t
 together with the (absent) record, and the fill stores the record only if the generation is
 still the one read before the database was (one Lua script, atomic in Redis). A read that
 began before a write and reaches Redis after its invalidation cannot put the older record back
-(the stale-set race). The TTL is a backstop only: it bounds what an invalidation that failed
-(Redis unreachable from the writer while other processes still reach it) leaves behind.
+(the stale-set race). An invalidation that failed (Redis unreachable from the writer while other
+processes still reach it) is repeated by the outbox relay when it publishes the user's event
+(app/relay.py); the TTL is the last backstop.
 
 Redis is never needed to answer. Every call is bounded by CACHE_TIMEOUT with one retry; a
 failure is counted (``lookout_cache_errors_total``) and the request goes on with the database;
@@ -131,11 +132,12 @@ class UserCache:
         except RedisError as error:
             self._failed("fill", error)
 
-    def invalidate(self, user_ids: Iterable[int]) -> None:
-        """Remove the records of ``user_ids`` and raise their generations (after a commit)."""
+    def invalidate(self, user_ids: Iterable[int]) -> bool:
+        """Remove the records of ``user_ids`` and raise their generations (after a commit);
+        False when Redis failed (the outbox relay repeats it on the user's event)."""
         ids = list(user_ids)
         if not ids:
-            return
+            return True
         try:
             with self.client().pipeline(transaction=True) as pipe:
                 for user_id in ids:
@@ -146,12 +148,14 @@ class UserCache:
                 pipe.execute()
         except RedisError as error:
             # The write is committed and stays so. Processes that reach Redis may serve the old
-            # record until CACHE_TTL_SECONDS ends; this one reads past the cache meanwhile.
+            # record until the outbox relay forgets it again on the user's event (app/relay.py),
+            # CACHE_TTL_SECONDS at most; this one reads past the cache meanwhile.
             self._failed("invalidation", error)
-            return
+            return False
         self.invalidations.inc(len(ids))
         if self._retry_at:
             self._recovered()
+        return True
 
     def _try_again(self) -> bool:
         """While bypassed: whether this call should try Redis again (one per interval)."""

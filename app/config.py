@@ -173,8 +173,8 @@ class Config(BaseModel):
         "`_FILE`); empty: no cache, every read from the database.")
     CACHE_TTL_SECONDS: int = Field(  # a backstop: writes invalidate at once
         default=60, ge=1, le=3600,
-        description="Seconds a cached user record lives; writes remove it at once, the TTL bounds what a "
-        "failed removal (Redis unreachable from the writer only) can leave.")
+        description="Seconds a cached user record lives; writes remove it at once and the outbox relay "
+        "again on the user's event; the TTL bounds what a failed removal leaves for a write with no event.")
     CACHE_TIMEOUT: float = Field(  # seconds per Redis call, connecting included
         default=0.1, gt=0, le=5, description="Seconds per call to the cache (connect and answer).")
     CACHE_RETRY_SECONDS: float = Field(  # after a failure, reads skip Redis this long

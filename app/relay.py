@@ -23,6 +23,16 @@ retried with capped exponential backoff; the API never waits for it, the rows wa
 outbox and drain when it returns. Published rows older than OUTBOX_RETENTION_HOURS are deleted
 in batches. Metrics on RELAY_METRICS_PORT: backlog, oldest unpublished age, published and
 failed counts, broker connection state.
+
+With CACHE_URL set, the relay also forgets the cached records (app/cache.py) of the users whose
+events it has just published. The write path forgets them after its commit already; this second
+invalidation corrects a record that the writer's own call failed to remove (Redis unreachable from
+that process only), so a stale record, or an old password's token version, lives for the relay's
+latency rather than CACHE_TTL_SECONDS. An invalidation that fails is owed: kept and tried again
+on later rounds (at most one try per CACHE_RETRY_SECONDS, so a dead Redis costs publishing one
+bounded call per interval), counted in ``lookout_relay_cache_invalidation_failures`` with the
+owed users in ``lookout_relay_cache_owed``. A user owed longer than CACHE_TTL_SECONDS is dropped:
+any record cached before its write has expired by then.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,6 +59,7 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
+from .cache import UserCache
 from .models import OutboxEvent
 from .platform.messaging import EVENTS_EXCHANGE, declare_topology
 
@@ -123,6 +134,15 @@ class RelayMetrics:
                                "1 while the relay holds a broker connection.", registry=self.registry)
         self.cleaned = Counter("lookout_outbox_cleaned", "Published rows deleted after the retention.",
                                registry=self.registry)
+        self.cache_forgotten = Counter("lookout_relay_cache_invalidations",
+                                       "Cached user records forgotten after their events were published.",
+                                       registry=self.registry)
+        self.cache_failed = Counter("lookout_relay_cache_invalidation_failures",
+                                    "Cache invalidations that failed (Redis); their users are owed.",
+                                    registry=self.registry)
+        self.cache_owed = Gauge("lookout_relay_cache_owed",
+                                "Users whose cached record the relay still has to forget.",
+                                registry=self.registry)
 
 
 class Relay:
@@ -131,7 +151,8 @@ class Relay:
     def __init__(self, engine: Engine, broker_url: str, *, batch_size: int = 100, lease_seconds: float = 30,
                  poll_seconds: float = 1.0, broker_timeout: float = 5.0, backoff_max: float = 30.0,
                  retention: timedelta = timedelta(days=7), cleanup_batch: int = 1000,
-                 tracer: Tracer | None = None, metrics: RelayMetrics | None = None) -> None:
+                 tracer: Tracer | None = None, metrics: RelayMetrics | None = None,
+                 cache: UserCache | None = None) -> None:
         # Its own sessions, not Flask-SQLAlchemy's request-scoped one.
         self.sessions = sessionmaker(bind=engine, expire_on_commit=False)
         self.broker_url = broker_url
@@ -145,6 +166,9 @@ class Relay:
         self.channel: BlockingChannel | None = None
         self.failures = 0  # consecutive broker failures: the backoff's exponent
         self.next_cleanup = self.next_measure = 0.0
+        self.cache = cache
+        self.owed: dict[int, float] = {}  # user id -> monotonic time after which it is dropped
+        self.cache_retry_at = 0.0  # after a failed invalidation, the next try waits for this
 
     # -- the broker -----------------------------------------------------------------------------
 
@@ -225,6 +249,31 @@ class Relay:
                                 .values(claimed_until=None))
         for event in published:
             self.metrics.published.labels(event.type).inc()
+        self.forget(e.user_id for e in published)
+
+    def forget(self, user_ids: Iterable[int]) -> None:
+        """Forget the cached records of ``user_ids`` and of the users still owed; never raises
+        (the cache catches Redis's errors) and never waits longer than one bounded Redis call."""
+        cache = self.cache
+        if cache is None:
+            return
+        now = time.monotonic()
+        until = now + cache.ttl_ms / 1000
+        for user_id in user_ids:
+            self.owed.setdefault(user_id, until)
+        self.owed = {user_id: end for user_id, end in self.owed.items() if end > now}
+        if self.owed and now >= self.cache_retry_at:
+            ids = sorted(self.owed)
+            if cache.invalidate(ids):
+                self.metrics.cache_forgotten.inc(len(ids))
+                self.owed.clear()
+                self.cache_retry_at = 0.0
+            else:
+                self.metrics.cache_failed.inc()
+                self.cache_retry_at = now + cache.retry_seconds
+                log.warning("forgetting %d cached user records failed; trying again in %g s",
+                            len(ids), cache.retry_seconds)
+        self.metrics.cache_owed.set(len(self.owed))
 
     def relay_once(self) -> int:
         """Claim, publish, mark; return how many rows were published. Raises on a broker failure
@@ -234,6 +283,7 @@ class Relay:
         channel = self.connect()  # a broker that is down claims nothing: no row is at fault
         batch = self.claim()
         if not batch:
+            self.forget(())  # what an earlier round still owes
             return 0
         done: list[Claimed] = []
         try:
@@ -333,10 +383,14 @@ def relay_from_app(app: Flask) -> Relay:
     telemetry = telemetry_of(app)
     tracer = (telemetry.tracing.provider.get_tracer("lookout.relay")
               if telemetry is not None and telemetry.tracing is not None else None)
+    # The relay's own cache client: its counts go to the relay's registry, not the API's.
+    cache = (UserCache(config["CACHE_URL"], config["CACHE_TTL_SECONDS"], config["CACHE_TIMEOUT"],
+                       config["CACHE_RETRY_SECONDS"], config["CACHE_KEY_PREFIX"])
+             if config["CACHE_URL"] else None)
     return Relay(db.engine, config["BROKER_URL"], batch_size=config["RELAY_BATCH_SIZE"],
                  lease_seconds=config["RELAY_LEASE_SECONDS"], poll_seconds=config["RELAY_POLL_SECONDS"],
                  broker_timeout=config["BROKER_TIMEOUT_SECONDS"],
-                 retention=timedelta(hours=config["OUTBOX_RETENTION_HOURS"]), tracer=tracer)
+                 retention=timedelta(hours=config["OUTBOX_RETENTION_HOURS"]), tracer=tracer, cache=cache)
 
 
 @events_cli.command("relay")

@@ -274,3 +274,119 @@ def test_a_record_survives_the_cache_unchanged(make_app: Callable[..., Any]) -> 
         record = read_user(user.id)
     assert record is not None and record.is_admin
     assert UserRecord.loads(record.dumps()) == record
+
+
+class FailingCache(UserCache):
+    """A writer's cache whose invalidation fails, while reads and fills still reach Redis."""
+
+    def invalidate(self, user_ids: Any) -> bool:
+        self.errors.inc()
+        return False
+
+
+@pytest.fixture
+def relay_for(amqp_url: str) -> Iterator[Callable[..., Any]]:
+    """Relays on an app's database, publishing to this session's vhost; outbox emptied around."""
+    import pika
+    from sqlalchemy import delete
+
+    from app.models import OutboxEvent
+    from app.platform.messaging import NOTIFIER_QUEUE, declare_topology
+    from app.relay import Relay
+
+    made: list[tuple[Any, Relay]] = []
+
+    def make(app: Any, cache: UserCache | None) -> Relay:
+        with app.app_context():
+            db.session.execute(delete(OutboxEvent))
+            db.session.commit()
+            relay = Relay(db.engine, amqp_url, cache=cache)
+        made.append((app, relay))
+        return relay
+
+    yield make
+    for app, relay in made:
+        relay.disconnect()
+        with app.app_context():
+            db.session.execute(delete(OutboxEvent))
+            db.session.commit()
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    declare_topology(channel)
+    channel.queue_purge(NOTIFIER_QUEUE)
+    connection.close()
+
+
+def relay_metric(relay: Any, name: str) -> float:
+    return relay.metrics.registry.get_sample_value(name) or 0
+
+
+def test_the_relay_corrects_a_write_whose_own_invalidation_failed(
+        make_app: Callable[..., Any], relay_for: Callable[..., Any], redis_url: str, prefix: str) -> None:
+    writer, reader = make_app(), make_app()
+    live = cache_of(writer)
+    assert live is not None
+    failing = FailingCache(redis_url, 60, 1.0, 5.0, prefix)
+    writer.extensions["lookout.cache"] = failing  # this process's invalidations fail, nothing else
+    user = add_user(writer)
+    relay = relay_for(writer, UserCache(redis_url, 60, 1.0, 5.0, prefix))
+    old = bearer(user)
+    assert reader.test_client().get("/api/v1/users/me", headers=old).status_code == 200  # cached
+    password = {"password": "another-password-1", "current_password": PASSWORD}
+    changed = writer.test_client().patch(f"/api/v1/users/{user.id}", headers=old, json=password)
+    assert changed.status_code == 200
+    # The writer could not forget the record: the reader still accepts the old password's token.
+    assert reader.test_client().get("/api/v1/users/me", headers=old).status_code == 200
+    assert relay.relay_once() == 1  # the user.password_changed event
+    assert reader.test_client().get("/api/v1/users/me", headers=old).status_code == 401
+    assert relay_metric(relay, "lookout_relay_cache_invalidations_total") == 1
+    assert relay_metric(relay, "lookout_relay_cache_owed") == 0
+
+
+def test_a_failed_relay_invalidation_is_owed_and_retried_without_holding_publishing(
+        make_app: Callable[..., Any], relay_for: Callable[..., Any], redis_url: str, prefix: str) -> None:
+    writer, reader = make_app(), make_app()
+    writer.extensions["lookout.cache"] = FailingCache(redis_url, 60, 1.0, 5.0, prefix)
+    admin, user = add_user(writer, Role.ADMIN), add_user(writer)
+    path = f"/api/v1/users/{user.id}"
+    with BlackHole() as hole:
+        dead = UserCache(f"redis://127.0.0.1:{hole.port}/0", 60, 0.1, 60.0, prefix)
+        relay = relay_for(writer, dead)
+        assert reader.test_client().get(path, headers=bearer(admin)).get_json()["email"] == user.email
+        changed = writer.test_client().patch(path, json={"email": "moved@example.com"}, headers=bearer(admin))
+        assert changed.status_code == 200  # a user.email_changed event
+        started = time.monotonic()
+        assert relay.relay_once() == 1  # published although Redis did not answer
+        assert time.monotonic() - started < 1.0  # one bounded call: 0.1 s and one retry
+        assert relay_metric(relay, "lookout_relay_cache_invalidation_failures_total") == 1
+        assert relay_metric(relay, "lookout_relay_cache_owed") == 1
+        assert relay.relay_once() == 0
+        assert relay_metric(relay, "lookout_relay_cache_invalidation_failures_total") == 1  # waits 60 s
+    assert reader.test_client().get(path, headers=bearer(admin)).get_json()["email"] == user.email  # stale
+    relay.cache = UserCache(redis_url, 60, 1.0, 5.0, prefix)  # Redis answers the relay again
+    relay.cache_retry_at = 0.0  # the retry interval over
+    assert relay.relay_once() == 0  # nothing to publish; the owed user is forgotten
+    assert relay_metric(relay, "lookout_relay_cache_owed") == 0
+    assert relay_metric(relay, "lookout_relay_cache_invalidations_total") == 1
+    assert reader.test_client().get(path, headers=bearer(admin)).get_json()["email"] == "moved@example.com"
+
+
+def test_an_owed_invalidation_is_dropped_once_the_ttl_has_removed_the_record(redis_url: str) -> None:
+    from app.relay import Relay
+
+    with BlackHole() as hole:
+        dead = UserCache(f"redis://127.0.0.1:{hole.port}/0", 1, 0.05, 0.01, "unused")
+        relay = Relay(db_engine_for_sqlite(), "amqp://unused", cache=dead)
+        relay.forget([5])
+        assert relay.owed and relay_metric(relay, "lookout_relay_cache_owed") == 1
+        relay.owed[5] = time.monotonic() - 0.001  # as if CACHE_TTL_SECONDS had passed
+        relay.cache_retry_at = 0.0
+        relay.forget(())
+        assert not relay.owed and relay_metric(relay, "lookout_relay_cache_owed") == 0
+        assert relay_metric(relay, "lookout_relay_cache_invalidation_failures_total") == 1
+
+
+def db_engine_for_sqlite() -> Any:
+    from sqlalchemy import create_engine
+
+    return create_engine("sqlite://")
