@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .platform.settings import ENV_VAR, ConfigError, listen_address, load_settings
+from .platform.settings import ENV_VAR, ConfigError, database_url, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ENV_VAR", "Config", "ConfigError", "load_config"]
 
@@ -256,13 +256,7 @@ class Config(BaseModel):
     @field_validator("DATABASE_URL")
     @classmethod
     def _use_psycopg3(cls, url: str) -> str:
-        """Point plain postgres:// and postgresql:// URLs at the psycopg 3 driver."""
-        for prefix in ("postgres://", "postgresql://"):
-            if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix) :]
-        if not url.startswith(("sqlite:", "postgresql+psycopg:")):
-            raise ValueError("must be a sqlite:// or postgresql:// URL")
-        return url
+        return database_url(url)
 
     @field_validator("RATE_LIMIT_LOGIN", "RATE_LIMIT_LOGIN_FAILURES", "RATE_LIMIT_LOGIN_FAILURES_ACCOUNT",
                      "RATE_LIMIT_READS", "RATE_LIMIT_WRITES")

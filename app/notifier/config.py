@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..platform.settings import ConfigError, listen_address, load_settings
+from ..platform.settings import ConfigError, database_url, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ConfigError", "NotifierConfig", "load_config"]
 
@@ -104,12 +104,7 @@ class NotifierConfig(BaseModel):
     @field_validator("DATABASE_URL")
     @classmethod
     def _use_psycopg3(cls, url: str) -> str:
-        for prefix in ("postgres://", "postgresql://"):
-            if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix):]
-        if not url.startswith(("sqlite:", "postgresql+psycopg:")):
-            raise ValueError("must be a sqlite:// or postgresql:// URL")
-        return url
+        return database_url(url)
 
     @field_validator("BROKER_URL")
     @classmethod

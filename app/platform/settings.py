@@ -35,6 +35,17 @@ def listen_address(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address such as 0.0.0.0 or 127.0.0.1") from None
 
 
+def database_url(url: str) -> str:
+    """A ``sqlite:`` or PostgreSQL URL, plain ``postgres://`` and ``postgresql://`` pointed at the
+    psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith(("sqlite:", "postgresql+psycopg:")):
+        raise ValueError("must be a sqlite:// or postgresql:// URL")
+    return url
+
+
 def values_from(environ: Mapping[str, Any], cls: type[BaseModel]) -> dict[str, Any]:
     """Pick the class's fields from ``environ``, reading ``<NAME>_FILE`` when it is set."""
     values: dict[str, Any] = {}
