@@ -237,6 +237,21 @@ def app(database_url: str) -> Iterator[Any]:
         empty_users()
 
 
+@pytest.fixture
+def outbox(app: Any) -> Iterator[None]:
+    """An empty outbox before and after the test (the ``app`` fixture empties only the users)."""
+    from sqlalchemy import delete
+
+    from app.models import OutboxEvent
+
+    db.session.execute(delete(OutboxEvent))
+    db.session.commit()
+    yield
+    db.session.rollback()
+    db.session.execute(delete(OutboxEvent))
+    db.session.commit()
+
+
 def empty_users() -> None:
     """Remove every user (ids restart on PostgreSQL) and close the app's connections."""
     db.session.remove()

@@ -14,15 +14,7 @@ from app.extensions import db
 from app.models import OutboxEvent, Role, User
 from app.outbox import record_event
 
-
-@pytest.fixture(autouse=True)
-def empty_outbox(app: Any) -> Any:
-    db.session.execute(delete(OutboxEvent))
-    db.session.commit()
-    yield
-    db.session.rollback()
-    db.session.execute(delete(OutboxEvent))
-    db.session.commit()
+pytestmark = pytest.mark.usefixtures("outbox")
 
 
 def events() -> list[tuple[str, int, dict[str, Any]]]:

@@ -70,16 +70,6 @@ def queue(amqp_url: str) -> Any:
     connection.close()
 
 
-@pytest.fixture
-def outbox(app: Any) -> Any:
-    db.session.execute(delete(OutboxEvent))
-    db.session.commit()
-    yield
-    db.session.rollback()
-    db.session.execute(delete(OutboxEvent))
-    db.session.commit()
-
-
 def add_events(session: Session, *users: int, type_: str = "user.password_changed",
                **extra: Any) -> list[int]:
     rows = [OutboxEvent(type=type_, user_id=user, payload={"email": f"u{user}@example.com", "name": "U"},
