@@ -52,6 +52,24 @@ class BurnRateAlert:
 
 
 @dataclass(frozen=True)
+class Service:
+    """One service the platform runs (``services`` in slo.yaml): what its dashboard selects."""
+
+    name: str  # the pods' app.kubernetes.io/name, which the log collector makes service_name
+    title: str
+    dashboard: str  # the dashboard's uid and file name
+    job: str  # its metrics job
+    deployment: str
+    container: str
+    hpa: str
+    objectives: tuple[str, ...]
+    sections: tuple[str, ...]
+
+
+SECTIONS = frozenset({"objectives", "http", "pods", "users", "outbox", "events", "broker", "logs"})
+
+
+@dataclass(frozen=True)
 class SLO:
     service: str
     window: str
@@ -66,7 +84,8 @@ class SLO:
     runbooks: str = "README.md"  # the page whose sections the alerts' runbook_url point at
     # The notifier: events emailed (commit to SMTP acceptance) within the threshold.
     notifier_target: float = 0.99
-    notifier_threshold_seconds: float = 60.0  # the page whose sections the alerts' runbook_url point at
+    notifier_threshold_seconds: float = 60.0
+    services: tuple[Service, ...] = ()
 
     def runbook_url(self, section: str) -> str:
         """The link to a section of the runbooks page (GitHub's anchor for its heading)."""
@@ -139,6 +158,7 @@ def load_slo(path: Path = SLO_FILE) -> SLO:
         runbooks=raw["runbooks"],
         notifier_target=notifier_target,
         notifier_threshold_seconds=notifier_threshold,
+        services=tuple(_service(path, s, set(objectives)) for s in raw.get("services") or ()),
     )
     duration_seconds(slo.window)
     return slo
@@ -153,6 +173,18 @@ def _burn_rate_alert(path: Path, raw: dict[str, Any]) -> BurnRateAlert:
     if alert.severity not in {"page", "ticket"}:
         raise ValueError(f"{path}: severity {alert.severity!r} is neither page nor ticket")
     return alert
+
+
+def _service(path: Path, raw: dict[str, Any], objectives: set[str]) -> Service:
+    service = Service(name=str(raw["name"]), title=str(raw["title"]), dashboard=str(raw["dashboard"]),
+                      job=str(raw["job"]), deployment=str(raw["deployment"]),
+                      container=str(raw["container"]), hpa=str(raw.get("hpa", raw["deployment"])),
+                      objectives=tuple(raw.get("objectives") or ()), sections=tuple(raw["sections"]))
+    unknown = (set(service.objectives) - objectives) | (set(service.sections) - SECTIONS)
+    if unknown:
+        raise ValueError(f"{path}: service {service.name} names unknown objectives or sections "
+                         f"{sorted(unknown)} (sections: {sorted(SECTIONS)})")
+    return service
 
 
 def dashboard_files() -> list[Path]:

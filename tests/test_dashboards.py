@@ -21,7 +21,8 @@ def test_the_committed_rules_and_dashboards_are_what_the_generator_writes():
     assert {p.relative_to(ROOT).as_posix() for p in files} == {
         "dashboards/rules/slo.yaml", "dashboards/rules/operational.yaml",
         "dashboards/rules/dependencies.yaml", "dashboards/lookout-overview.json",
-        "dashboards/lookout-slo.json", "dashboards/lookout-dependencies.json"}
+        "dashboards/lookout-notifier.json", "dashboards/lookout-slo.json",
+        "dashboards/lookout-dependencies.json"}
     assert stale(files) == [], "run `make dashboards` and commit the result"
 
 
@@ -63,7 +64,7 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_dashboards_have_stable_uids_and_a_data_source_variable():
     found = {b["uid"]: b for b in boards()}
-    assert set(found) == {"lookout-overview", "lookout-slo", "lookout-dependencies"}
+    assert set(found) == {"lookout-overview", "lookout-notifier", "lookout-slo", "lookout-dependencies"}
     for board in found.values():
         assert board["schemaVersion"] >= 39  # Grafana 11
         (variable,) = board["templating"]["list"]

@@ -6,6 +6,8 @@ metrics job, Kubernetes panels the namespace and container (dashboards/generate/
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from grafana_foundation_sdk.builders import common as common_builders
@@ -19,9 +21,22 @@ from grafana_foundation_sdk.models.dashboard import (
     ThresholdsMode,
 )
 
-from dashboards import SLO
+from dashboards import SLO, Service
 
-from .rules import DURATION, OBJECTIVES, REQUESTS, WHAT, selector, threshold_seconds, windows
+from .rules import (
+    BAD,
+    DEAD_LETTERS,
+    DURATION,
+    EVENT_TO_EMAIL,
+    OBJECTIVES,
+    OUTBOX_AGE,
+    OUTBOX_MAX_AGE_SECONDS,
+    REQUESTS,
+    WHAT,
+    selector,
+    threshold_seconds,
+    windows,
+)
 from .target import TARGET, Target, number
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -79,10 +94,9 @@ def base(uid: str, title: str, description: str) -> Dashboard:
             .with_variable(DatasourceVariable("datasource").label("Data source").type("prometheus")))
 
 
-def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
-    """Rate, errors and latency per route, saturation, the database, the pods and the domain."""
-    api, app, pods = t.api, t.app, t.pods
-    hpa = f'namespace="{t.namespace}", horizontalpodautoscaler="{t.hpa}"'
+def http_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
+    """Requests now; rate, errors and latency per route; saturation and the database."""
+    api, app = t.api, t.app
     by_route = f"sum by (route) (rate({REQUESTS}{{{api}}}[{RATE}]))"
     errors_by_route = (f'(sum by (route) (rate({REQUESTS}{{{api}, status=~"5.."}}[{RATE}]))'
                        f" or 0 * {by_route}) / {by_route}")
@@ -94,31 +108,21 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
         return (f"histogram_quantile({q}, sum by (le, {by}) "
                 f"(rate({DURATION}_bucket{{{api}}}[{RATE}])))")
 
-    board = base("lookout-overview", "Lookout / Service overview",
-                 "Requests, errors and latency per route, saturation, the database and the pods.")
-    board = (
+    return (
         board.with_row(Row("Now"))
-        .with_panel(single("API requests", "reqps", query(all_api, "requests/s"), width=5,
+        .with_panel(single("API requests", "reqps", query(all_api, "requests/s"), width=8,
                            description="API requests per second, all pods.",
                            thresholds=steps((None, "blue"))))
         .with_panel(single("API error ratio", "percentunit", query(
             f'(sum(rate({REQUESTS}{{{api}, status=~"5.."}}[{RATE}])) or 0 * {all_api}) / {all_api}', "5xx"),
-            width=5, decimals=2, description="Share of API requests answered with a 5xx.",
+            width=8, decimals=2, description="Share of API requests answered with a 5xx.",
             thresholds=steps((None, "green"), (budget, "orange"), (10 * budget, "red"))))
         .with_panel(single("API p99 latency", "s", query(
             f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{selector(slo, 'latency', t)}}}"
             f"[{RATE}])))", "p99"),
-            width=5, description="99th percentile of API request duration, every route but logins (the "
+            width=8, description="99th percentile of API request duration, every route but logins (the "
                                  "latency objective's requests).",
             thresholds=steps((None, "green"), (threshold, "red"))))
-        .with_panel(single("Pods up", "none", query(f"sum(up{{{app}}})", "up"), width=4,
-                           description="Scrape targets of the service that answer.",
-                           thresholds=steps((None, "red"), (1, "green"))))
-        .with_panel(single("Version", "none", query(
-            f"count by (version, commit) (lookout_build_info{{{app}}})",
-                                                    "{{version}} ({{commit}})", instant=True),
-                           width=5, description="Versions running now, with the pods running each.",
-                           thresholds=steps((None, "text"))))
         .with_row(Row("Traffic and errors"))
         .with_panel(graph("Request rate per route", "reqps", [query(by_route, "{{route}}")],
                           description="API requests per second by route template."))
@@ -165,7 +169,23 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
                   f"(operation) (rate(db_client_operation_duration_seconds_count{{{app}}}[{RATE}]))",
                   "errors {{operation}}")], width=8,
             description="Statements per second by operation, and those that raised."))
-        .with_row(Row("Pods"))
+    )
+
+
+def pods_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
+    """Pods up and versions, ready against the autoscaler, CPU, memory and garbage collections."""
+    app, pods = t.app, t.pods
+    hpa = f'namespace="{t.namespace}", horizontalpodautoscaler="{t.hpa}"'
+    return (
+        board.with_row(Row("Pods"))
+        .with_panel(single("Pods up", "none", query(f"sum(up{{{app}}})", "up"), width=12,
+                           description="Scrape targets of the service that answer.",
+                           thresholds=steps((None, "red"), (1, "green"))))
+        .with_panel(single("Version", "none", query(
+            f"count by (version, commit) (lookout_build_info{{{app}}})",
+                                                    "{{version}} ({{commit}})", instant=True),
+                           width=12, description="Versions running now, with the pods running each.",
+                           thresholds=steps((None, "text"))))
         .with_panel(graph("Pods: ready, desired, autoscaler maximum", "short", [
             query(f"sum(kube_pod_container_status_ready{{{pods}}})", "ready"),
             query(f"sum(kube_horizontalpodautoscaler_status_desired_replicas{{{hpa}}})", "desired"),
@@ -186,6 +206,14 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
             description="Python garbage collections per second by generation. A full collection "
                         "(generation 2) pauses every request in flight on that pod; workers freeze "
                         "their start-up heap (GUNICORN_GC_FREEZE) so these stay rare and short."))
+    )
+
+
+def users_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
+    """Users created, authentication refused, rate limits and the read cache."""
+    app = t.app
+    return (
+        board
         .with_row(Row("Users and authentication"))
         .with_panel(graph("Users created", "ops", [
             query(f"sum(rate(lookout_users_created_total{{{app}}}[{RATE}]))", "users created")],
@@ -228,7 +256,6 @@ def overview(slo: SLO, t: Target = TARGET) -> Dashboard:
                         "(lookout_cache_bypassed, 1 per process for CACHE_RETRY_SECONDS after a failure): "
                         "alert on it staying above 0. Requests are answered either way."))
     )
-    return log_panels(board, t)
 
 
 def log_panels(board: Dashboard, t: Target) -> Dashboard:
@@ -302,13 +329,159 @@ def slo_board(slo: SLO) -> Dashboard:
     return board
 
 
+def objectives_section(board: Dashboard, slo: SLO, t: Target, service: Service) -> Dashboard:
+    """Per objective the service owns: the SLI now, the budget left and the burn rate of the last hour
+    (the SLO dashboard has the windows)."""
+    for objective in service.objectives:
+        sel = f'{{slo="{objective}"}}'
+        target, budget = getattr(slo, f"{objective}_target"), slo.error_budget(objective)
+        fastest = max(a.burn_rate for a in slo.burn_rate_alerts)
+        board = (
+            board.with_row(Row(f"Objective: {objective}, {number(100 * target)}% of {WHAT[objective]}"))
+            .with_panel(single(f"{objective.capitalize()} SLI, last 5 minutes", "percentunit",
+                               query(f"1 - lookout:sli_error:ratio_rate5m{sel}", "SLI"), width=8, decimals=3,
+                               description=f"Share of {WHAT[objective]} not {BAD[objective]} over the last "
+                                           "5 minutes.",
+                               thresholds=steps((None, "red"), (target, "green"))))
+            .with_panel(single("Error budget remaining", "percentunit", query(
+                f"1 - lookout:sli_error:ratio_rate{slo.window}{sel} / {number(budget)}", "remaining"),
+                width=8, decimals=1, description=f"Share of the {slo.window} error budget not yet spent.",
+                thresholds=steps((None, "red"), (0, "orange"), (0.25, "green"))))
+            .with_panel(single("Burn rate, last hour", "x", query(
+                f"lookout:sli_error:ratio_rate1h{sel} / {number(budget)}", "1h"), width=8, decimals=1,
+                description="How many times faster than sustainable the budget burns; the burn-rate "
+                            "alerts and every window are on the SLO dashboard (lookout-slo).",
+                thresholds=steps((None, "green"), (1, "orange"), (fastest, "red"))))
+        )
+    return board
+
+
+def events_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
+    """The notifier consumer: emails sent and failed, event-to-email latency, dead letters, its lag."""
+    app, threshold = t.app, slo.notifier_threshold_seconds
+
+    def quantile(q: float) -> str:
+        return (f"histogram_quantile({q}, sum by (le) "
+                f"(rate({EVENT_TO_EMAIL}_bucket{{{app}}}[{RATE}])))")
+
+    return (
+        board.with_row(Row("Events and emails"))
+        .with_panel(graph("Emails sent and failed", "ops", [
+            query(f"sum by (template) (rate(lookout_notifier_emails_sent_total{{{app}}}[{RATE}]))",
+                  "sent {{template}}"),
+            query(f"sum by (kind) (rate(lookout_notifier_emails_failed_total{{{app}}}[{RATE}]))",
+                  "failed: {{kind}}")],
+            description="Emails the SMTP server accepted per second by template, and failed attempts "
+                        "by kind (temporary ones are retried through the retry queues)."))
+        .with_panel(graph("Event-to-email latency (p50, p95, p99)", "s", [
+            query(quantile(0.5), "p50"), query(quantile(0.95), "p95"), query(quantile(0.99), "p99")],
+            description="From the change's commit to the SMTP server's acceptance. The line is the "
+                        f"notifier objective's threshold ({number(threshold)} s).",
+            thresholds=steps((None, "green"), (threshold, "red"))))
+        .with_panel(graph("Dead letters and duplicates", "ops", [
+            query(f"sum by (reason) (rate({DEAD_LETTERS}{{{app}}}[{RATE}]))", "dead-lettered: {{reason}}"),
+            query(f"sum(rate(lookout_notifier_duplicates_total{{{app}}}[{RATE}]))", "duplicates")],
+            description="Events sent to the dead-letter queue per second, by reason (poison, permanent, "
+                        "attempts; LookoutNotifierDeadLettersGrowing), and redelivered events "
+                        "acknowledged without a second email."))
+        .with_panel(graph("Consumer lag and connection", "short", [
+            query(f"max(lookout_notifier_consumer_lag{{{app}}})", "events waiting"),
+            query(f"max(lookout_notifier_dead_letter_queue_messages{{{app}}})", "dead letters waiting"),
+            query(f"sum(lookout_notifier_broker_connected{{{app}}})", "consumers connected")],
+            description="What the consumers read from the broker every 5 s: events ready in their queue "
+                        "and in the dead letters, and how many consumers hold a connection."))
+    )
+
+
+def broker_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
+    """The broker as RabbitMQ's own exporter sees it: the notifier's queues, and messages in and out."""
+    events, dead = t.queue(t.notifier_queue), t.queue(t.dead_letter_queue)
+    return (
+        board.with_row(Row("Broker (RabbitMQ)"))
+        .with_panel(graph("Queue depth", "short", [
+            query(f"sum(rabbitmq_queue_messages_ready{{{events}}})", "ready"),
+            query(f"sum(rabbitmq_queue_messages_unacked{{{events}}})", "unacknowledged")],
+            description=f"Messages in {t.notifier_queue}: ready for a consumer (what KEDA scales the "
+                        "consumers on), and delivered but not yet acknowledged (at most PREFETCH_COUNT "
+                        "per consumer)."))
+        .with_panel(graph("Consumers and dead-letter queue", "short", [
+            query(f"sum(rabbitmq_queue_consumers{{{events}}})", "consumers"),
+            query(f"sum(rabbitmq_queue_messages{{{dead}}})", "dead letters")],
+            description=f"Consumers attached to {t.notifier_queue} (0 with messages ready is "
+                        f"LookoutNotifierConsumerDown), and messages in {t.dead_letter_queue}."))
+        .with_panel(graph("Published and delivered", "ops", [
+            query(f"sum(rate(rabbitmq_global_messages_received_total{{{t.broker}}}[{RATE}]))", "published"),
+            query(f"sum(rate(rabbitmq_global_messages_delivered_total{{{t.broker}}}[{RATE}]))", "delivered"),
+            query(f"sum(rate(rabbitmq_global_messages_acknowledged_total{{{t.broker}}}[{RATE}]))",
+                  "acknowledged"),
+            query(f"sum(rate(rabbitmq_global_messages_dead_lettered_expired_total{{{t.broker}}}[{RATE}]))",
+                  "retried (retry queue expired)")],
+            width=24, height=7,
+            description="Messages per second the broker received from publishers (the relay, the "
+                        "consumers' retries), delivered to consumers and had acknowledged; and retry "
+                        "messages whose delay expired, dead-lettered back to the notifier's queue."))
+    )
+
+
+def outbox_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
+    """The outbox relay: rows waiting, the oldest one's age, publishes and failures, its connection."""
+    relay = t.relay
+    return (
+        board.with_row(Row("Outbox and relay"))
+        .with_panel(graph("Outbox backlog", "short", [
+            query(f"max(lookout_outbox_backlog{{{relay}}})", "rows waiting")], width=8,
+            description="Outbox rows (user events) committed and not yet published."))
+        .with_panel(graph("Oldest unpublished event", "s", [
+            query(f"max({OUTBOX_AGE}{{{relay}}})", "age")], width=8,
+            description="Age of the oldest outbox row not yet published; LookoutOutboxBacklogStale fires "
+                        "above the line for 5 minutes.",
+            thresholds=steps((None, "green"), (OUTBOX_MAX_AGE_SECONDS, "red"))))
+        .with_panel(graph("Published, failed, relay connected", "short", [
+            query(f"sum by (type) (rate(lookout_outbox_published_total{{{relay}}}[{RATE}]))",
+                  "published/s: {{type}}"),
+            query(f"sum by (reason) (rate(lookout_outbox_publish_failures_total{{{relay}}}[{RATE}]))",
+                  "failed/s: {{reason}}"),
+            query(f"sum(lookout_relay_broker_connected{{{relay}}})", "relays connected")], width=8,
+            description="Events the broker confirmed per second by type, failed publishes by reason, "
+                        "and relays holding a broker connection."))
+    )
+
+
+SECTIONS: dict[str, Callable[[Dashboard, SLO, Target, Service], Dashboard]] = {
+    "objectives": objectives_section,
+    "http": lambda b, slo, t, s: http_section(b, slo, t),
+    "pods": lambda b, slo, t, s: pods_section(b, slo, t),
+    "users": lambda b, slo, t, s: users_section(b, slo, t),
+    "outbox": lambda b, slo, t, s: outbox_section(b, slo, t),
+    "events": lambda b, slo, t, s: events_section(b, slo, t),
+    "broker": lambda b, slo, t, s: broker_section(b, slo, t),
+    "logs": lambda b, slo, t, s: log_panels(b, t),
+}
+
+
+def service_target(service: Service) -> Target:
+    """What a service's series carry: its job, its Kubernetes objects and its log streams."""
+    return replace(TARGET, job=service.job, deployment=service.deployment, hpa=service.hpa,
+                   container=service.container, service=service.name)
+
+
+def service_board(slo: SLO, service: Service) -> Dashboard:
+    """A service's dashboard: its ``sections`` of slo.yaml, in order, over its own series."""
+    t = service_target(service)
+    board = base(service.dashboard, f"Lookout / {service.title}",
+                 f"{service.title}: " + ", ".join(service.sections) + " (dashboards/slo.yaml, services).")
+    for section in service.sections:
+        board = SECTIONS[section](board, slo, t, service)
+    return board
+
+
 def dashboards(slo: SLO) -> dict[str, Any]:
     """Return the dashboards by file name, as JSON-ready models."""
     from .dependencies import dependencies_board, probe_panels  # it builds on this module's helpers
 
-    models = {"lookout-overview.json": overview(slo).build(),
-              "lookout-slo.json": probe_panels(slo_board(slo)).build(),
-              "lookout-dependencies.json": dependencies_board().build()}
+    models = {f"{service.dashboard}.json": service_board(slo, service).build() for service in slo.services}
+    models |= {"lookout-slo.json": probe_panels(slo_board(slo)).build(),
+               "lookout-dependencies.json": dependencies_board().build()}
     for model in models.values():
         for number_, panel in enumerate(model.panels or [], start=1):
             panel.id_val = number_  # Grafana links panels by id (viewPanel=): unique and stable

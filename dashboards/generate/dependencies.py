@@ -61,7 +61,10 @@ DEPS = Dependencies()
 EXPORTER_PREFIXES = ("pg_", "redis_", "probe_")
 # Metrics of cert-manager itself (no Debian package runs it here): their names and labels are those
 # of its pkg/metrics at the pinned tag; tests/promtool/dependencies_test.yaml drives the alert.
-DELEGATED_PREFIXES = (*EXPORTER_PREFIXES, "certmanager_")
+# The outbox relay's and the broker's metrics: tests/test_messaging_live.py checks them against the
+# real relay and RabbitMQ's exporter.
+MESSAGING_PREFIXES = ("lookout_outbox_", "lookout_relay_", "rabbitmq_")
+DELEGATED_PREFIXES = (*EXPORTER_PREFIXES, "certmanager_", *MESSAGING_PREFIXES)
 
 
 def connections_used(d: Dependencies = DEPS) -> str:

@@ -19,6 +19,12 @@ REQUESTS = "http_server_requests_total"
 DURATION = "http_server_request_duration_seconds"
 EVENT_TO_EMAIL = "lookout_notifier_event_to_email_seconds"  # app/notifier/metrics.py
 DEAD_LETTERS = "lookout_notifier_dead_letters_total"
+OUTBOX_AGE = "lookout_outbox_oldest_unpublished_age_seconds"  # app/relay.py
+# LookoutOutboxBacklogStale: the oldest unpublished event older than this (seconds). Five times the
+# notifier's 60 s objective: every event behind it is already late, and a relay that restarts or
+# retries a broker outage of a minute or two stays under it.
+OUTBOX_MAX_AGE_SECONDS = 300
+DEAD_LETTERS_WINDOW = "15m"  # LookoutNotifierDeadLettersGrowing: new dead letters within it
 
 
 def ratio(objective: str, window: str) -> str:
@@ -271,13 +277,71 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             "and the RATE_LIMIT_STORAGE_URL secret. Do: restore the store or its policy (a new store pod "
             "starts with empty counts); each pod returns to it on a write within a minute of it "
             "answering."),
+        *messaging_alerts(t),
+    ]
+
+
+def messaging_alerts(t: Target = TARGET) -> list[Operational]:
+    """The events' way from the outbox to an email: the relay, the broker's queue, the consumer and
+    the dead letters."""
+    growing = f"sum(increase({DEAD_LETTERS}{{{t.notifier}}}[{DEAD_LETTERS_WINDOW}])) > 0"
+    ready = f"sum(rabbitmq_queue_messages_ready{{{t.queue(t.notifier_queue)}}})"
+    consumers = f"sum(rabbitmq_queue_consumers{{{t.queue(t.notifier_queue)}}})"
+    minutes = number(OUTBOX_MAX_AGE_SECONDS / 60)
+    return [
+        Operational(
+            "LookoutOutboxBacklogStale",
+            f"max({OUTBOX_AGE}{{{t.relay}}}) > {OUTBOX_MAX_AGE_SECONDS}",
+            "5m", "page",
+            f"User events have waited in the outbox over {minutes} minutes",
+            f"The oldest unpublished user event is {{{{ $value | humanizeDuration }}}} old (over "
+            f"{minutes} minutes for 5 minutes): the relay does not publish, so no email goes out and "
+            "the notifier's SLO cannot see it (it counts only events it receives).",
+            "Check the relay's log lines (kubectl -n lookout logs deploy/lookout-relay) and "
+            "lookout_outbox_publish_failures_total by reason on the users service's dashboard (Outbox "
+            "row), whether it holds a broker connection (lookout_relay_broker_connected), the broker "
+            "(kubectl -n lookout get rabbitmqcluster,pods) and its alarms (a disk or memory alarm "
+            "blocks publishers). Do: restore the broker or the relay's credentials or NetworkPolicy; "
+            "restart a wedged relay; the backlog then drains in order, oldest first."),
+        Operational(
+            "LookoutRelayDown", f"absent(up{{{t.relay}}} == 1)", "5m", "page",
+            "No outbox relay is up, or none is discovered",
+            f"No scrape target of job {t.relay_job} has been up for 5 minutes: user events stay in "
+            "the outbox unpublished, and the outbox age (LookoutOutboxBacklogStale) cannot be read.",
+            "Check the relay's Deployment and pods (kubectl -n lookout get deploy,pods -l "
+            "app.kubernetes.io/name=lookout-relay), the previous container's log (a refused setting "
+            "names itself), its ServiceMonitor and its metrics Service. Do: fix the setting or secret; "
+            "roll back a release that does not start; restore the ServiceMonitor's release label."),
+        Operational(
+            "LookoutNotifierConsumerDown",
+            f"({consumers} == 0\nor on () absent(up{{{t.notifier}}} == 1))\nand on () {ready} > 0",
+            "5m", "page",
+            "User events wait in the notifier's queue and no consumer takes them",
+            f"{t.notifier_queue} has had messages ready for 5 minutes with no consumer attached (or "
+            "no notifier target up): no email is sent until one comes back.",
+            "Check the consumer's Deployment, its pods and the ScaledObject (kubectl -n lookout get "
+            "deploy,pods,scaledobject), the previous container's log, the broker's connections "
+            "(rabbitmqctl list_consumers) and the NetworkPolicy to the broker. Do: fix what stops it "
+            "starting (a setting, the database, the broker's credentials); restart a consumer wedged "
+            "without a channel; the queue then drains within the notifier's objective."),
+        Operational(
+            "LookoutNotifierDeadLettersGrowing", growing, "5m", "ticket",
+            "User events are being dead-lettered",
+            f"{{{{ $value | humanize }}}} events went to {t.dead_letter_queue} in the last "
+            f"{DEAD_LETTERS_WINDOW}, still within the last 5 minutes: their emails were not sent (a "
+            "permanent SMTP refusal, a poison message, or every retry failed).",
+            "Check lookout_notifier_dead_letters_total by reason on the notifier's dashboard, GET "
+            "/api/v1/notifications (state dead, last_error) and the consumer's log lines. Do: fix the "
+            "cause (the SMTP server or its credentials, a recipient, a publisher's bug) before "
+            "replaying; LookoutNotifierDeadLetters follows if they are left waiting."),
         Operational(
             "LookoutNotifierDeadLetters",
-            f"max(lookout_notifier_dead_letter_queue_messages{{{t.notifier}}}) > 0",
+            f"max(lookout_notifier_dead_letter_queue_messages{{{t.notifier}}}) > 0\n"
+            f"unless on () {growing}",
             "10m", "ticket",
             "User events wait in the notifier's dead-letter queue",
-            "{{ $value }} events have sat in notifier.dead-letters for 10 minutes: their emails were not "
-            "sent (a permanent SMTP refusal, a poison message, or every retry failed).",
+            "{{ $value }} events have sat in notifier.dead-letters for 10 minutes, none added in the "
+            f"last {DEAD_LETTERS_WINDOW}: their emails were not sent and wait for a replay or a purge.",
             "Check GET /api/v1/notifications on the notifier (state dead, last_error), "
             "lookout_notifier_dead_letters_total by reason and the consumer's log lines. Do: fix the "
             "cause (the SMTP server or its credentials, a recipient, a publisher's bug), then move the "

@@ -24,6 +24,16 @@ class Target:
     # The notifier consumer's metrics job (its Deployment is the next piece of infra work; the
     # name is fixed here so the rules need no change then).
     notifier_job: str = "lookout-notifier-metrics"
+    # The users service's outbox relay (`flask --app app events relay`, its metrics on :9102) and
+    # the broker's own exporter (RabbitMQ's rabbitmq_prometheus plugin, :15692, scraped with its
+    # per-object metrics: `/metrics/per-object`, or `prometheus.return_per_object_metrics = true`,
+    # so each queue is a series labelled queue and vhost; the aggregated `/metrics` has no queue).
+    relay_job: str = "lookout-relay-metrics"
+    broker_job: str = "lookout-broker-metrics"
+    # The notifier's queues, as app/platform/messaging.py declares them (this package imports
+    # nothing of the app; the broker contract test checks the names on a real RabbitMQ).
+    notifier_queue: str = "notifier.user-events"
+    dead_letter_queue: str = "notifier.dead-letters"
 
     @property
     def app(self) -> str:
@@ -39,6 +49,20 @@ class Target:
     def notifier(self) -> str:
         """Matchers for the notifier consumer's series."""
         return f'job="{self.notifier_job}"'
+
+    @property
+    def relay(self) -> str:
+        """Matchers for the outbox relay's series."""
+        return f'job="{self.relay_job}"'
+
+    @property
+    def broker(self) -> str:
+        """Matchers for the broker exporter's series."""
+        return f'job="{self.broker_job}"'
+
+    def queue(self, name: str) -> str:
+        """Matchers for one queue's series on the broker's exporter."""
+        return f'{self.broker}, queue="{name}"'
 
     @property
     def logs(self) -> str:
