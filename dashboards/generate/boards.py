@@ -439,7 +439,9 @@ def outbox_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
         .with_panel(graph("Published, failed, relay connected", "short", [
             query(f"sum by (type) (rate(lookout_outbox_published_total{{{relay}}}[{RATE}]))",
                   "published/s: {{type}}"),
-            query(f"sum by (reason) (rate(lookout_outbox_publish_failures_total{{{relay}}}[{RATE}]))",
+            # The failures' series are born with the first failure: until then, a zero line.
+            query(f"sum by (reason) (rate(lookout_outbox_publish_failures_total{{{relay}}}[{RATE}]))"
+                  f" or 0 * sum(rate(lookout_outbox_published_total{{{relay}}}[{RATE}]))",
                   "failed/s: {{reason}}"),
             query(f"sum(lookout_relay_broker_connected{{{relay}}})", "relays connected")], width=8,
             description="Events the broker confirmed per second by type, failed publishes by reason, "
