@@ -313,6 +313,18 @@ def messaging_alerts(t: Target = TARGET) -> list[Operational]:
             "names itself), its ServiceMonitor and its metrics Service. Do: fix the setting or secret; "
             "roll back a release that does not start; restore the ServiceMonitor's release label."),
         Operational(
+            "LookoutBrokerDown",
+            f"absent(rabbitmq_queue_messages_ready{{{t.queue(t.notifier_queue)}}})", "5m", "page",
+            "The broker's exporter does not show the notifier's queue",
+            f"For 5 minutes no series of {t.notifier_queue} has come from job {t.broker_job}: the broker "
+            "is down or not scraped, or its per-object metrics are off, and the queue alerts "
+            "(LookoutNotifierConsumerDown) are blind meanwhile.",
+            "Check the broker's pods (kubectl -n lookout get rabbitmqcluster,pods), its ServiceMonitor "
+            "and the NetworkPolicy admitting the monitoring namespace on 15692, and that the scrape "
+            "reads per-object metrics (/metrics/per-object, or prometheus.return_per_object_metrics): "
+            "the aggregated /metrics has no queue label. Do: restore the broker (the relay and the "
+            "consumers reconnect by themselves) or its scrape."),
+        Operational(
             "LookoutNotifierConsumerDown",
             f"({consumers} == 0\nor on () absent(up{{{t.notifier}}} == 1))\nand on () {ready} > 0",
             "5m", "page",
