@@ -193,3 +193,56 @@ def test_dashboard_files_are_plain_sorted_json():
     for path in dashboard_files():
         text = Path(path).read_text()
         assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+def test_each_service_board_is_its_slo_entry_over_its_own_job(tmp_path):
+    """A third service is an entry in slo.yaml: its board has its sections, and every series of
+    its own (not the broker's, the relay's or Kubernetes') carries its job."""
+    from dashboards.generate.boards import service_board
+
+    edited = tmp_path / "slo.yaml"
+    edited.write_text((HERE / "slo.yaml").read_text().replace("services:\n", """services:
+  - name: lookout-billing
+    title: Billing
+    dashboard: lookout-billing
+    job: lookout-billing-metrics
+    deployment: lookout-billing
+    container: billing
+    sections: [pods, logs]
+""", 1))
+    slo = load_slo(edited)
+    assert [s.dashboard for s in slo.services] == ["lookout-billing", "lookout-overview", "lookout-notifier"]
+    board = json.loads(json.dumps(service_board(slo, slo.services[0]).build(), default=lambda o: o.__dict__))
+    titles = [p["title"] for p in board["panels"]]
+    assert titles[0] == "Pods" and "Warnings and errors" in titles and "Request rate per route" not in titles
+    assert board["uid"] == "lookout-billing"
+    used = json.dumps(board)
+    assert 'job=\\"lookout-billing-metrics\\"' in used and 'job=\\"lookout-metrics\\"' not in used
+    assert 'horizontalpodautoscaler=\\"lookout-billing\\"' in used  # the HPA defaults to the deployment
+
+
+@pytest.mark.parametrize("entry, named", [
+    ("sections: [pods, graphs]", "graphs"),
+    ("objectives: [throughput]", "throughput"),
+])
+def test_a_service_entry_naming_an_unknown_section_or_objective_is_refused(tmp_path, entry, named):
+    edited = tmp_path / "slo.yaml"
+    key = entry.split(":")[0]
+    text = (HERE / "slo.yaml").read_text()
+    line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
+    edited.write_text(text.replace(line, f"    {entry}", 1))
+    with pytest.raises(ValueError, match=f"service lookout names unknown objectives or sections.*{named}"):
+        load_slo(edited)
+
+
+def test_the_boards_show_the_broker_the_outbox_and_the_consumer():
+    notifier = " ".join(q.expr for q in dashboard_queries([HERE / "lookout-notifier.json"]))
+    for metric in ("rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked", "rabbitmq_queue_consumers",
+                   "rabbitmq_global_messages_received_total", "rabbitmq_global_messages_delivered_total",
+                   "lookout_notifier_consumer_lag", "lookout_notifier_dead_letters_total"):
+        assert metric in notifier, metric
+    assert 'queue="notifier.dead-letters"' in notifier and 'job="lookout-broker-metrics"' in notifier
+    overview = " ".join(q.expr for q in dashboard_queries([HERE / "lookout-overview.json"]))
+    for metric in ("lookout_outbox_backlog", "lookout_outbox_oldest_unpublished_age_seconds",
+                   "lookout_outbox_publish_failures_total", "lookout_relay_broker_connected"):
+        assert f'{metric}{{job="lookout-relay-metrics"}}' in overview, metric

@@ -204,8 +204,8 @@ def pods_section(board: Dashboard, slo: SLO, t: Target) -> Dashboard:
             f"sum by (pod, generation) (rate(python_gc_collections_total{{{app}}}[{RATE}]))",
             "{{pod}} generation {{generation}}")], width=24, height=6,
             description="Python garbage collections per second by generation. A full collection "
-                        "(generation 2) pauses every request in flight on that pod; workers freeze "
-                        "their start-up heap (GUNICORN_GC_FREEZE) so these stay rare and short."))
+                        "(generation 2) pauses all the work in flight on that pod; the web workers "
+                        "freeze their start-up heap (GUNICORN_GC_FREEZE) so these stay rare and short."))
     )
 
 
