@@ -237,8 +237,9 @@ def test_a_service_entry_naming_an_unknown_section_or_objective_is_refused(tmp_p
 
 def test_the_boards_show_the_broker_the_outbox_and_the_consumer():
     notifier = " ".join(q.expr for q in dashboard_queries([HERE / "lookout-notifier.json"]))
-    for metric in ("rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked", "rabbitmq_queue_consumers",
-                   "rabbitmq_global_messages_received_total", "rabbitmq_global_messages_delivered_total",
+    for metric in ("rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked",
+                   "rabbitmq_queue_consumers", "rabbitmq_global_messages_received_total",
+                   "rabbitmq_global_messages_delivered_total",
                    "lookout_notifier_consumer_lag", "lookout_notifier_dead_letters_total"):
         assert metric in notifier, metric
     assert 'queue="notifier.dead-letters"' in notifier and 'job="lookout-broker-metrics"' in notifier
