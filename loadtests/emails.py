@@ -4,8 +4,11 @@ The arithmetic is pure and tested: ``histogram`` (cumulative buckets of the noti
 ``lookout_notifier_event_to_email_seconds`` from a /metrics text, summed over its labels),
 ``quantile`` (as PromQL's ``histogram_quantile``: linear inside the bucket that holds the rank),
 ``share_within`` (the share at or under a bucket bound, the SLO threshold), ``since`` (what a
-scrape holds beyond an earlier one) and ``created_users``
-(the writers' successful creations, from Locust's stats CSV).
+scrape holds beyond an earlier one), ``created_users``
+(the writers' successful creations, from Locust's stats CSV), ``vector_buckets`` and
+``vector_total`` (the same from a Prometheus query's answer, for a run in the cluster, which reads
+the notifier's metrics through Prometheus: ``latency_query``, ``welcome_query``) and
+``violations`` (the verdict against the notifier SLO).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,6 +42,44 @@ class EmailResult:
     within_threshold: float  # share of ``count`` emailed within ``threshold_seconds``
     threshold_seconds: float
     waited_seconds: float  # from the end of the load to the last email (or to giving up)
+    target: float = math.nan  # the notifier SLO's share within the threshold; NaN: no verdict
+    emails_label: str = "their welcome emails received"  # what ``emails`` counted
+
+
+def violations(result: EmailResult) -> list[str]:
+    """Every way ``result`` breaks the notifier SLO: writers' users without their welcome email,
+    or a share within the threshold below the target; empty: it holds."""
+    found = []
+    if result.users_created > result.emails:
+        found.append(f"{result.users_created - result.emails} of the writers' {result.users_created} users "
+                     "have no welcome email")
+    if result.count == 0:
+        found.append("no email was measured")
+    elif result.within_threshold < result.target:
+        found.append(f"{result.within_threshold:.2%} emailed within {result.threshold_seconds:g} s, below "
+                     f"the SLO's {result.target:.2%}")
+    return found
+
+
+def latency_query(window_seconds: int) -> str:
+    """PromQL: the notifier's latency buckets over the last ``window_seconds``, summed over pods and
+    templates (``increase`` copes with pods that start, stop or restart in the window)."""
+    return f"sum by (le) (increase({LATENCY_METRIC}_bucket[{window_seconds}s]))"
+
+
+def welcome_query(window_seconds: int) -> str:
+    """PromQL: welcome emails the notifier sent over the last ``window_seconds``."""
+    return f'sum(increase(lookout_notifier_emails_sent_total{{template="welcome"}}[{window_seconds}s]))'
+
+
+def vector_buckets(result: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Cumulative buckets from the ``data.result`` of an instant query by ``le``, ascending."""
+    return sorted((float(series["metric"]["le"]), float(series["value"][1])) for series in result)
+
+
+def vector_total(result: Sequence[dict[str, Any]]) -> float:
+    """The value of a one-series instant query's ``data.result``; 0 when it has none."""
+    return float(result[0]["value"][1]) if result else 0.0
 
 
 def histogram(metrics_text: str, name: str = LATENCY_METRIC) -> list[tuple[float, float]]:
