@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import pika
-import psutil
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import make_url
 
@@ -216,7 +215,8 @@ def notifier_database(given: str | None, workdir: Path) -> Iterator[tuple[str, s
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield (admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False),
+        url = admin.set(drivername="postgresql+psycopg", database=name)
+        yield (url.render_as_string(hide_password=False),
                "PostgreSQL (a database of the run's own, on DATABASE_URL's server)")
     finally:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--broker-url", default=os.environ.get(BROKER_VAR) or None,
                         help=f"AMQP URL (or {BROKER_VAR}) of a broker or vhost of the run's own (purged)")
-    parser.add_argument("--database-url", help="The notifier's database (default: see the module's docstring)")
+    parser.add_argument("--database-url", help="The notifier's database (default: see the docstring)")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports" / "capacity")
     parser.add_argument("--messages", type=int, default=1000, help="Events of the burst")
     parser.add_argument("--hold-seconds", type=float, default=30, help="Seconds of the hold phase")

@@ -105,7 +105,8 @@ def advise(rate: float, threshold: float, peak_events: float, availability_floor
         raise ValueError(f"a consumer's rate must be a positive number of emails per second, not {rate}")
     budget = threshold - polling - start
     if budget <= 0:
-        raise ValueError(f"the SLO threshold {threshold:g} s leaves no time once KEDA's polling ({polling:g} s) "
+        raise ValueError(f"the SLO threshold {threshold:g} s leaves no time once KEDA's polling "
+                         f"({polling:g} s) "
                          f"and a pod's start ({start:g} s) are taken: lower them")
     value = max(1, math.floor(rate * budget * utilisation))
     return ScalingAdvice(rate=rate, value=value, min_replicas=max(1, availability_floor),

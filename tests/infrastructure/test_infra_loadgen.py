@@ -221,10 +221,12 @@ def test_prometheus_without_its_egress_rule_or_address_is_refused(synthetic_file
 
 def test_the_stack_points_the_master_at_its_prometheus(render_case):
     rendered = render_case("dev-synthetic-loadtest")
-    master = rendered.one("Deployment", "lookout-loadtest-master")["spec"]["template"]["spec"]["containers"][0]
+    pod = rendered.one("Deployment", "lookout-loadtest-master")["spec"]["template"]["spec"]
+    master = pod["containers"][0]
     url = {e["name"]: e.get("value") for e in master["env"]}["LOOKOUT_LOADTEST_PROMETHEUS_URL"]
     assert url.startswith("http://kps-prometheus.") and url.endswith(":9090")
-    ports = [r["ports"][0]["port"] for r in rendered.one("NetworkPolicy", "lookout-loadtest")["spec"]["egress"]]
+    egress = rendered.one("NetworkPolicy", "lookout-loadtest")["spec"]["egress"]
+    ports = [r["ports"][0]["port"] for r in egress]
     assert 9090 in ports
 
 
