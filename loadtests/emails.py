@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 LATENCY_METRIC = "lookout_notifier_event_to_email_seconds"
 CREATE_REQUEST = ("POST", "/api/v1/users")  # the writer persona's creation, as Locust names it
 WRITER_USER_PREFIX = "user-"  # the writers' new users' addresses (accounts.new_email("user"))
@@ -44,6 +42,7 @@ class EmailResult:
     waited_seconds: float  # from the end of the load to the last email (or to giving up)
     target: float = math.nan  # the notifier SLO's share within the threshold; NaN: no verdict
     emails_label: str = "their welcome emails received"  # what ``emails`` counted
+    how: str = ""  # how it was measured, when not as ``make loadtest`` does (the section says)
 
 
 def violations(result: EmailResult) -> list[str]:
@@ -85,6 +84,10 @@ def vector_total(result: Sequence[dict[str, Any]]) -> float:
 def histogram(metrics_text: str, name: str = LATENCY_METRIC) -> list[tuple[float, float]]:
     """Cumulative buckets of histogram ``name`` in a Prometheus text exposition, summed over
     its label sets; empty when it is not there."""
+    # Imported here: the in-cluster master (the locust image) has no prometheus_client, and reads
+    # Prometheus's answers (vector_buckets) instead.
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals: dict[float, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         if family.name != name:
@@ -148,3 +151,31 @@ def created_users(stats_csv: Path) -> int:
             if (row["Type"], row["Name"]) == CREATE_REQUEST:
                 return int(row["Request Count"]) - int(row["Failure Count"])
     return 0
+
+
+def email_section(result: EmailResult | None, not_measured: str = "") -> list[str]:
+    """The event-to-email part of the load-test summary; ``not_measured`` says why it is absent."""
+    lines = ["## Event-to-email latency", ""]
+    if result is None:
+        return [*lines, f"Not measured: {not_measured}", ""]
+    missing = result.users_created - result.emails
+    lines += ["| | |", "|---|---|",
+              f"| users created by the writers | {result.users_created} |",
+              f"| {result.emails_label} | {result.emails}"
+              f"{f' (**{missing} missing**)' if missing > 0 else ''} |",
+              f"| events emailed during the run (latency histogram count) | {result.count} |",
+              f"| p50 / p95 / p99 | {result.p50:.2f} s / {result.p95:.2f} s / {result.p99:.2f} s |",
+              f"| within the SLO threshold ({result.threshold_seconds:g} s) "
+              f"| {result.within_threshold:.2%} |",
+              f"| waited after the load for the last email | {result.waited_seconds:.1f} s |",
+              *([] if math.isnan(result.target) else [
+                  f"| against the notifier SLO ({result.target:.0%} within {result.threshold_seconds:g} s) | "
+                  + ("**FAIL**: " + "; ".join(broken) if (broken := violations(result)) else "**PASS**")
+                  + " |"]), "",
+              result.how or
+              "From the change's commit (the event's `occurred_at`) to the SMTP server's acceptance: the "
+              "notifier's `lookout_notifier_event_to_email_seconds`, percentiles interpolated within its "
+              "buckets as `histogram_quantile` does. It counts every email of the run: the seed users' and "
+              "the personas' accounts' too; the bootstrap admin's, written before the relay started, "
+              "is left out (the histogram is read once before the load).", ""]
+    return lines

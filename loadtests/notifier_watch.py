@@ -9,7 +9,7 @@ With ``--prometheus-url`` (or LOOKOUT_LOADTEST_PROMETHEUS_URL) the master, or a 
 when the load starts; when Locust quits it waits, at most ``--email-wait`` seconds, until
 Prometheus counts at least as many welcome emails since then as the writers created users and
 has seen the notifier's queue empty after the load, then logs the event-to-email section of
-``make loadtest``'s summary (loadtests/report.py) with its verdict. Every stack has Prometheus
+``make loadtest``'s summary (``emails.email_section``) with its verdict. Every stack has Prometheus
 and the notifier's metrics; a mail catcher only dev and the kind e2e have. ``make loadtest``
 reads the consumer's metrics itself (loadtests/run.py) and sets no URL. The verdict does not
 change the exit code: the SLO gate judges the API's requests, as in ``make loadtest``.
@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
 LAG = "lookout_notifier_consumer_lag"  # messages ready in the notifier's queue, per consumer
 EMAILS_LABEL = "welcome emails sent during the run (every new account's)"
+HOW = ("From the change's commit (the event's `occurred_at`) to the SMTP server's acceptance: the "
+       "notifier's `lookout_notifier_event_to_email_seconds` as Prometheus scraped it from every consumer, "
+       "`increase()` over the run (an estimate that copes with consumers started and stopped during it), "
+       "percentiles as `histogram_quantile` computes them. It counts every email of the run: the seed "
+       "users' and the personas' accounts' too.")
 
 
 class PrometheusError(RuntimeError):
@@ -86,7 +91,7 @@ def measure(prometheus: Prometheus, started: float, users_created: int, wait: fl
         p99=emails.quantile(0.99, buckets),
         within_threshold=emails.share_within(threshold, buckets) if count else math.nan,
         threshold_seconds=threshold, waited_seconds=waited, target=slo.notifier_target,
-        emails_label=EMAILS_LABEL)
+        emails_label=EMAILS_LABEL, how=HOW)
 
 
 def install(environment: Any, **_kwargs: Any) -> None:
@@ -103,8 +108,6 @@ def install(environment: Any, **_kwargs: Any) -> None:
     events.test_start.add_listener(lambda **_kw: started.append(time.time()))
 
     def report(environment: Any, **_kw: Any) -> None:
-        from loadtests.report import email_section
-
         if not started:
             logger.warning("emails: the load never started; nothing to measure")
             return
@@ -116,7 +119,7 @@ def install(environment: Any, **_kwargs: Any) -> None:
             logger.error("emails: not measured: %s", exc)
             return
         broken = emails.violations(result)
-        for line in email_section(result):
+        for line in emails.email_section(result):
             logger.info("%s", line)
         logger.log(logging.ERROR if broken else logging.INFO, "emails: notifier SLO %s",
                    "FAIL: " + "; ".join(broken) if broken else "PASS")

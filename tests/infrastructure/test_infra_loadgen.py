@@ -219,6 +219,24 @@ def test_prometheus_without_its_egress_rule_or_address_is_refused(synthetic_file
         build(dict(synthetic_files.loadtests), **changes)
 
 
+def test_the_masters_email_report_needs_nothing_the_locust_image_lacks(tmp_path: Path):
+    """The locust image has requests but neither prometheus_client nor the repository's infra/:
+    the email report must run without them (the master imports it when the run ends)."""
+    code = """
+import sys
+for name in ("prometheus_client", "infra", "matplotlib"):
+    sys.modules[name] = None  # an import of it now fails, as in the image
+import loadtests.locustfile
+from loadtests import emails, notifier_watch
+result = emails.EmailResult(1, 1, 1, 0.1, 0.1, 0.1, 1.0, 60.0, 1.0, target=0.99)
+print(*emails.email_section(result))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "**PASS**" in result.stdout
+
+
 def test_the_stack_points_the_master_at_its_prometheus(render_case):
     rendered = render_case("dev-synthetic-loadtest")
     pod = rendered.one("Deployment", "lookout-loadtest-master")["spec"]["template"]["spec"]
