@@ -15,7 +15,8 @@ process (``flask --app app.notifier:create_app notifier consume``, development s
 production settings refuse the server's plain SMTP), started and stopped by PID.
 
 1. burst: ``--messages`` user.created events published at once, as the relay publishes them; the
-   consumer's rate is emails per second from the first acceptance to the last.
+   consumer's rate is emails per second from the first acceptance to the last (every email must
+   arrive; their latency is the backlog's, which ``--messages`` sets, so it is shown, not judged).
 2. hold: events published at 70 % of that rate for ``--hold-seconds``; each email's latency (the
    server's acceptance less the event's ``occurred_at``) against the notifier SLO.
 
@@ -113,7 +114,7 @@ class Publisher:
 
 
 def run_phase(name: str, publisher: Publisher, sink: Sink, consumer_pid: int, count: int, rate: float,
-              max_seconds: float) -> Phase:
+              max_seconds: float, held_to_slo: bool = True) -> Phase:
     """Publish ``count`` events at ``rate`` per second (``math.inf``: at once), wait (bounded by
     ``max_seconds`` from the first publish) for their emails and measure them."""
     published: dict[str, float] = {}
@@ -133,7 +134,7 @@ def run_phase(name: str, publisher: Publisher, sink: Sink, consumer_pid: int, co
     accepted = sink.times(published)
     return Phase(name=name, offered=rate, published=count,
                  latencies=tuple(accepted[i] - published[i] for i in accepted), seconds=seconds,
-                 rate=rate_of(list(accepted.values())), consumer_cores=cores)
+                 rate=rate_of(list(accepted.values())), consumer_cores=cores, held_to_slo=held_to_slo)
 
 
 @contextmanager
@@ -183,7 +184,8 @@ def measure(broker_url: str, database_url: str, workdir: Path, messages: int, ho
     publisher = Publisher(broker_url)
     try:
         with consumer(broker_url, database_url, smtp.port, workdir) as pid:
-            phases = [run_phase("burst", publisher, sink, pid, messages, math.inf, max_seconds)]
+            phases = [run_phase("burst", publisher, sink, pid, messages, math.inf, max_seconds,
+                                held_to_slo=False)]
             rate = phases[0].rate
             if rate > 0 and not math.isinf(rate):
                 hold_rate = rate * UTILISATION

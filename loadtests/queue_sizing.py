@@ -37,6 +37,9 @@ class Phase:
     seconds: float  # from the first publish to the last email (or to giving up)
     rate: float  # emails per second, first to last email
     consumer_cores: float  # CPU the consumer process used on average over ``seconds``
+    # Held to the SLO's latency: the hold is; the burst measures the rate, and its backlog is
+    # whatever --messages says (every email must still arrive).
+    held_to_slo: bool = True
 
     @property
     def emailed(self) -> int:
@@ -82,7 +85,7 @@ def violations(phase: Phase, threshold: float, target: float) -> list[str]:
     if phase.missing:
         found.append(f"{phase.missing} of {phase.published} events were not emailed in time")
     share = phase.within(threshold)
-    if phase.published and share < target:
+    if phase.held_to_slo and phase.published and share < target:
         found.append(f"{share:.2%} of events emailed within {threshold:g} s, below the SLO's {target:.2%}")
     return found
 
@@ -139,7 +142,7 @@ def markdown(phases: Sequence[Phase], advice: ScalingAdvice | None, threshold: f
             f"{_seconds(phase.quantile(0.5))} | {_seconds(phase.quantile(0.95))} | "
             f"{_seconds(phase.quantile(0.99))} | {phase.within(threshold):.2%} | "
             f"{phase.consumer_cores:.2f} cores | {phase.cpu_ms_per_message:.2f} | "
-            f"{'FAIL: ' + '; '.join(broken) if broken else 'PASS'} |")
+            f"{'FAIL: ' + '; '.join(broken) if broken else 'PASS' if phase.held_to_slo else 'all emailed'} |")
     lines.append("")
     if advice is None:
         lines.append("**No rate within the SLO**: nothing to size the ScaledObject from.")

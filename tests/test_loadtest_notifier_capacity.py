@@ -11,9 +11,10 @@ from loadtests.notifier_capacity import Sink, measure, notifier_database
 from loadtests.queue_sizing import Phase, advise, markdown, quantile, rate_of, violations
 
 
-def phase(latencies: tuple[float, ...], published: int | None = None, rate: float = 50.0) -> Phase:
+def phase(latencies: tuple[float, ...], published: int | None = None, rate: float = 50.0,
+          held_to_slo: bool = True) -> Phase:
     return Phase("burst", math.inf, len(latencies) if published is None else published, latencies, 10.0, rate,
-                 0.5)
+                 0.5, held_to_slo)
 
 
 def test_quantiles_are_nearest_rank_and_rates_run_first_to_last():
@@ -31,6 +32,9 @@ def test_a_phase_breaks_the_slo_by_slow_or_missing_emails():
     missing = violations(phase((0.1,) * 99, published=100), 60, 0.99)
     assert missing == ["1 of 100 events were not emailed in time"]  # 99 % within: the count alone fails it
     assert phase((0.1,) * 99, published=100).within(60) == pytest.approx(0.99)
+    # A burst's latency is its backlog's: shown, not judged; its missing emails still fail it.
+    assert violations(phase((61.0,) * 10, held_to_slo=False), 60, 0.99) == []
+    assert violations(phase((0.1,) * 9, published=10, held_to_slo=False), 60, 0.99)
 
 
 def test_the_scaled_object_follows_the_rate_and_the_threshold():
@@ -50,6 +54,7 @@ def test_the_report_gives_the_verdicts_and_the_scaled_object():
     good, bad = phase((0.1,) * 10), phase((0.1,) * 9, published=10)
     text = markdown([good, bad], advise(50, 60, 50), 60, 0.99, 50, {"CPU": "Test CPU"}, {"burst": "10"})
     assert "| burst | burst | 10 | 10 | 50.0 |" in text and "| PASS |" in text
+    assert "| all emailed |" in markdown([phase((61.0,) * 3, held_to_slo=False)], None, 60, 0.99, 50, {}, {})
     assert "FAIL: 1 of 10 events were not emailed in time" in text
     assert "| trigger `value` (messages per replica) | **525** |" in text
     assert "| `maxReplicaCount` | **2** |" in text
@@ -64,13 +69,14 @@ def test_one_consumer_is_measured_and_a_slow_smtp_server_fails_it(amqp_url, post
     with notifier_database(None, tmp_path) as (url, described):
         assert "PostgreSQL" in described
         healthy = measure(amqp_url, url, tmp_path, messages=30, hold_seconds=2, max_seconds=30, sink=sink)
-        sink.delay = 0.1  # the fault: every message takes the SMTP server 100 ms to accept
-        slowed = measure(amqp_url, url, tmp_path, messages=10, hold_seconds=1, max_seconds=30, sink=sink)
+        sink.delay = 0.5  # the fault: every message takes the SMTP server half a second to accept
+        slowed = measure(amqp_url, url, tmp_path, messages=6, hold_seconds=2, max_seconds=30, sink=sink)
     assert [p.name for p in healthy] == ["burst", "hold"]
     burst, hold = healthy
-    assert burst.emailed == 30 and burst.rate > 10, burst
+    assert burst.emailed == 30, burst
     assert hold.emailed == hold.published and violations(hold, 60, 0.99) == []
     assert hold.offered == pytest.approx(burst.rate * 0.7)
-    assert slowed[0].rate < 10 < burst.rate  # one email at a time: at most 1 / 0.1 s per second
+    # One email at a time, each at least 0.5 s: at most 2 a second, whatever else the machine does.
+    assert slowed[0].emailed == 6 and slowed[0].rate <= 2 < burst.rate, (slowed[0], burst)
     # Held to a threshold the slowed consumer cannot meet, the same measurement fails.
-    assert violations(slowed[0], 0.2, 0.99)
+    assert violations(slowed[1], 0.25, 0.99)
