@@ -97,7 +97,6 @@ def measure(prometheus: Prometheus, started: float, users_created: int, wait: fl
 def install(environment: Any, **_kwargs: Any) -> None:
     """An ``events.init`` listener: on the master or a local runner with ``--prometheus-url``,
     note the load's start and report the emails when Locust quits."""
-    from locust import events
     from locust.runners import WorkerRunner
 
     options = environment.parsed_options
@@ -105,7 +104,7 @@ def install(environment: Any, **_kwargs: Any) -> None:
     if not url or isinstance(environment.runner, WorkerRunner):
         return
     started: list[float] = []
-    events.test_start.add_listener(lambda **_kw: started.append(time.time()))
+    environment.events.test_start.add_listener(lambda **_kw: started.append(time.time()))
 
     def report(environment: Any, **_kw: Any) -> None:
         if not started:
@@ -124,4 +123,4 @@ def install(environment: Any, **_kwargs: Any) -> None:
         logger.log(logging.ERROR if broken else logging.INFO, "emails: notifier SLO %s",
                    "FAIL: " + "; ".join(broken) if broken else "PASS")
 
-    events.quitting.add_listener(report)
+    environment.events.quitting.add_listener(report)

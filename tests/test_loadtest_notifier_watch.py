@@ -3,7 +3,10 @@ scraping the notifier's real metrics registry, fast emails pass the notifier SLO
 
 from __future__ import annotations
 
+import logging
 import time
+from argparse import Namespace
+from types import SimpleNamespace
 
 import pytest
 from conftest import service_missing
@@ -11,7 +14,7 @@ from prometheus_client import start_http_server
 from promserver import PrometheusServer, prometheus_binary
 
 from loadtests.harness import free_port
-from loadtests.notifier_watch import EMAILS_LABEL, Prometheus, PrometheusError, measure
+from loadtests.notifier_watch import EMAILS_LABEL, Prometheus, PrometheusError, install, measure
 from loadtests.report import loadtest_markdown
 
 
@@ -76,6 +79,49 @@ def test_missing_emails_are_waited_for_then_reported(notifier_metrics, prometheu
     result = measure(Prometheus(prometheus.url), started, users_created=50, wait=3)
     assert result.waited_seconds >= 3 and result.emails < 50
     assert "have no welcome email" in loadtest_markdown(0, result)
+
+
+def test_the_listener_reports_when_locust_quits(notifier_metrics, prometheus, caplog):
+    """In a Locust environment as the master has it: the start is noted, the writers' creations
+    come from the stats, and the section with its verdict is logged when Locust quits."""
+    from locust.env import Environment
+
+    metrics, _ = notifier_metrics
+    metrics.lag.set(0)
+    environment = Environment(parsed_options=Namespace(prometheus_url=prometheus.url, email_wait=30.0))
+    environment.runner = SimpleNamespace()  # not a worker: the master or a local runner
+    install(environment)
+    caplog.set_level(logging.INFO)
+    environment.events.test_start.fire(environment=environment)
+    for _ in range(2):  # the writers' creations, as Locust records them
+        environment.stats.log_request("POST", "/api/v1/users", 120, 200)
+    environment.stats.log_request("POST", "/api/v1/users", 120, 200)
+    environment.stats.log_error("POST", "/api/v1/users", "409")  # not created
+    emailed(metrics, 0.3, 2)
+    environment.events.quitting.fire(environment=environment)
+    assert "| users created by the writers | 2 |" in caplog.text
+    assert "emails: notifier SLO PASS" in caplog.text
+
+
+def test_without_a_url_or_on_a_worker_nothing_is_installed():
+    from locust.env import Environment
+    from locust.runners import WorkerRunner
+
+    quiet = Environment(parsed_options=Namespace(prometheus_url="", email_wait=30.0))
+    quiet.runner = SimpleNamespace()
+    install(quiet)
+    worker = Environment(parsed_options=Namespace(prometheus_url="http://p:9090", email_wait=30.0))
+
+    class Worker(WorkerRunner):  # only its type is read: nothing of a real worker starts
+        def __init__(self) -> None:
+            pass
+
+        def __del__(self) -> None:
+            pass
+
+    worker.runner = Worker()
+    install(worker)
+    assert not quiet.events.quitting._handlers and not worker.events.quitting._handlers
 
 
 def test_an_unreachable_prometheus_is_an_error_not_a_pass():
