@@ -251,8 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                          args.max_seconds)
     passed = all(not violations(p, threshold, target) for p in phases) and len(phases) == 2
     advice = advise(phases[0].rate, threshold, args.peak_events) if passed else None
-    setup = {"consumer": f"one process, prefetch 10 (the default), {database}, RabbitMQ, aiosmtpd in the "
-                         "measuring process", "burst": f"{args.messages} user.created events at once",
+    from app.notifier.config import NotifierConfig
+
+    prefetch = NotifierConfig.model_fields["PREFETCH_COUNT"].default
+    setup = {"consumer": f"one process, prefetch {prefetch} (the default), {database}, RabbitMQ, aiosmtpd "
+                         "in the measuring process", "burst": f"{args.messages} user.created events at once",
              "hold": f"{UTILISATION:.0%} of the burst's rate for {args.hold_seconds:g} s"}
     (reports / "notifier.md").write_text(markdown(phases, advice, threshold, target, args.peak_events,
                                                   about, setup))
