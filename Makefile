@@ -125,13 +125,16 @@ clean: clean-infra
 
 # Load tests (loadtests/README.md). Locust options go in LOADTEST_ARGS, e.g. LOADTEST_ARGS="-u 100 -t 2m";
 # DATABASE_URL switches the local service from SQLite to PostgreSQL.
-.PHONY: loadtest capacity
+.PHONY: loadtest capacity capacity-notifier
 
 loadtest: venv ## Load-test a local gunicorn service; fails when the SLO breaks (reports/)
 	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
 
 capacity: venv ## Step-ramp a local service: highest rate within the SLO, replicas needed (reports/capacity/)
 	$(BIN)/python -m loadtests.capacity $(CAPACITY_ARGS)
+
+capacity-notifier: venv ## One notifier consumer's emails/s within its SLO, the ScaledObject's numbers (reports/capacity/notifier.md)
+	$(BIN)/python -m loadtests.notifier_capacity $(CAPACITY_NOTIFIER_ARGS)
 
 # --- dashboards and rules (dashboards/): generated from dashboards/slo.yaml ----------------------
 .PHONY: dashboards rules
@@ -203,9 +206,9 @@ smoke: venv ## Smoke test SMOKE_URL (a deployed service), or a local gunicorn wh
 loadtest-summary: venv ## Table of the last load test, judged by the SLO (also to the GitHub job summary)
 	$(BIN)/python -m infra.delivery.loadtest_summary $(LOADTEST_CSV)
 
-capacity-summary: ## The last capacity report (reports/capacity/capacity.md), also to the GitHub job summary
-	cat reports/capacity/capacity.md
-	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat reports/capacity/capacity.md >> "$$GITHUB_STEP_SUMMARY"; fi
+capacity-summary: ## The last capacity reports (reports/capacity/capacity.md, notifier.md), also to the GitHub job summary
+	cat reports/capacity/capacity.md $(wildcard reports/capacity/notifier.md)
+	if [ -n "$$GITHUB_STEP_SUMMARY" ]; then cat reports/capacity/capacity.md $(wildcard reports/capacity/notifier.md) >> "$$GITHUB_STEP_SUMMARY"; fi
 
 policy-scan: manifests checkov ## checkov on the rendered manifests of STACK
 	$(CHECKOV) -d build/manifests/$(STACK)/objects $(if $(wildcard build/manifests/$(STACK)/policy),-d build/manifests/$(STACK)/policy) \

@@ -243,7 +243,10 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
             target=Peer(port=8000, namespace=s.service.namespace, pod_labels=SERVER),
             pip_requirements=locked_requirements(s.loadtest.pip_packages),
             credentials={"LOOKOUT_LOADTEST_ADMIN_EMAIL": admin[BOOTSTRAP_EMAIL],
-                         "LOOKOUT_LOADTEST_ADMIN_PASSWORD": admin[BOOTSTRAP_PASSWORD]}))
+                         "LOOKOUT_LOADTEST_ADMIN_PASSWORD": admin[BOOTSTRAP_PASSWORD]},
+            # The writers' users are emailed: the run reports the notifier's latency from Prometheus.
+            prometheus_url=monitoring.prometheus_url,
+            prometheus=Peer(port=9090, namespace=s.monitoring.namespace, pod_labels=PROMETHEUS_POD_LABELS)))
         outputs["locustWebUrl"] = loadgen.web_url
         if loadgen.verdict_job:
             outputs["loadtestJob"] = loadgen.verdict_job

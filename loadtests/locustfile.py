@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from locust import events
 
-from loadtests import steps
+from loadtests import notifier_watch, steps
 from loadtests.accounts import seed_users
 from loadtests.gate import slo_gate
 from loadtests.options import add_arguments
@@ -31,5 +31,6 @@ __all__ = ["Admin", "Directory", "ProfileShape", "Reader", "Writer"]
 
 events.init_command_line_parser.add_listener(add_arguments)
 events.init.add_listener(lambda environment, **_kw: steps.install(environment))
+events.init.add_listener(notifier_watch.install)
 events.test_start.add_listener(seed_users)
 events.quitting.add_listener(slo_gate)

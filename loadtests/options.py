@@ -6,6 +6,8 @@ Environment variables read (each also a flag):
     LOOKOUT_LOADTEST_ADMIN_EMAIL_FILE, LOOKOUT_LOADTEST_ADMIN_PASSWORD_FILE
                                       files holding them (a mounted Kubernetes Secret), used when the
                                       variables above are unset
+    LOOKOUT_LOADTEST_PROMETHEUS_URL   --prometheus-url   Prometheus with the notifier's metrics: report
+                                      the writers' emails and their latency (notifier_watch.py)
 """
 
 from __future__ import annotations
@@ -42,5 +44,11 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--spike-factor", type=float, default=4.0, help="Peak users / base users of a spike")
     group.add_argument("--think-time-scale", type=float, default=1.0,
                        help="Multiply every persona's think time (below 1 = more requests per user)")
+    group.add_argument("--prometheus-url", env_var="LOOKOUT_LOADTEST_PROMETHEUS_URL", default="",
+                       include_in_web_ui=False,
+                       help="Prometheus scraping the notifier: report the event-to-email latency against "
+                            "the notifier SLO when the run ends (a deployed stack)")
+    group.add_argument("--email-wait", type=float, default=120.0, include_in_web_ui=False,
+                       help="With --prometheus-url: seconds to wait after the load for the last email")
     group.add_argument("--capacity-out", default="", include_in_web_ui=False,
                        help="Write per-step stats of a step ramp to this JSON file (make capacity)")

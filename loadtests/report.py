@@ -16,7 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from loadtests.emails import EmailResult
+from loadtests.emails import EmailResult, email_section  # the summary's email part lives with its data
 from loadtests.stack import StackSizing
 
 Sample = tuple[float, float]  # (wall-clock time, CPU seconds used so far)
@@ -212,29 +212,6 @@ def chart(steps: Sequence[Step], best: Step | None, limits: Any, path: Path) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def email_section(result: EmailResult | None, not_measured: str = "") -> list[str]:
-    """The event-to-email part of the load-test summary; ``not_measured`` says why it is absent."""
-    lines = ["## Event-to-email latency", ""]
-    if result is None:
-        return [*lines, f"Not measured: {not_measured}", ""]
-    missing = result.users_created - result.emails
-    lines += ["| | |", "|---|---|",
-              f"| users created by the writers | {result.users_created} |",
-              f"| their welcome emails received | {result.emails}"
-              f"{f' (**{missing} missing**)' if missing > 0 else ''} |",
-              f"| events emailed during the run (latency histogram count) | {result.count} |",
-              f"| p50 / p95 / p99 | {result.p50:.2f} s / {result.p95:.2f} s / {result.p99:.2f} s |",
-              f"| within the SLO threshold ({result.threshold_seconds:g} s) "
-              f"| {result.within_threshold:.2%} |",
-              f"| waited after the load for the last email | {result.waited_seconds:.1f} s |", "",
-              "From the change's commit (the event's `occurred_at`) to the SMTP server's acceptance: the "
-              "notifier's `lookout_notifier_event_to_email_seconds`, percentiles interpolated within its "
-              "buckets as `histogram_quantile` does. It counts every email of the run: the seed users' and "
-              "the personas' accounts' too; the bootstrap admin's, written before the relay started, "
-              "is left out (the histogram is read once before the load).", ""]
-    return lines
 
 
 def loadtest_markdown(exit_code: int, email: EmailResult | None, not_measured: str = "") -> str:

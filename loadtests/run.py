@@ -131,13 +131,14 @@ def measure_emails(events: EventPipeline, reports: Path, wait: float) -> emails.
     waited = events.wait_for_emails(emails.WRITER_USER_PREFIX, created, wait)
     # Only the load's events: the bootstrap admin's, written before the relay ran, measured the start-up.
     buckets = emails.since(emails.histogram(events.metrics_text()), events.baseline)
-    threshold = load_slo().notifier_threshold_seconds
+    slo = load_slo()
+    threshold = slo.notifier_threshold_seconds
     return emails.EmailResult(
         users_created=created, emails=events.emailed(emails.WRITER_USER_PREFIX),
         count=int(emails.total(buckets)), p50=emails.quantile(0.5, buckets),
         p95=emails.quantile(0.95, buckets), p99=emails.quantile(0.99, buckets),
         within_threshold=emails.share_within(threshold, buckets), threshold_seconds=threshold,
-        waited_seconds=waited)
+        waited_seconds=waited, target=slo.notifier_target)
 
 
 def write_summary(reports: Path, code: int, email: emails.EmailResult | None, not_measured: str = "") -> None:

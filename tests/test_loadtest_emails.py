@@ -6,6 +6,7 @@ latency was not measured. The histogram arithmetic is checked on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -78,6 +79,31 @@ def test_missing_emails_are_called_out():
     assert "| their welcome emails received | 3 (**2 missing**) |" in text
     assert "| p50 / p95 / p99 | 0.30 s / 1.20 s / 70.00 s |" in text
     assert "| within the SLO threshold (60 s) | 90.00% |" in text
+
+
+def test_the_verdict_against_the_notifier_slo():
+    good = emails.EmailResult(users_created=5, emails=7, count=9, p50=0.3, p95=1.2, p99=2.0,
+                              within_threshold=1.0, threshold_seconds=60.0, waited_seconds=1.0, target=0.99)
+    assert emails.violations(good) == []
+    assert "| against the notifier SLO (99% within 60 s) | **PASS** |" in loadtest_markdown(0, good)
+    slow = dataclasses.replace(good, within_threshold=0.98)
+    assert emails.violations(slow) == ["98.00% emailed within 60 s, below the SLO's 99.00%"]
+    missing = dataclasses.replace(good, emails=4)
+    assert emails.violations(missing) == ["1 of the writers' 5 users have no welcome email"]
+    nothing = dataclasses.replace(good, users_created=0, count=0, within_threshold=math.nan)
+    assert emails.violations(nothing) == ["no email was measured"]
+    assert "notifier SLO" not in loadtest_markdown(0, dataclasses.replace(good, target=math.nan))
+
+
+def test_prometheus_answers_become_buckets():
+    answer = [{"metric": {"le": "+Inf"}, "value": [1.0, "10"]},
+              {"metric": {"le": "0.5"}, "value": [1.0, "2"]},
+              {"metric": {"le": "60.0"}, "value": [1.0, "9.5"]}]
+    assert emails.vector_buckets(answer) == [(0.5, 2.0), (60.0, 9.5), (math.inf, 10.0)]
+    assert emails.vector_total([{"metric": {}, "value": [1.0, "3.2"]}]) == 3.2
+    assert emails.vector_total([]) == 0.0
+    assert emails.latency_query(90) == ("sum by (le) (increase(lookout_notifier_event_to_email_seconds_bucket"
+                                        "[90s]))")
 
 
 BUCKETS = [(0.5, 2.0), (1.0, 6.0), (60.0, 9.0), (120.0, 10.0), (math.inf, 10.0)]

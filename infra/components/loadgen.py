@@ -11,6 +11,11 @@ stack's bootstrap admin) from a Secret of its own namespace. With a run time the
 master and workers are Jobs, the master starts by itself (``--autostart``), quits when the run is
 over (``--autoquit 0``) and exits with the SLO gate's verdict, which is the master Job's result.
 Without one they are Deployments that wait for a start from the web UI.
+
+The writers' new users are user events, so the load drives the notifier too: given Prometheus
+(``prometheus_url`` and its pods as ``prometheus``, for the egress rule), the master reads the
+notifier's metrics when the run ends and logs the event-to-email latency against the notifier
+SLO (loadtests/notifier_watch.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ REQUIREMENTS = "requirements.txt"
 WORKERS_WAIT_SECONDS = 300
 SETUP_ALLOWANCE_SECONDS = 900
 MASTER_PORT, WEB_PORT = 5557, 8089
+PROMETHEUS_URL_VAR = "LOOKOUT_LOADTEST_PROMETHEUS_URL"  # loadtests/options.py reads it
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes the API server accepts in one ConfigMap
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 _SCRATCH = (WritableDir("tmp", "/tmp", "64Mi"), WritableDir("deps", DEPS_DIR, "128Mi"))  # noqa: S108 - emptyDirs
@@ -72,6 +78,9 @@ class LoadGeneratorArgs:
     credentials: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     master_resources: Resources = MASTER_RESOURCES
     worker_resources: Resources = WORKER_RESOURCES
+    # Prometheus scraping the notifier; empty: the run reports no event-to-email latency.
+    prometheus_url: pulumi.Input[str] = ""
+    prometheus: Peer | None = None  # its pods, for the master's egress rule
 
 
 def configmap_key(path: str) -> str:
@@ -138,6 +147,8 @@ class LoadGenerator(pulumi.ComponentResource):
         """Workers reach the master, everyone reaches the service (and PyPI, for the init container)."""
         name, args = self._name, self._args
         egress = [Peer(port=MASTER_PORT, pod_labels=selector(name, "master")), args.target]
+        if args.prometheus is not None:  # the master reads the notifier's latency there
+            egress.append(args.prometheus)
         if args.pip_requirements:
             egress.append(Peer(port=443, cidrs=("0.0.0.0/0",)))
         spec = policy_spec({"app.kubernetes.io/name": name}, ingress=[
@@ -161,6 +172,8 @@ class LoadGenerator(pulumi.ComponentResource):
         mounts = [{"name": "files", "mountPath": FILES_DIR, "readOnly": True},
                   *(d.mount() for d in _SCRATCH)]
         secret_volumes = []
+        if role == "master" and args.prometheus_url:
+            env.append({"name": PROMETHEUS_URL_VAR, "value": args.prometheus_url})
         if role == "master" and self._credentials is not None:  # the master sends options to workers
             # As files (<NAME>_FILE, which loadtests/options.py reads), never as variables.
             env += [{"name": f"{key}_FILE", "value": f"{CREDENTIALS_DIR}/{key}"}
@@ -227,6 +240,9 @@ def master_command(locustfile: str, args: LoadGeneratorArgs) -> list[pulumi.Inpu
 
 
 def _check_files(args: LoadGeneratorArgs) -> None:
+    if bool(args.prometheus_url) != (args.prometheus is not None):
+        raise ValueError("prometheus_url and prometheus go together: the master's egress rule must let it "
+                         "reach the Prometheus it reads the notifier's latency from")
     if args.locustfile not in args.files:
         raise ValueError(f"the locust files have no {args.locustfile}: {sorted(args.files) or 'none'}")
     keys = [configmap_key(path) for path in args.files]

@@ -26,10 +26,13 @@ class LoadGeneratorSettings(Group):
     pip_packages: Annotated[tuple[str, ...], Key("loadtestPipPackages")]  # names; uv.lock pins them
 
     def args(self, *, files: Mapping[str, str], target_url: pulumi.Input[str], target: Peer,
-             pip_requirements: str, credentials: Mapping[str, pulumi.Input[str]]) -> LoadGeneratorArgs:
+             pip_requirements: str, credentials: Mapping[str, pulumi.Input[str]],
+             prometheus_url: pulumi.Input[str] = "", prometheus: Peer | None = None) -> LoadGeneratorArgs:
         """Return the component's Args: these settings plus the locust files, the service to load,
-        the hash-pinned requirements of ``pip_packages`` and the account the run logs in as."""
+        the hash-pinned requirements of ``pip_packages``, the account the run logs in as and the
+        Prometheus it reads the notifier's event-to-email latency from."""
         return LoadGeneratorArgs(files=files, target_url=target_url, target=target, image=self.image,
+                                 prometheus_url=prometheus_url, prometheus=prometheus,
                                  workers=self.workers, users=self.users, spawn_rate=self.spawn_rate,
                                  run_time=self.run_time,
                                  run_seconds=int(duration_seconds(self.run_time)) if self.run_time else 0,

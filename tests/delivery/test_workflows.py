@@ -206,7 +206,10 @@ def test_capacity_runs_nightly_on_postgresql_and_keeps_its_report():
     job = doc["jobs"]["capacity"]
     assert "schedule" in job["if"] and "pull_request" not in job["if"]  # not on every merge
     assert "postgres" in job["services"] and job["env"]["DATABASE_URL"].startswith("postgresql://")
-    assert "make capacity" in [s.get("run") for s in job["steps"]]
+    runs = [s.get("run") for s in job["steps"]]
+    assert runs.index("make capacity") < runs.index("make capacity-notifier") \
+        < runs.index("make capacity-summary")
+    assert_emails_are_measured(job)  # the notifier's capacity needs a broker of the job's own
     upload = next(s for s in job["steps"] if "upload-artifact" in s.get("uses", ""))
     assert upload["with"]["path"] == "reports/capacity/"
 

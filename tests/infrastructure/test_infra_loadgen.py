@@ -193,6 +193,61 @@ def test_network_policy_reaches_the_service_pods_and_nothing_else(rendered: Rend
     assert [r["ports"][0]["port"] for r in spec["egress"]] == [53, 5557, 8000, 443]
 
 
+PROMETHEUS = Peer(port=9090, namespace="monitoring", pod_labels={"app.kubernetes.io/name": "prometheus"})
+PROMETHEUS_URL = "http://kps-prometheus.monitoring.svc.cluster.local:9090"
+
+
+def test_the_master_reads_the_notifiers_latency_from_prometheus(synthetic_files):
+    """The writers' users are emailed: the master gets Prometheus's address and may reach it; the
+    workers get neither."""
+    watched = build(dict(synthetic_files.loadtests), prometheus_url=PROMETHEUS_URL, prometheus=PROMETHEUS)
+
+    def env(role: str) -> dict[str, str]:
+        container = deployment(watched, role)["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert env("master")["LOOKOUT_LOADTEST_PROMETHEUS_URL"] == PROMETHEUS_URL
+    assert "LOOKOUT_LOADTEST_PROMETHEUS_URL" not in env("worker")
+    egress = watched.one("NetworkPolicy")["spec"]["egress"]
+    assert PROMETHEUS.rule() in egress
+    assert [r["ports"][0]["port"] for r in egress] == [53, 5557, 8000, 9090, 443]
+
+
+@pytest.mark.parametrize("changes", [{"prometheus_url": PROMETHEUS_URL}, {"prometheus": PROMETHEUS}])
+def test_prometheus_without_its_egress_rule_or_address_is_refused(synthetic_files, changes):
+    with pytest.raises(ValueError, match="prometheus_url and prometheus go together"):
+        build(dict(synthetic_files.loadtests), **changes)
+
+
+def test_the_masters_email_report_needs_nothing_the_locust_image_lacks(tmp_path: Path):
+    """The locust image has requests but neither prometheus_client nor the repository's infra/:
+    the email report must run without them (the master imports it when the run ends)."""
+    code = """
+import sys
+for name in ("prometheus_client", "infra", "matplotlib"):
+    sys.modules[name] = None  # an import of it now fails, as in the image
+import loadtests.locustfile
+from loadtests import emails, notifier_watch
+result = emails.EmailResult(1, 1, 1, 0.1, 0.1, 0.1, 1.0, 60.0, 1.0, target=0.99)
+print(*emails.email_section(result))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "**PASS**" in result.stdout
+
+
+def test_the_stack_points_the_master_at_its_prometheus(render_case):
+    rendered = render_case("dev-synthetic-loadtest")
+    pod = rendered.one("Deployment", "lookout-loadtest-master")["spec"]["template"]["spec"]
+    master = pod["containers"][0]
+    url = {e["name"]: e.get("value") for e in master["env"]}["LOOKOUT_LOADTEST_PROMETHEUS_URL"]
+    assert url.startswith("http://kps-prometheus.") and url.endswith(":9090")
+    egress = rendered.one("NetworkPolicy", "lookout-loadtest")["spec"]["egress"]
+    ports = [r["ports"][0]["port"] for r in egress]
+    assert 9090 in ports
+
+
 def test_every_real_locust_file_is_carried():
     """Grows with loadtests/: every .py file there, plus the SLO loader it imports."""
     carried = repo_files().loadtests
