@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .platform.database import limit_statements
+from .platform.database import set_up_sessions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def init_app(app: Flask) -> None:
     with app.app_context():
         for engine in db.engines.values():
             bound_waits(engine, app.config["DATABASE_READ_TIMEOUT"])
-            limit_statements(engine, app.config["DATABASE_STATEMENT_TIMEOUT_MS"])
+            set_up_sessions(engine, app.config["DATABASE_STATEMENT_TIMEOUT_MS"])
 
     # Registered after Flask-SQLAlchemy's, so it runs first (teardowns run in reverse).
     @app.teardown_appcontext

@@ -1,4 +1,4 @@
-"""Migrations produce exactly the models' schema, on PostgreSQL and SQLite."""
+"""Migrations produce exactly the models' schema, on PostgreSQL, MySQL/MariaDB and SQLite."""
 
 from __future__ import annotations
 
@@ -24,9 +24,39 @@ def schema_diff(url: str) -> list:
     return diff
 
 
-@pytest.mark.postgres
-def test_migrations_match_models_on_postgresql(new_postgres_database):
-    assert schema_diff(new_postgres_database()) == []
+def test_migrations_match_models_on_each_server(new_database):
+    assert schema_diff(new_database()) == []
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("service", ["users", "notifier"])
+def test_every_mysql_table_is_utf8mb4_compared_as_postgresql_compares(new_mysql_database, service):
+    """Alembic compares no table options: the character set and collation are checked here, on
+    each service's tables, and DATETIME keeps microseconds."""
+    from app.notifier import create_app as create_notifier
+    from app.notifier.extensions import MIGRATIONS
+    from app.notifier.extensions import db as notifier_db
+
+    url = new_mysql_database()
+    factory, handle, directory = ((create_app, db, None) if service == "users"
+                                  else (create_notifier, notifier_db, MIGRATIONS))
+    with factory({"DATABASE_URL": url}).app_context():
+        upgrade(directory=directory) if directory else upgrade()
+        with handle.engine.connect() as conn:
+            tables = conn.exec_driver_sql(
+                "SELECT table_name, table_collation FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name <> 'alembic_version'").fetchall()
+            columns = conn.exec_driver_sql(
+                "SELECT DISTINCT character_set_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND table_name <> 'alembic_version'"
+                " AND character_set_name IS NOT NULL").fetchall()
+            precisions = {row[0] for row in conn.exec_driver_sql(
+                "SELECT datetime_precision FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND data_type = 'datetime'")}
+        handle.engine.dispose()
+    assert tables and {collation for _, collation in tables} == {"utf8mb4_bin"}
+    assert columns == [("utf8mb4", "utf8mb4_bin")]
+    assert precisions == {6}
 
 
 def test_migrations_match_models_on_sqlite(tmp_path):
@@ -80,9 +110,8 @@ def test_the_check_can_fail(tmp_path):
     assert any(op[0] == "add_table" and op[1].name == "not_migrated" for op in diff)
 
 
-@pytest.mark.postgres
-def test_downgrade_to_base_removes_everything(new_postgres_database):
-    app = create_app({"DATABASE_URL": new_postgres_database()})
+def test_downgrade_to_base_removes_everything(new_database):
+    app = create_app({"DATABASE_URL": new_database()})
     with app.app_context():
         upgrade()
         downgrade(revision="base")

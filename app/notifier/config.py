@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..platform.database import mysql_engine_options
 from ..platform.settings import ConfigError, database_url, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ConfigError", "NotifierConfig", "load_config"]

@@ -80,21 +80,26 @@ def mysql_engine_options(*, connect_timeout: float, read_timeout: float | None =
     }
 
 
-def limit_statements(engine: Engine, statement_timeout_ms: int) -> None:
-    """Have a MySQL or MariaDB server end any statement of ``engine`` after the limit (0: none).
+def set_up_sessions(engine: Engine, statement_timeout_ms: int = 0) -> None:
+    """Set each new MySQL/MariaDB connection of ``engine``: the binary collation, and the
+    server's own per-statement limit (0: none).
 
-    The setting differs: MariaDB's ``max_statement_time`` (seconds) covers every statement,
-    MySQL's ``max_execution_time`` (milliseconds) only read-only SELECTs. Which server answers is
-    read from the connection's handshake, so one URL serves either.
+    SQLAlchemy's MySQL dialect sends ``SET NAMES`` on connect, which resets the collation PyMySQL
+    asked for to the character set's default; this runs after it. The limit's setting differs:
+    MariaDB's ``max_statement_time`` (seconds) covers every statement, MySQL's
+    ``max_execution_time`` (milliseconds) only read-only SELECTs. Which server answers is read
+    from the connection's handshake, so one URL serves either.
     """
-    if engine.dialect.name != "mysql" or statement_timeout_ms <= 0:
+    if engine.dialect.name != "mysql":
         return
 
     @event.listens_for(engine, "connect")
-    def _limit(dbapi_connection: Any, _record: Any) -> None:
-        if "mariadb" in dbapi_connection.get_server_info().lower():
-            statement = f"SET SESSION max_statement_time = {statement_timeout_ms / 1000:.3f}"
-        else:
-            statement = f"SET SESSION max_execution_time = {statement_timeout_ms}"
+    def _set_up(dbapi_connection: Any, _record: Any) -> None:
+        statement = f"SET NAMES {MYSQL_CHARSET} COLLATE {MYSQL_COLLATION}"
+        if statement_timeout_ms > 0:
+            if "mariadb" in dbapi_connection.get_server_info().lower():
+                statement += f", SESSION max_statement_time = {statement_timeout_ms / 1000:.3f}"
+            else:
+                statement += f", SESSION max_execution_time = {statement_timeout_ms}"
         with dbapi_connection.cursor() as cursor:
             cursor.execute(statement)
