@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from flask_migrate import upgrade
 from conftest import SERVER_PARAMS, SERVERS
+from flask_migrate import upgrade
 from notifier_support import Publisher, SmtpServer, make_event, wait_for
 from sqlalchemy import select
 
