@@ -294,7 +294,8 @@ def test_the_users_endpoint_is_measured_on_mariadb_beside_postgresql(monkeypatch
             return None
 
     monkeypatch.setattr(run, "GunicornServer", FakeServer)
-    monkeypatch.setattr(run.wrk, "run", lambda url, seconds, server_pid=None, warmup=1, headers=(): _result(1000))
+    monkeypatch.setattr(run.wrk, "run",
+                        lambda url, seconds, server_pid=None, warmup=1, headers=(): _result(1000))
     monkeypatch.setattr(run, "wait_until_idle", lambda servers: None)
     monkeypatch.setattr(run, "admin_token", lambda url: "the-token")
     sink = SimpleNamespace(url="http://127.0.0.1:9")  # only its address is passed on
