@@ -6,7 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app import create_app
 from app.extensions import db
@@ -67,11 +67,12 @@ def insert_users(*rows: tuple[int, str, int | None]) -> None:
     """Insert users (id, role, created_by_id) with the columns every revision since the first has,
     as rows an older revision holds: ids 1, 2, 3 are a@, b@, c@x.example named A, B, C."""
     with db.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO users"
-            " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, 'h', ?, '2026-01-01', '2026-01-01')",
-            [(id_, f"{chr(96 + id_)}@x.example", chr(64 + id_), role, by) for id_, role, by in rows])
+        conn.execute(
+            text("INSERT INTO users"
+                 " (id, email, name, role, password_hash, created_by_id, created_at, updated_at)"
+                 " VALUES (:id, :email, :name, :role, 'h', :by, '2026-01-01', '2026-01-01')"),
+            [{"id": id_, "email": f"{chr(96 + id_)}@x.example", "name": chr(64 + id_), "role": role, "by": by}
+             for id_, role, by in rows])
 
 
 def test_sqlite_rebuild_keeps_rows_and_references_and_stops_reusing_ids(tmp_path):
@@ -137,3 +138,33 @@ def test_token_versions_start_at_zero_and_the_downgrade_keeps_autoincrement(tmp_
             table_sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'users'").scalar()
             assert "AUTOINCREMENT" in table_sql and "token_version" not in table_sql
         db.engine.dispose()
+
+
+@pytest.mark.mysql
+def test_a_deleted_users_id_is_not_reused_after_a_mariadb_restart():
+    """InnoDB keeps its AUTO_INCREMENT counter across restarts (MariaDB 10.2.4+, MySQL 8.0+; before,
+    it was recomputed as max(id) + 1 at start): the newest user deleted, the server crashed and
+    started again, the next user gets a new id. A MariaDB server of the test's own."""
+    from conftest import service_missing
+    from faults import MariaDBServer, mariadb_binaries
+
+    binaries = mariadb_binaries()
+    if binaries is None:
+        service_missing("MariaDB server binaries (mariadbd, mariadb-install-db) not found")
+    with MariaDBServer(binaries) as server:
+        server.create_database("lookout")
+        app = create_app({"DATABASE_URL": server.url("lookout")})
+        with app.app_context():
+            upgrade()
+            insert_users((1, "admin", None), (2, "user", 1), (3, "user", 1))
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM users WHERE id = 3")
+            db.engine.dispose()
+            server.stop("immediate")
+            server.start()
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
+                    " VALUES ('d@x.example', 'D', 'user', 'h', '2026-01-01', '2026-01-01')")
+                assert conn.exec_driver_sql("SELECT max(id) FROM users").scalar() == 4
+            db.engine.dispose()
