@@ -75,7 +75,7 @@ seed: migrate ## Add N demo users (demo-1@example.com ..., N=20 by default) to p
 test: venv ## Run the test suite (PYTEST_ARGS='-m "not slow"' skips those that start processes; npm optional)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv ## Measure what telemetry costs per request (needs wrk, valgrind; BENCH_DATABASE_URL for PostgreSQL parts)
+bench: venv ## Measure what telemetry costs per request (needs wrk, valgrind; BENCH_DATABASE_URL, BENCH_MYSQL_URL for the users parts)
 	$(BIN)/python -m loadtests.bench.run $(BENCH_ARGS)
 
 lint: venv ## Ruff and mypy

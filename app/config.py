@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .platform.database import mysql_engine_options
 from .platform.settings import ENV_VAR, ConfigError, database_url, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ENV_VAR", "Config", "ConfigError", "load_config"]
@@ -69,22 +70,24 @@ class Config(BaseModel):
         description="Flask's secret key. Production: required, 32 characters or more, not a known default.")
     DATABASE_URL: str = Field(  # relative: resolved inside the instance folder
         default="sqlite:///lookout.db",
-        description="`sqlite:///...` (a relative path lives in `instance/`) or `postgresql://...` "
-        "(psycopg 3). Production: required.")
+        description="`sqlite:///...` (a relative path lives in `instance/`), `postgresql://...` "
+        "(psycopg 3) or `mysql://...`/`mariadb://...` (PyMySQL). Production: required.")
     DATABASE_CONNECT_TIMEOUT: int = Field(  # seconds
         default=3, ge=1, le=60, description="Seconds a new database connection may take.")
-    DATABASE_STATEMENT_TIMEOUT_MS: int = Field(  # PostgreSQL only; 0 = off
-        default=5000, ge=0, description="PostgreSQL `statement_timeout` in milliseconds; 0 turns it off.")
+    DATABASE_STATEMENT_TIMEOUT_MS: int = Field(  # not SQLite; 0 = off
+        default=5000, ge=0,
+        description="Server-side statement limit in milliseconds: PostgreSQL `statement_timeout`, MariaDB "
+        "`max_statement_time`, MySQL `max_execution_time` (SELECTs only); 0 turns it off.")
     DATABASE_POOL_SIZE: int = Field(
-        default=5, ge=1, description="PostgreSQL connections kept per worker process.")
+        default=5, ge=1, description="PostgreSQL or MySQL connections kept per worker process.")
     DATABASE_POOL_TIMEOUT: float = Field(  # seconds waiting for a free connection
         default=3.0, gt=0, description="Seconds a request waits for a free pooled connection.")
     # Client-side bound on every wait for PostgreSQL's answer (statement, ping, commit), and the
     # TCP user timeout: what ends a wait when the network is cut, where statement_timeout cannot.
     DATABASE_READ_TIMEOUT: float = Field(  # seconds
         default=6.0, gt=0, le=300,
-        description="Seconds any wait for PostgreSQL's answer may take (client side; also the TCP user "
-        "timeout); must exceed the statement timeout.")
+        description="Seconds any wait for the database's answer may take (client side; on PostgreSQL also "
+        "the TCP user timeout); must exceed the statement timeout.")
     # After a database failure, API requests get 503 at once for this long (one trial request
     # per interval goes through); 0 turns it off. app/breaker.py
     DATABASE_FAILFAST_SECONDS: float = Field(
@@ -368,11 +371,18 @@ class Config(BaseModel):
         tcp_user_timeout turns into an error, and keepalives find dead idle connections in the
         pool. A peer that acknowledges but never answers (a frozen server, a proxy in front of a
         dead one) is bounded by DATABASE_READ_TIMEOUT in app/database.py.
+
+        MySQL/MariaDB: the same bounds through PyMySQL's own timeouts and the server's statement
+        limit (app/platform/database.py).
         """
         # A failed statement's exception message carries its parameters (password hashes,
         # emails) and is logged by the error handlers: keep them out of messages and logs.
         if self.DATABASE_URL.startswith("sqlite:"):
             return {"connect_args": {"timeout": self.DATABASE_CONNECT_TIMEOUT}, "hide_parameters": True}
+        if self.DATABASE_URL.startswith("mysql+"):  # the statement limit: app/database.py
+            return mysql_engine_options(
+                connect_timeout=self.DATABASE_CONNECT_TIMEOUT, read_timeout=self.DATABASE_READ_TIMEOUT,
+                pool_size=self.DATABASE_POOL_SIZE, pool_timeout=self.DATABASE_POOL_TIMEOUT)
         options = f"-c statement_timeout={self.DATABASE_STATEMENT_TIMEOUT_MS}"
         return {
             "hide_parameters": True,

@@ -6,6 +6,9 @@ never answers: a frozen server, or a proxy (PgBouncer, a cloud SQL proxy) whose 
 psycopg can bound its waits (``Connection.wait(timeout=...)``) but applies no bound to queries;
 this subclass applies ``DATABASE_READ_TIMEOUT`` to every wait on the connection (statements, the
 pool's pre-ping, commit, rollback). Connecting is bounded by ``connect_timeout``.
+
+MySQL and MariaDB get the same bounds from PyMySQL's timeouts and the server's statement limit
+(app/platform/database.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from psycopg import errors
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from .platform.database import set_up_sessions
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ def init_app(app: Flask) -> None:
     with app.app_context():
         for engine in db.engines.values():
             bound_waits(engine, app.config["DATABASE_READ_TIMEOUT"])
+            set_up_sessions(engine, app.config["DATABASE_STATEMENT_TIMEOUT_MS"])
 
     # Registered after Flask-SQLAlchemy's, so it runs first (teardowns run in reverse).
     @app.teardown_appcontext

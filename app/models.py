@@ -21,9 +21,14 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
+from .platform.database import MYSQL_CHARSET, MYSQL_COLLATION
+
+# Every table's character set on MySQL/MariaDB, whatever the database's default (see there).
+MYSQL_TABLE = {"mysql_charset": MYSQL_CHARSET, "mysql_collate": MYSQL_COLLATION}
 
 
 def utcnow() -> datetime:
@@ -34,11 +39,19 @@ class UTCDateTime(TypeDecorator[datetime]):
     """Store aware datetimes and always return them in UTC.
 
     SQLite drops the zone and returns naive values; SQLAlchemy has no built-in type that
-    restores it, so this small decorator does.
+    restores it, so this small decorator does. MySQL's DATETIME keeps no zone either (sessions
+    are UTC: app/platform/database.py) and, without a precision, no fraction of a second: a
+    lease or an event time would move by up to a second, so it keeps microseconds as
+    PostgreSQL does.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(self.impl_instance)
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
@@ -61,8 +74,10 @@ class Role(enum.StrEnum):
 
 class User(db.Model):  # type: ignore[name-defined]
     __tablename__ = "users"
-    # Ids are never reused: PostgreSQL's sequence already behaves so; SQLite needs AUTOINCREMENT.
-    __table_args__ = {"sqlite_autoincrement": True}
+    # Ids are never reused: PostgreSQL's sequence already behaves so, and so does InnoDB's
+    # AUTO_INCREMENT counter, kept across restarts since MariaDB 10.2.4 and MySQL 8.0; SQLite
+    # needs AUTOINCREMENT.
+    __table_args__ = {"sqlite_autoincrement": True, **MYSQL_TABLE}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
@@ -101,11 +116,13 @@ class OutboxEvent(db.Model):  # type: ignore[name-defined]
 
     __tablename__ = "outbox_events"
     __table_args__ = (
-        # The relay's claim: the oldest unpublished event of each user.
+        # The relay's claim: the oldest unpublished event of each user (MySQL has no partial
+        # index: there it holds every row).
         Index("ix_outbox_events_unpublished", "user_id", "seq", postgresql_where=text("published_at IS NULL"),
               sqlite_where=text("published_at IS NULL")),
         # Retention cleanup and the backlog metrics.
         Index("ix_outbox_events_published_at", "published_at"),
+        MYSQL_TABLE,
     )
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)

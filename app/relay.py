@@ -319,10 +319,12 @@ class Relay:
         cutoff, total = utcnow() - self.retention, 0
         while not self.stop.is_set():
             with self.sessions.begin() as session:
+                # A derived table around the LIMIT: MySQL and MariaDB refuse LIMIT directly
+                # inside IN (...), and a subquery on the table a DELETE changes (error 1093).
                 old = (select(OutboxEvent.seq).where(OutboxEvent.published_at < cutoff)
-                       .order_by(OutboxEvent.seq).limit(self.cleanup_batch))
+                       .order_by(OutboxEvent.seq).limit(self.cleanup_batch).subquery("batch"))
                 result: Any = session.execute(
-                    delete(OutboxEvent).where(OutboxEvent.seq.in_(old)).execution_options(
+                    delete(OutboxEvent).where(OutboxEvent.seq.in_(select(old.c.seq))).execution_options(
                         synchronize_session=False))
                 deleted = int(result.rowcount)
             total += deleted

@@ -1,4 +1,5 @@
-"""Fixtures: ``database_url`` (SQLite always, PostgreSQL when TEST_DATABASE_URL is set) ->
+"""Fixtures: ``database_url`` (SQLite always, PostgreSQL when TEST_DATABASE_URL is set, MariaDB or
+MySQL when TEST_MYSQL_URL is set) ->
 ``app`` -> ``client``; ``make_user`` and ``auth_headers`` for authenticated calls.
 
 Every process the harness (loadtests/harness) starts during the session, in this process or in
@@ -8,6 +9,8 @@ session fails naming it.
 Environment:
     TEST_DATABASE_URL       PostgreSQL server for the PostgreSQL leg (a fresh database is
                             created per session and dropped after)
+    TEST_MYSQL_URL          MariaDB/MySQL server (mysql://root@127.0.0.1:3306/test) for the
+                            MySQL leg (fresh databases per session, dropped after)
     TEST_AMQP_URL           RabbitMQ (amqp://guest:guest@127.0.0.1:5672/%2F) for the user events
     TEST_REDIS_URL          Redis server for the shared rate-limit storage tests (keys under a
                             prefix of their own)
@@ -100,6 +103,14 @@ def postgres_server_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def mysql_server_url() -> str:
+    url = os.environ.get("TEST_MYSQL_URL")
+    if not url:
+        service_missing("TEST_MYSQL_URL is not set")
+    return url
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     """TEST_REDIS_URL, checked to answer."""
     import redis
@@ -181,6 +192,48 @@ def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str
 
 
 @pytest.fixture(scope="session")
+def new_mysql_database(mysql_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory of fresh, empty MariaDB/MySQL databases (utf8mb4), all dropped at session end."""
+    import pymysql
+
+    server = make_url(mysql_server_url)
+    created: list[str] = []
+
+    def admin() -> Any:
+        return pymysql.connect(host=server.host or "127.0.0.1", port=server.port or 3306,
+                               user=server.username or "root", password=server.password or "",
+                               connect_timeout=5, autocommit=True)
+
+    def create() -> str:
+        name = f"lookout_test_{uuid.uuid4().hex[:12]}"
+        try:
+            with admin() as conn, conn.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        except pymysql.MySQLError as exc:
+            service_missing(f"MySQL at TEST_MYSQL_URL does not answer: {exc}")
+        created.append(name)
+        return server.set(drivername="mysql+pymysql", database=name).render_as_string(hide_password=False)
+
+    yield create
+    if created:
+        with admin() as conn, conn.cursor() as cursor:
+            for name in created:
+                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+# The server databases beside SQLite; each test that uses ``database_url`` runs on every one.
+SERVERS = {"postgresql": "new_postgres_database", "mysql": "new_mysql_database"}
+SERVER_PARAMS = [pytest.param("postgresql", marks=pytest.mark.postgres),
+                 pytest.param("mysql", marks=pytest.mark.mysql)]
+
+
+@pytest.fixture(params=SERVER_PARAMS)
+def new_database(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """Factory of fresh, empty databases: each test that uses it runs on PostgreSQL and MySQL."""
+    return request.getfixturevalue(SERVERS[request.param])
+
+
+@pytest.fixture(scope="session")
 def migrated_urls() -> dict[str, str]:
     """One migrated database per backend per session, created on first use."""
     return {}
@@ -193,15 +246,15 @@ def _migrated_url(request: pytest.FixtureRequest, backend: str) -> str:
         if backend == "sqlite":
             url = f"sqlite:///{request.getfixturevalue('tmp_path_factory').mktemp('db') / 'test.db'}"
         else:
-            url = request.getfixturevalue("new_postgres_database")()
+            url = request.getfixturevalue(SERVERS[backend])()
         migrate(url)
         urls[backend] = url
     return urls[backend]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", *SERVER_PARAMS])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """Each test that uses the database runs on SQLite and on PostgreSQL."""
+    """Each test that uses the database runs on SQLite, PostgreSQL and MySQL (MariaDB)."""
     return _migrated_url(request, request.param)
 
 
@@ -253,7 +306,7 @@ def outbox(app: Any) -> Iterator[None]:
 
 
 def empty_users() -> None:
-    """Remove every user (ids restart on PostgreSQL) and close the app's connections."""
+    """Remove every user (ids restart on PostgreSQL only) and close the app's connections."""
     db.session.remove()
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":

@@ -173,6 +173,12 @@ class PostgresCluster:
         if pid is not None:  # pg_ctl starts it in a session of its own: the harness keeps its record
             record(pid, f"postgres -D {self.data} -p {self.port}")
 
+    def create_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
     def stop(self, mode: str = "immediate") -> None:
         """``immediate`` is a crash: no checkpoint, WAL replay on the next start."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -200,6 +206,93 @@ class PostgresCluster:
                 self.stop()
             except (subprocess.SubprocessError, OSError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mariadb_binaries() -> tuple[str, str] | None:
+    """mariadbd and mariadb-install-db (Debian's mariadb-server), or None."""
+    server = shutil.which("mariadbd") or next(
+        (p for p in ("/usr/sbin/mariadbd", "/usr/libexec/mariadbd") if os.path.exists(p)), None)
+    install = shutil.which("mariadb-install-db")
+    return (server, install) if server and install else None
+
+
+class MariaDBServer:
+    """A MariaDB server in a temporary directory, on a free port, root without a password on
+    127.0.0.1, durable commits (``innodb_flush_log_at_trx_commit=1``). The same interface as
+    ``PostgresCluster``: ``stop("immediate")`` is a crash (SIGKILL; InnoDB recovers from its redo
+    log on the next ``start``).
+
+    Run as the ``mysql`` account when the tests run as root (mariadbd refuses root otherwise).
+    """
+
+    def __init__(self, binaries: tuple[str, str]) -> None:
+        self.server, self.install = binaries
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="lookout-mariadb-"))
+        self.data = self.root / "data"
+        self.user: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            self.user = "mysql"
+            account = pwd.getpwnam(self.user)
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+
+    def url(self, database: str = "mysql", port: int | None = None) -> str:
+        return f"mysql://root@127.0.0.1:{port or self.port}/{database}"
+
+    def execute(self, statement: str) -> None:
+        import pymysql
+
+        with pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=5) as conn:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+
+    def create_database(self, name: str) -> None:
+        self.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+
+    def start(self) -> None:
+        command = [self.server, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
+                   "--bind-address=127.0.0.1", f"--socket={self.root / 'sock'}",
+                   f"--pid-file={self.root / 'pid'}", f"--log-error={self.root / 'log'}",
+                   "--skip-name-resolve", "--innodb-buffer-pool-size=32M",
+                   "--innodb-flush-log-at-trx-commit=1"]
+        if self.user:
+            command.append(f"--user={self.user}")
+        self.process = launch(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(self._answers, f"mariadbd on port {self.port} to answer")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        import pymysql
+
+        assert self.process is not None and self.process.poll() is None, "mariadbd exited"
+        try:
+            pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=1).close()
+            return True
+        except pymysql.MySQLError:
+            return False
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``immediate``: SIGKILL, a crash; otherwise a clean shutdown (SIGTERM)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill() if mode == "immediate" else self.process.terminate()
+            self.process.wait(60)
+
+    def __enter__(self) -> MariaDBServer:
+        command = [self.install, "--no-defaults", f"--datadir={self.data}", "--skip-test-db",
+                   "--auth-root-authentication-method=normal"]
+        if self.user:
+            command.append(f"--user={self.user}")
+        subprocess.run(command, check=True, timeout=120, capture_output=True, cwd=self.root)
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import service_missing
@@ -252,6 +253,56 @@ def test_the_instruction_report_weighs_lookouts_sampling_and_pairs_the_right_row
     assert "- Lookout/anchor, list page: 0.870 (goal ≤ 1: met; stretch ≤ 0.7: not met)" in report
     assert "- Lookout/anchor, one user: 4.350 (goal ≤ 1: not met; stretch ≤ 0.7: not met)" in report
     assert "- cache hit/miss, one user: 0.706" in report  # 1.2 against 1.7 million
+
+
+def test_the_users_endpoints_are_counted_on_mariadb_beside_postgresql(monkeypatch):
+    """With a MariaDB/MySQL database the list and one user are counted on it too, and each set
+    against PostgreSQL's count of the same request."""
+    def count(name: str, app: str, path: str, env: dict[str, str], requests: int) -> instructions.Count:
+        if app != "lookout":
+            return instructions.Count(name, 1_000_000.0)
+        if path.startswith("/api/v1/users"):
+            assert env["BENCH_AS"] in ("user", "admin"), (path, env)
+        on_mysql = env.get("DATABASE_URL", "").startswith("mysql")
+        return instructions.Count(name, 10_000_000.0 if on_mysql else 8_000_000.0)
+
+    monkeypatch.setattr(instructions, "count", count)
+    monkeypatch.delenv("BENCH_REDIS_URL", raising=False)
+    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
+    report = run.instruction_counts("postgresql://unused", 10, "mysql://unused")
+    assert "| MariaDB/MySQL: users endpoint (admin list page), default sampling | 10.000 |" in report
+    assert "| MariaDB/MySQL: GET /api/v1/users/{id} as a regular user, default sampling | 10.000 |" in report
+    assert "- MariaDB/PostgreSQL, list page: 0.800" in report
+    assert "- MariaDB/PostgreSQL, one user: 0.800" in report
+    alone = run.instruction_counts(None, 10, "mysql://unused")  # counted, nothing to set it against
+    assert "MariaDB/MySQL: users endpoint" in alone and "MariaDB/PostgreSQL" not in alone
+
+
+def test_the_users_endpoint_is_measured_on_mariadb_beside_postgresql(monkeypatch):
+    """The MariaDB setup is the same server settings on the other database, in the same rounds."""
+    urls = []
+
+    class FakeServer:
+        def __init__(self, env, **kwargs):
+            self.url, self.pid = f"http://127.0.0.1/{len(urls)}/", 0
+            urls.append(env["DATABASE_URL"])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(run, "GunicornServer", FakeServer)
+    monkeypatch.setattr(run.wrk, "run",
+                        lambda url, seconds, server_pid=None, warmup=1, headers=(): _result(1000))
+    monkeypatch.setattr(run, "wait_until_idle", lambda servers: None)
+    monkeypatch.setattr(run, "admin_token", lambda url: "the-token")
+    sink = SimpleNamespace(url="http://127.0.0.1:9")  # only its address is passed on
+    report = run.users(sink, "postgresql://pg", seconds=1, rounds=2, cores=run.Cores(),
+                       mysql_url="mysql://my")
+    assert urls == ["postgresql://pg"] * 3 + ["mysql://my"]
+    assert "on MariaDB/MySQL" in report and "- MariaDB/PostgreSQL, telemetry on: throughput" in report
 
 
 def test_the_anchor_answers_the_list_and_one_user(app, make_user):

@@ -55,7 +55,7 @@ def test_every_setting_is_overridable_and_typed():
                                          ("JWT_PRIVATE_KEY", "not a key"), ("JWT_KEY_ID", "a b"),
                                          ("JWT_EXTRA_PUBLIC_KEYS", "[]"),
                                          ("BROKER_URL", "http://rabbit:5672"),
-                                         ("PAGE_SIZE_MAX", "0"), ("DATABASE_URL", "mysql://x/y"),
+                                         ("PAGE_SIZE_MAX", "0"), ("DATABASE_URL", "oracle://x/y"),
                                          ("PUBLIC_URL", "api.example.com"), ("PUBLIC_URL", "ftp://x.example"),
                                          ("PUBLIC_URL", "https://x.example/a?b=c"),
                                          ("RATE_LIMIT_READS", "many"), ("PROXY_TRUSTED_HOPS", "3"),
@@ -100,6 +100,22 @@ def test_production_accepts_good_settings_and_picks_psycopg():
     config = load_config(PROD_OK)
     assert config.DATABASE_URL == "postgresql+psycopg://db.internal/lookout"
     assert config.DEBUG is False
+
+
+@pytest.mark.parametrize(("url", "mapped"), [
+    ("mysql://u:p@db.internal:3306/lookout", "mysql+pymysql://u:p@db.internal:3306/lookout"),
+    ("mariadb://u@db.internal/lookout", "mysql+pymysql://u@db.internal/lookout"),
+    ("mariadb+pymysql://u@db.internal/lookout", "mysql+pymysql://u@db.internal/lookout"),
+    ("mysql+pymysql://u@db.internal/lookout", "mysql+pymysql://u@db.internal/lookout"),
+])
+def test_mysql_and_mariadb_urls_pick_pymysql(url, mapped):
+    """One dialect for both: SQLAlchemy tells MariaDB from MySQL by the server's version."""
+    assert load_config({**PROD_OK, "DATABASE_URL": url}).DATABASE_URL == mapped
+
+
+def test_a_mysql_driver_other_than_pymysql_is_refused():
+    with pytest.raises(ConfigError, match="DATABASE_URL: must be a sqlite://, postgresql:// or mysql://"):
+        load_config({**PROD_OK, "DATABASE_URL": "mysql+mysqldb://u@db.internal/lookout"})
 
 
 def test_secret_from_file(tmp_path: Path):

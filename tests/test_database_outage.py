@@ -1,9 +1,11 @@
-"""Database outages under load, against a PostgreSQL cluster this test starts itself.
+"""Database outages under load, against a PostgreSQL cluster or a MariaDB server this test starts
+itself (the same test for each).
 
 Two faults, one after the other, each followed by recovery without restarting the service:
 - a cut: a proxy between the service and PostgreSQL stops passing bytes (the peer accepts and
   never answers, which neither statement_timeout nor TCP timeouts end);
-- a crash: ``pg_ctl stop -m immediate``, then a start with WAL replay.
+- a crash: ``pg_ctl stop -m immediate`` (MariaDB: SIGKILL), then a start with WAL (redo log)
+  replay.
 
 During each: /readyz is 503 within 2 s, every API call is answered 200/201 or a 503 problem with
 Retry-After within the configured bound, /livez stays 200. After both: every write that was
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import time
 
-import psycopg
 import pytest
-from conftest import add_admin, migrate, service_missing
-from faults import PostgresCluster, TCPProxy, postgres_bindir
+from conftest import SERVER_PARAMS, add_admin, migrate, service_missing
+from faults import MariaDBServer, PostgresCluster, TCPProxy, mariadb_binaries, postgres_bindir
+from sqlalchemy import create_engine, text
 from test_shutdown import login
 from traffic import Probes, Traffic, worker_pids
 
+from app.platform.settings import database_url
 from loadtests.harness import GunicornServer
 
 pytestmark = pytest.mark.slow
@@ -31,17 +34,23 @@ API_BOUND = READ_TIMEOUT + CONNECT_TIMEOUT + 1.5
 OUTAGE_SECONDS = 6
 
 
-@pytest.fixture
-def cluster():
-    bindir = postgres_bindir()
-    if bindir is None:
-        service_missing("PostgreSQL server binaries (initdb, pg_ctl) not found; set PG_BINDIR")
-    with PostgresCluster(bindir) as pg:
-        with psycopg.connect(pg.url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE lookout")
-        migrate(pg.url("lookout"))
-        add_admin(pg.url("lookout"))
-        yield pg
+@pytest.fixture(params=SERVER_PARAMS)
+def cluster(request: pytest.FixtureRequest):
+    if request.param == "postgresql":
+        bindir = postgres_bindir()
+        if bindir is None:
+            service_missing("PostgreSQL server binaries (initdb, pg_ctl) not found; set PG_BINDIR")
+        server = PostgresCluster(bindir)
+    else:
+        binaries = mariadb_binaries()
+        if binaries is None:
+            service_missing("MariaDB server binaries (mariadbd, mariadb-install-db) not found")
+        server = MariaDBServer(binaries)
+    with server as db:
+        db.create_database("lookout")
+        migrate(db.url("lookout"))
+        add_admin(db.url("lookout"))
+        yield db
 
 
 def check_outage(traffic: Traffic, probes: Probes, began: float, ended: float) -> None:
@@ -108,6 +117,8 @@ def test_database_cut_and_crash_answer_503_and_recover_without_restart(cluster):
     assert refused and all(r.content_type == "application/problem+json" and r.retry_after for r in refused)
     assert max(r.ended - r.started for r in answered) < API_BOUND, "an API call hung past the bound"
     assert sum(r.status == 201 for r in answered) >= 30
-    with psycopg.connect(cluster.url("lookout")) as conn:
-        stored = {row[0] for row in conn.execute("SELECT email FROM users")}
+    engine = create_engine(database_url(cluster.url("lookout")))
+    with engine.connect() as conn:
+        stored = {row[0] for row in conn.execute(text("SELECT email FROM users"))}
+    engine.dispose()
     assert traffic.acknowledged_emails() <= stored, traffic.acknowledged_emails() - stored

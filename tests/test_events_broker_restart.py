@@ -23,7 +23,7 @@ from app.notifier import create_app as create_notifier
 from app.notifier.extensions import MIGRATIONS
 from loadtests.harness import GunicornServer
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 class Writer:
@@ -56,9 +56,9 @@ class Writer:
         wait_for(lambda: len(self.created) >= target, timeout=60, what=f"{count} more users")
 
 
-def test_every_change_is_emailed_once_across_a_broker_restart(rabbit, new_postgres_database: Any,  # noqa: F811
+def test_every_change_is_emailed_once_across_a_broker_restart(rabbit, new_database: Any,  # noqa: F811
                                                               tmp_path: Path):
-    users_db, notifier_db = new_postgres_database(), new_postgres_database()
+    users_db, notifier_db = new_database(), new_database()  # PostgreSQL, then MySQL/MariaDB
     migrate(users_db)
     add_admin(users_db)
     with create_notifier({"DATABASE_URL": notifier_db}).app_context():

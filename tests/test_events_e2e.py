@@ -28,7 +28,6 @@ from app.notifier.extensions import MIGRATIONS
 from app.platform.messaging import NOTIFIER_DEAD_LETTERS, NOTIFIER_QUEUE
 from loadtests.harness import GunicornServer
 
-pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,8 +63,8 @@ class Process:
 
 
 @pytest.fixture
-def stack(new_postgres_database: Any, amqp_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    users_db, notifier_db = new_postgres_database(), new_postgres_database()
+def stack(new_database: Any, amqp_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    users_db, notifier_db = new_database(), new_database()  # PostgreSQL, then MySQL/MariaDB
     migrate(users_db)
     add_admin(users_db)
     with create_notifier({"DATABASE_URL": notifier_db}).app_context():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from conftest import assert_problem
 
 from app import create_app
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/none"  # nothing listens on port 1
+MYSQL_UNREACHABLE = "mysql://root@127.0.0.1:1/none"
 
 
 def test_livez_and_readyz_ok(client):
@@ -16,8 +18,9 @@ def test_livez_and_readyz_ok(client):
     assert client.get("/readyz").get_json() == {"status": "ok", "checks": {"database": "ok"}}
 
 
-def test_database_down_fails_readiness_fast_but_not_liveness():
-    app = create_app({"DATABASE_URL": UNREACHABLE, "DATABASE_CONNECT_TIMEOUT": 1})
+@pytest.mark.parametrize("url", [UNREACHABLE, MYSQL_UNREACHABLE])
+def test_database_down_fails_readiness_fast_but_not_liveness(url):
+    app = create_app({"DATABASE_URL": url, "DATABASE_CONNECT_TIMEOUT": 1})
     client = app.test_client()
     started = time.monotonic()
     body = assert_problem(client.get("/readyz"), 503)

@@ -1,4 +1,4 @@
-"""The notifier's consumer against a real RabbitMQ, PostgreSQL and SMTP server (aiosmtpd): every
+"""The notifier's consumer against a real RabbitMQ, PostgreSQL or MariaDB, and SMTP server (aiosmtpd): every
 template, one email per event however often it is delivered, retries, dead letters."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from conftest import SERVER_PARAMS, SERVERS
 from flask_migrate import upgrade
 from notifier_support import Publisher, SmtpServer, make_event, wait_for
 from sqlalchemy import select
@@ -22,7 +23,6 @@ from app.notifier.metrics import LATENCY_BUCKETS
 from app.notifier.models import Notification
 from app.platform.messaging import NOTIFIER_DEAD_LETTERS, NOTIFIER_QUEUE
 
-pytestmark = pytest.mark.postgres
 DELAYS = (0.3, 0.6)
 
 
@@ -34,9 +34,10 @@ def smtp() -> Iterator[SmtpServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def notifier_db(new_postgres_database: Any) -> str:
-    return str(new_postgres_database())
+@pytest.fixture(scope="module", params=SERVER_PARAMS)
+def notifier_db(request: pytest.FixtureRequest) -> str:
+    """The notifier's database: every test here runs on PostgreSQL and on MySQL/MariaDB."""
+    return str(request.getfixturevalue(SERVERS[request.param])())
 
 
 @contextmanager

@@ -115,3 +115,19 @@ if __name__ == "__main__":
 
     changed = replace_marked(NOTIFIER_README, *MARKERS, notifier_table())
     print(NOTIFIER_README, "updated" if changed else "unchanged")
+
+
+def test_a_mysql_database_gets_the_same_connection_settings_as_the_users_service():
+    """utf8mb4 with the binary collation, strict mode, READ COMMITTED, recycling below the
+    session's wait_timeout: app/platform/database.py, shared by both services."""
+    from app.platform.database import MYSQL_POOL_RECYCLE, MYSQL_WAIT_TIMEOUT
+
+    config = load_config({**PRODUCTION, "DATABASE_URL": "mariadb://n@db/notifier",
+                          "DATABASE_CONNECT_TIMEOUT": "2"})
+    options = config.flask_settings()["SQLALCHEMY_ENGINE_OPTIONS"]
+    assert config.DATABASE_URL == "mysql+pymysql://n@db/notifier"
+    assert options["isolation_level"] == "READ COMMITTED" and options["pool_pre_ping"] is True
+    assert options["pool_recycle"] == MYSQL_POOL_RECYCLE < MYSQL_WAIT_TIMEOUT
+    args = options["connect_args"]
+    assert (args["charset"], args["collation"], args["sql_mode"], args["connect_timeout"]) == (
+        "utf8mb4", "utf8mb4_bin", "TRADITIONAL", 2)

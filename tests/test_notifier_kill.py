@@ -20,7 +20,6 @@ from app.notifier import create_app
 from app.notifier.extensions import MIGRATIONS
 from app.platform.messaging import NOTIFIER_DEAD_LETTERS, NOTIFIER_QUEUE
 
-pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 30
 
@@ -35,8 +34,8 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def notifier_db(new_postgres_database: Any) -> str:
-    url = str(new_postgres_database())
+def notifier_db(new_database: Any) -> str:
+    url = str(new_database())  # PostgreSQL and MySQL/MariaDB
     app = create_app({"DATABASE_URL": url})
     with app.app_context():
         upgrade(directory=MIGRATIONS)

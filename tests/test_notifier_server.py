@@ -29,9 +29,8 @@ def notifier_server(env: dict[str, str]) -> GunicornServer:
     return server
 
 
-@pytest.mark.postgres
-def test_ready_with_database_and_broker_and_logs_in_json(new_postgres_database: Any, amqp_url: str):
-    url = new_postgres_database()
+def test_ready_with_database_and_broker_and_logs_in_json(new_database: Any, amqp_url: str):
+    url = new_database()
     smtp = SmtpServer()
     with create_app({"DATABASE_URL": url}).app_context():
         upgrade(directory=MIGRATIONS)

@@ -21,8 +21,9 @@ from typing import Any
 import pika
 import pytest
 import requests
+from conftest import SERVER_PARAMS
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import Session
 
 from app import create_app
@@ -35,9 +36,9 @@ from loadtests.harness import free_port
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 30.0  # seconds any wait in these tests may take
 
-# Two sessions at once, or several relays: PostgreSQL (SKIP LOCKED); SQLite runs one relay.
-POSTGRES_ONLY = pytest.mark.parametrize(
-    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+# Two sessions at once, or several relays: PostgreSQL and MySQL/MariaDB (SKIP LOCKED, MariaDB
+# 10.6+, MySQL 8.0+); SQLite runs one relay.
+SERVERS_ONLY = pytest.mark.parametrize("database_url", SERVER_PARAMS, indirect=True)
 
 
 def wait_for(check: Any, what: str, timeout: float = DEADLINE) -> Any:
@@ -89,6 +90,9 @@ def test_the_claim_locks_the_outbox_alone_with_skip_locked():
     sql = str(claim_statement(datetime.now(UTC), 10).compile(dialect=postgresql.dialect()))
     assert "FOR UPDATE OF outbox_events SKIP LOCKED" in sql and "LIMIT" in sql
     assert "JOIN" not in sql.upper()
+    # MariaDB has no FOR UPDATE OF; the statement names one table, so the lock is the same.
+    sql = str(claim_statement(datetime.now(UTC), 10).compile(dialect=mysql.dialect(is_mariadb=True)))
+    assert sql.rstrip().endswith("FOR UPDATE SKIP LOCKED") and "JOIN" not in sql.upper()
 
 
 def test_publishes_each_row_once_with_its_event_and_marks_it(app, outbox, queue, amqp_url):
@@ -114,7 +118,7 @@ def test_publishes_each_row_once_with_its_event_and_marks_it(app, outbox, queue,
     assert sorted(rows) == sorted(seqs) and unpublished() == 0
 
 
-@POSTGRES_ONLY
+@SERVERS_ONLY
 def test_a_row_committed_after_a_later_one_is_still_published(app, outbox, queue, amqp_url):
     """Two real sessions: A's row gets the lower seq but commits after B's (PITFALLS 1.1)."""
     relay = Relay(db.engine, amqp_url)
@@ -147,7 +151,7 @@ class SlowRelay(Relay):
         self.log.append((event.id, start, time.monotonic()))
 
 
-@POSTGRES_ONLY
+@SERVERS_ONLY
 def test_several_relays_keep_each_users_order_and_never_publish_a_row_twice_at_once(
         app, outbox, queue, amqp_url):
     users, per_user = 8, 15
@@ -293,7 +297,7 @@ def test_each_publish_continues_its_own_requests_trace(traced_app, span_exporter
     assert producers[message["id"]].parent is None  # a root of its own, not the relay loop's span
 
 
-@POSTGRES_ONLY
+@SERVERS_ONLY
 def test_a_leased_row_is_left_alone_until_its_lease_ends(app, outbox, queue, amqp_url):
     """A relay that claimed a row and died holds it only until its lease ends; meanwhile another
     relay takes neither it nor the rest of its user."""

@@ -104,6 +104,17 @@ def write_lock(url: str) -> Iterator[None]:
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
+    elif url.startswith("mysql"):
+        # Every user row locked: the insert's foreign-key check on its creator (an admin) waits.
+        import pymysql
+        from sqlalchemy.engine import make_url
+
+        server = make_url(url)
+        conn = pymysql.connect(host=server.host, port=server.port or 3306, user=server.username,
+                               password=server.password or "", database=server.database)
+        conn.begin()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT id FROM users FOR UPDATE")
     else:
         import psycopg
 

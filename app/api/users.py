@@ -35,7 +35,7 @@ LAST_ADMIN = ("That is the last admin: make another user an admin first, or nobo
 
 
 def lock_admins() -> None:
-    """Lock the admin rows until the transaction ends (PostgreSQL), so requests that may remove
+    """Lock the admin rows until the transaction ends (PostgreSQL, MySQL), so requests that may remove
     an admin run one after another and each counts what the one before left. SQLite ignores
     FOR UPDATE; there the write a caller flushes next takes the database's write lock, which
     makes the count after it exact just the same."""

@@ -21,6 +21,7 @@ def create_app(config: Mapping[str, Any] | NotifierConfig | None = None, *,
     """Build the notifier from ``config`` (tests) or the environment (real runs)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from ..platform.database import set_up_sessions
     from ..platform.errors import register_database_outage, register_problem_handlers
     from ..platform.security import secure_responses
     from ..platform.telemetry import init_telemetry
@@ -44,6 +45,8 @@ def create_app(config: Mapping[str, Any] | NotifierConfig | None = None, *,
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True, compare_type=True)
     with app.app_context():
         engines = list(db.engines.values())
+    for engine in engines:
+        set_up_sessions(engine)
     init_telemetry(app, engines, tracer_provider, NotifierMetrics)
     app.extensions["notifier.verifier"] = Verifier(config)
     app.register_blueprint(api.bp)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..platform.database import mysql_engine_options
 from ..platform.settings import ConfigError, database_url, listen_address, load_settings
 
 __all__ = ["CONFIGS", "ConfigError", "NotifierConfig", "load_config"]
@@ -40,8 +41,8 @@ class NotifierConfig(BaseModel):
     TESTING: bool = Field(default=False, description="Flask's testing mode.")
     DATABASE_URL: str = Field(
         default="sqlite:///notifier.db",
-        description="The notifier's own database: `sqlite:///...` (relative: in `instance/`) or "
-        "`postgresql://...`, never the users service's. Production: required.")
+        description="The notifier's own database: `sqlite:///...` (relative: in `instance/`), "
+        "`postgresql://...` or `mysql://...`, never the users service's. Production: required.")
     DATABASE_CONNECT_TIMEOUT: int = Field(default=3, ge=1, le=60,
                                           description="Seconds a new database connection may take.")
     BROKER_URL: str = Field(
@@ -199,7 +200,9 @@ class NotifierConfig(BaseModel):
         uri = self.DATABASE_URL
         options: dict[str, Any] = {"hide_parameters": True,
                                    "connect_args": {"timeout": self.DATABASE_CONNECT_TIMEOUT}}
-        if not uri.startswith("sqlite:"):
+        if uri.startswith("mysql+"):
+            options = mysql_engine_options(connect_timeout=self.DATABASE_CONNECT_TIMEOUT)
+        elif not uri.startswith("sqlite:"):
             options = {"hide_parameters": True, "pool_pre_ping": True,
                        "connect_args": {"connect_timeout": self.DATABASE_CONNECT_TIMEOUT}}
         return {"LOOKOUT_ENV": self.ENV, **self.model_dump(), "SQLALCHEMY_DATABASE_URI": uri,

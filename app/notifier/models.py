@@ -12,8 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..platform.database import MYSQL_CHARSET, MYSQL_COLLATION
 from .extensions import db
 
 STATES = ("pending", "sending", "retrying", "sent", "dead", "skipped")
@@ -22,12 +24,17 @@ STATES = ("pending", "sending", "retrying", "sent", "dead", "skipped")
 DONE_STATES = frozenset({"sent", "skipped"})
 
 
+# MySQL's DATETIME keeps fractions of a second only when asked to (as PostgreSQL does).
+Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 class Notification(db.Model):  # type: ignore[name-defined]
     __tablename__ = "notifications"
+    __table_args__ = {"mysql_charset": MYSQL_CHARSET, "mysql_collate": MYSQL_COLLATION}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -38,8 +45,8 @@ class Notification(db.Model):  # type: ignore[name-defined]
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     message_id: Mapped[str | None] = mapped_column(String(200))
-    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)

@@ -36,13 +36,19 @@ def listen_address(value: str) -> str:
 
 
 def database_url(url: str) -> str:
-    """A ``sqlite:`` or PostgreSQL URL, plain ``postgres://`` and ``postgresql://`` pointed at the
-    psycopg 3 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    if not url.startswith(("sqlite:", "postgresql+psycopg:")):
-        raise ValueError("must be a sqlite:// or postgresql:// URL")
+    """A ``sqlite:``, PostgreSQL or MySQL/MariaDB URL, mapped to its driver: ``postgres://`` and
+    ``postgresql://`` to psycopg 3, ``mysql://`` and ``mariadb://`` to PyMySQL.
+
+    MySQL and MariaDB share SQLAlchemy's ``mysql`` dialect, which tells them apart from the
+    server's version; the ``mariadb`` dialect would refuse a MySQL server behind a mariadb:// URL.
+    """
+    for prefixes, driver in ((("postgres://", "postgresql://"), "postgresql+psycopg://"),
+                             (("mysql://", "mariadb://", "mariadb+pymysql://"), "mysql+pymysql://")):
+        for prefix in prefixes:
+            if url.startswith(prefix):
+                return driver + url[len(prefix):]
+    if not url.startswith(("sqlite:", "postgresql+psycopg:", "mysql+pymysql:")):
+        raise ValueError("must be a sqlite://, postgresql:// or mysql:// (mariadb://) URL")
     return url
 
 

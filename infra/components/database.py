@@ -1,8 +1,11 @@
-"""Database: the service's PostgreSQL, either in the cluster (CloudNativePG) or external.
+"""Database: the service's PostgreSQL, either in the cluster (CloudNativePG) or external, or an
+external MySQL/MariaDB database (``engine="mysql"``).
 
 In-cluster (local and dev stacks): the CloudNativePG operator from its Helm chart, and one
 ``Cluster`` whose owner password is generated (pulumi_random) and kept as a Pulumi secret.
-External (prod): the URL comes from secret config; the network policy opens the given ranges.
+External (prod): the URL comes from secret config; the network policy opens the given ranges
+on the given port (3306 for MySQL/MariaDB). An external database, of either engine, gets no
+exporter: its provider's monitoring watches it.
 Either way the component hands out ``url`` (a secret) and ``peer`` (where the app may connect).
 """
 
@@ -35,6 +38,7 @@ CNPG_CHART = ("cloudnative-pg", "0.27.1", "https://cloudnative-pg.github.io/char
 @dataclass(frozen=True)
 class DatabaseArgs:
     mode: str  # "incluster" | "external"
+    engine: str = "postgresql"  # "postgresql" | "mysql" (external only)
     port: int = 5432
     external_url: pulumi.Input[str] | None = None
     external_cidrs: Sequence[str] = ()
@@ -50,13 +54,17 @@ class DatabaseArgs:
 
 
 class Database(pulumi.ComponentResource):
-    """A PostgreSQL database URL and the network peer that reaches it."""
+    """A database URL (PostgreSQL, or an external MySQL/MariaDB) and the network peer that reaches it."""
 
     url: pulumi.Output[str]
     peer: Peer
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:database:Database", name, None, opts)
+        if args.engine not in ("postgresql", "mysql"):
+            raise ValueError(f"unknown database engine {args.engine!r}")
+        if args.engine == "mysql" and args.mode != "external":
+            raise ValueError("a MySQL/MariaDB database is supported as an external database only")
         if args.mode == "external":
             if args.external_url is None or not args.external_cidrs:
                 raise ValueError("an external database needs external_url and external_cidrs")

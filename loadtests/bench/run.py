@@ -6,6 +6,8 @@ Usage:
 
 Reads BENCH_DATABASE_URL (else TEST_DATABASE_URL): a PostgreSQL server on which a throwaway
 database is created for the users-endpoint parts; without one those parts are skipped.
+BENCH_MYSQL_URL (else TEST_MYSQL_URL): a MariaDB/MySQL server, the same throwaway database and
+users on it; the users endpoint is then measured and counted on it beside PostgreSQL.
 BENCH_REDIS_URL (else TEST_REDIS_URL): the Redis of the read-cache comparison (skipped without).
 Every server is gunicorn on 127.0.0.1 with the same settings (one worker, 8 threads unless
 the part compares worker classes or process models).
@@ -251,6 +253,30 @@ def postgres_database(server_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def mysql_database(server_url: str) -> Iterator[str]:
+    """A fresh MariaDB/MySQL database with the same 100 users, dropped afterwards."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    server = make_url(server_url)
+    name = f"lookout_bench_{uuid.uuid4().hex[:8]}"
+
+    def execute(statement: str) -> None:
+        with pymysql.connect(host=server.host or "127.0.0.1", port=server.port or 3306,
+                             user=server.username or "root", password=server.password or "",
+                             autocommit=True, connect_timeout=5) as conn, conn.cursor() as cursor:
+            cursor.execute(statement)
+
+    execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    url = server.set(drivername="mysql", database=name).render_as_string(hide_password=False)
+    try:
+        _migrate_and_seed(url, 100)
+        yield url
+    finally:
+        execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
 def _migrate_and_seed(url: str, users: int) -> None:
     env = {**os.environ, "LOOKOUT_ENV": "development", "DATABASE_URL": url}
     flask = [sys.executable, "-m", "flask", "--app", "app"]
@@ -305,7 +331,10 @@ def trivial(sink: Sink, seconds: int, rounds: int, cores: Cores) -> str:
     return table(setups) + "\n\nRatios:\n" + "\n".join(lines)
 
 
-def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores) -> str:
+def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores,
+          mysql_url: str | None = None) -> str:
+    """The users list on PostgreSQL; with ``mysql_url``, also on MariaDB/MySQL, same rows (the
+    seeded databases give the admin the same id, so the admin's token serves both)."""
     export = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
     setups = [
         Setup("telemetry off (TELEMETRY_ENABLED=false)", {"TELEMETRY_ENABLED": "false"}, USERS_PATH),
@@ -313,11 +342,16 @@ def users(sink: Sink, database_url: str, seconds: int, rounds: int, cores: Cores
         Setup("telemetry on, start-up heap not frozen (GUNICORN_GC_FREEZE=false)",
               {**export, "GUNICORN_GC_FREEZE": "false"}, USERS_PATH),
     ]
+    if mysql_url:
+        setups.append(Setup("telemetry on, default sampling, on MariaDB/MySQL",
+                            {**export, "DATABASE_URL": mysql_url}, USERS_PATH))
     measure(setups, database_url, seconds, rounds, cores)
-    off, on, unfrozen = setups
-    return table(setups) + "\n\n" + "\n".join([
-        comparison("On/off", on, off, goal=0.92),
-        comparison("Heap frozen/not frozen, telemetry on", on, unfrozen)])
+    off, on, unfrozen = setups[:3]
+    lines = [comparison("On/off", on, off, goal=0.92),
+             comparison("Heap frozen/not frozen, telemetry on", on, unfrozen)]
+    if mysql_url:
+        lines.append(comparison("MariaDB/PostgreSQL, telemetry on", setups[3], on))
+    return table(setups) + "\n\n" + "\n".join(lines)
 
 
 def anchor(sink: Sink, database_url: str, redis_url: str | None, seconds: int, rounds: int,
@@ -360,8 +394,9 @@ def process_models(sink: Sink, database_url: str, seconds: int, rounds: int) -> 
     return table(setups)
 
 
-def instruction_counts(database_url: str | None, requests: int) -> str:
-    """In-process instructions per request (valgrind): exact where throughput is noisy."""
+def instruction_counts(database_url: str | None, requests: int, mysql_url: str | None = None) -> str:
+    """In-process instructions per request (valgrind): exact where throughput is noisy; with
+    ``mysql_url``, the users endpoints also on MariaDB/MySQL, beside PostgreSQL's."""
     lookout = {"LOOKOUT_ENV": "production", **PRODUCTION_SECRETS}
     with sqlite_database() as url:
         # (name, app, env, ratio) on GET /, which is cheap: three times the requests for the same
@@ -393,6 +428,8 @@ def instruction_counts(database_url: str | None, requests: int) -> str:
         lines.append(f"- users endpoint on/off: {off.per_request / on.per_request:.3f}")
         sampled.append(f"users endpoint {(on.sampled_extra or 0) / 1e6:.3f}")
         counts += anchor_counts(database_url, env, on, requests, lines)
+    if mysql_url:
+        counts += mysql_counts(mysql_url, lookout, counts if database_url else [], requests, lines)
     rows = ["| setup | instructions per request (millions) |", "|---|---:|"]
     rows += [f"| {x.name} | {x.per_request / 1e6:.3f} |" for x in counts]
     return ("\n".join(rows) + "\n\nRatios of requests per instruction (what throughput would be "
@@ -435,6 +472,26 @@ def anchor_counts(database_url: str, env: dict[str, str], on: instructions.Count
     return [*counts, hit, miss]
 
 
+def mysql_counts(mysql_url: str, lookout: dict[str, str], postgres: list[instructions.Count],
+                 requests: int, lines: list[str]) -> list[instructions.Count]:
+    """The users endpoints on MariaDB/MySQL (driver, dialect and server round trips differ);
+    appends their ratios to PostgreSQL's rows of the same requests, when those were counted."""
+    env = {**lookout, "DATABASE_URL": mysql_url}
+    listed = instructions.sampled_mix("MariaDB/MySQL: users endpoint (admin list page), default sampling",
+                                      "lookout", USERS_PATH, {**env, "BENCH_AS": "admin"}, requests,
+                                      DEFAULT_SAMPLE_RATIO)
+    one = instructions.sampled_mix("MariaDB/MySQL: GET /api/v1/users/{id} as a regular user, "
+                                   "default sampling", "lookout", PROFILE_PATH, {**env, "BENCH_AS": "user"},
+                                   requests, DEFAULT_SAMPLE_RATIO)
+    pairs = {"users endpoint (admin list page), telemetry on, default sampling": ("list page", listed),
+             "GET /api/v1/users/{id} as a regular user (public profile), default sampling": ("one user", one)}
+    for count in postgres:
+        if count.name in pairs:
+            label, ours = pairs[count.name]
+            lines.append(f"- MariaDB/PostgreSQL, {label}: {count.per_request / ours.per_request:.3f}")
+    return [listed, one]
+
+
 def scrapes() -> str:
     rows = ["| workers' files | files on disk | scrape ms |", "|---:|---:|---:|"]
     for count, files, seconds in scrape.measure():
@@ -457,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     if parts & {"trivial", "anchor", "users", "workers", "models"} and not wrk.available():
         sys.exit("wrk is needed: apt-get install wrk (Debian/Ubuntu) or brew install wrk (macOS)")
     database = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    mysql = os.environ.get("BENCH_MYSQL_URL") or os.environ.get("TEST_MYSQL_URL")
     cpu = platform.processor() or platform.machine()
     print(f"# Lookout benchmark\n\nMachine: {os.cpu_count()} cores, {cpu}, "
           f"Python {platform.python_version()}; wrk -t1 -c16, {args.seconds:g} s per setup and round, "
@@ -472,14 +530,18 @@ def main(argv: list[str] | None = None) -> int:
             if not database:
                 print("Users endpoint parts skipped: set BENCH_DATABASE_URL to a PostgreSQL server.\n")
             else:
-                with postgres_database(database) as url:
+                on_mysql = mysql if "users" in parts else None
+                with (postgres_database(database) as url,
+                      mysql_database(on_mysql) if on_mysql else nullcontext(None) as mysql_url):
                     if "anchor" in parts:
                         print("## Against the tutorial's users API (the anchor)\n", flush=True)
                         redis = os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL")
                         print(anchor(sink, url, redis, args.seconds, args.rounds, cores) + "\n", flush=True)
                     if "users" in parts:
-                        print(f"## Users endpoint on PostgreSQL (GET {USERS_PATH})\n", flush=True)
-                        print(users(sink, url, args.seconds, args.rounds, cores) + "\n", flush=True)
+                        where = "PostgreSQL" + (" and MariaDB/MySQL" if mysql_url else "")
+                        print(f"## Users endpoint on {where} (GET {USERS_PATH})\n", flush=True)
+                        print(users(sink, url, args.seconds, args.rounds, cores, mysql_url) + "\n",
+                              flush=True)
                     if "workers" in parts:
                         print("## Worker classes on the users endpoint\n", flush=True)
                         print(workers(sink, url, args.seconds, args.rounds, cores) + "\n", flush=True)
@@ -491,8 +553,9 @@ def main(argv: list[str] | None = None) -> int:
             if not instructions.available():
                 print("Skipped: valgrind is needed (apt-get install valgrind).\n")
             else:
-                with postgres_database(database) if database else nullcontext(None) as url:
-                    print(instruction_counts(url, args.requests) + "\n", flush=True)
+                with (postgres_database(database) if database else nullcontext(None) as url,
+                      mysql_database(mysql) if mysql else nullcontext(None) as mysql_url):
+                    print(instruction_counts(url, args.requests, mysql_url) + "\n", flush=True)
         if "scrape" in parts:
             print("## Multiprocess scrape time against worker files\n", flush=True)
             print(scrapes() + "\n", flush=True)

@@ -153,7 +153,8 @@ def test_ci_runs_what_the_issue_lists_with_postgres_and_redis():
     assert {"make lint", "make test", "make workflow-lint", "make hadolint", "make compose-check",
             "make policy-scan", "make image-check", "make system-packages", "make audit",
             "make trivyignore"} <= runs
-    assert set(doc["jobs"]["test"]["services"]) == {"postgres"}
+    assert set(doc["jobs"]["test"]["services"]) == {"postgres", "mariadb"}
+    assert doc["jobs"]["test"]["env"]["TEST_MYSQL_URL"] == "mysql://root@127.0.0.1:3306/test"
     # Redis comes from the Debian package: its binary is what the fault tests start their own
     # servers from, and a service container on 6379 would keep the package's server from starting.
     assert "redis-server" in (ROOT / ".ci" / "run").read_text().split("DEBIAN_PACKAGES=")[1].splitlines()[0]

@@ -136,8 +136,8 @@ def test_the_app_accepts_every_setting_each_stack_gives_it(stack: str, rendered,
         ("dev", {"secretKey": "changeme"}, "SECRET_KEY: is missing or a known default"),
         ("staging", {"jwtPrivateKey": "a-fresh-but-random-string"},
          "JWT_PRIVATE_KEY: is not an unencrypted PEM private key"),
-        ("prod", {"databaseUrl": "mysql://lookout@db.internal.example/lookout"},
-         "DATABASE_URL: must be a sqlite:// or postgresql:// URL"),
+        ("prod", {"databaseUrl": "mongodb://lookout@db.internal.example/lookout"},
+         "DATABASE_URL: must be a sqlite://, postgresql:// or mysql://"),
     ],
 )
 def test_a_stack_value_the_app_refuses_fails_with_the_apps_message(

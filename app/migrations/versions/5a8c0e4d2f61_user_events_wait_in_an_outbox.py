@@ -10,6 +10,12 @@ Create Date: 2026-12-02 04:30:00
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+# MySQL/MariaDB: utf8mb4 with binary comparison whatever the database's default, and timestamps
+# with microseconds (app/platform/database.py, app/models.py).
+MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 
 # revision identifiers, used by Alembic.
@@ -28,16 +34,17 @@ def upgrade():
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("occurred_at", TIMESTAMP, nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("traceparent", sa.String(length=55), nullable=True),
         sa.Column("tracestate", sa.String(length=512), nullable=True),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("published_at", TIMESTAMP, nullable=True),
+        sa.Column("claimed_until", TIMESTAMP, nullable=True),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_outbox_events")),
         sa.UniqueConstraint("id", name=op.f("uq_outbox_events_id")),
+        **MYSQL_TABLE,
     )
     op.create_index("ix_outbox_events_published_at", "outbox_events", ["published_at"])
     op.create_index("ix_outbox_events_unpublished", "outbox_events", ["user_id", "seq"],

@@ -7,6 +7,12 @@ Create Date: 2026-12-02 04:40:00
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
+
+# MySQL/MariaDB: utf8mb4 with binary comparison whatever the database's default, and timestamps
+# with microseconds (app/platform/database.py, app/models.py).
+MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 revision = "b1d2e3f4a5c6"
 down_revision = None
@@ -26,13 +32,14 @@ def upgrade():
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.String(length=200), nullable=True),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("occurred_at", TIMESTAMP, nullable=True),
+        sa.Column("sent_at", TIMESTAMP, nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
         sa.UniqueConstraint("event_id", name=op.f("uq_notifications_event_id")),
+        **MYSQL_TABLE,
     )
     op.create_index(op.f("ix_notifications_user_id"), "notifications", ["user_id"], unique=False)
 
