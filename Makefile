@@ -220,7 +220,7 @@ build-info: ## Print the version and commit an image is labelled with (also as G
 system-packages: ## Install the Debian packages .ci/run installs (GitHub's Ubuntu runners)
 	sudo apt-get update -qq
 	sudo apt-get install -y -qq --no-install-recommends \
-		$$(eval "$$(grep -E '^DEBIAN_PACKAGES=' .ci/run)"; echo $$DEBIAN_PACKAGES)
+		$$(sed -n '/^DEBIAN_PACKAGES=/,/"$$/p' .ci/run | sed 's/^DEBIAN_PACKAGES=//; s/"//g')
 
 pulumi-cli: venv ## Install the Pulumi CLI matching the SDK, checked against the release's checksums
 	@test -n "$(PULUMI_VERSION)" || { echo "the Pulumi SDK is not installed (make venv)" >&2; exit 1; }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -285,3 +287,17 @@ def test_dependabot_groups_the_lock_and_actions():
         (ROOT / ".github" / "dependabot.yml").read_text())["updates"]}
     for ecosystem in ("uv", "github-actions", "docker"):
         assert updates[ecosystem]["groups"], f"{ecosystem} updates are not grouped"
+
+
+def test_system_packages_installs_every_package_ci_run_installs(tmp_path: Path):
+    """GitHub's runners get what .ci/run installs, all of its (multi-line) list."""
+    text = (ROOT / ".ci" / "run").read_text()
+    listed = set(text.split('DEBIAN_PACKAGES="')[1].split('"')[0].split())
+    (tmp_path / "sudo").write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n')
+    (tmp_path / "sudo").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}  # a sudo that records its calls
+    subprocess.run(["make", "-s", "system-packages"], cwd=ROOT, env=env, check=True, capture_output=True)
+    install = (tmp_path / "calls").read_text().splitlines()[-1].split()
+    assert install[:2] == ["apt-get", "install"]
+    assert {"rabbitmq-server", "prometheus-blackbox-exporter", "wrk"} <= listed
+    assert set(install) >= listed
