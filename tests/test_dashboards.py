@@ -247,3 +247,16 @@ def test_the_boards_show_the_broker_the_outbox_and_the_consumer():
     for metric in ("lookout_outbox_backlog", "lookout_outbox_oldest_unpublished_age_seconds",
                    "lookout_outbox_publish_failures_total", "lookout_relay_broker_connected"):
         assert f'{metric}{{job="lookout-relay-metrics"}}' in overview, metric
+
+
+def test_each_service_board_counts_only_its_own_pods():
+    """All services' containers are named alike: a board's pod matcher must still tell them apart
+    (Prometheus anchors =~ at both ends, as fullmatch does)."""
+    from dashboards.generate.boards import service_target
+
+    pods = {s.name: re.search(r'pod=~"([^"]+)"', service_target(s).pods).group(1)
+            for s in load_slo().services}
+    names = {"lookout": "lookout-7d9f8c6b5d-x2v4k", "lookout-notifier": "lookout-notifier-consumer-5c7b9d-q8w2z"}
+    for service, pattern in pods.items():
+        for owner, pod in names.items():
+            assert bool(re.fullmatch(pattern, pod)) == (owner == service), (service, pod)

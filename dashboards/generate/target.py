@@ -70,9 +70,19 @@ class Target:
         return f'service_name="{self.service}"'
 
     @property
-    def pods(self) -> str:
-        """Matchers for cAdvisor and kube-state-metrics series of the service's container."""
+    def containers(self) -> str:
+        """Matchers for the containers of every service in the namespace (all are named alike)."""
         return f'namespace="{self.namespace}", container="{self.container}"'
+
+    @property
+    def pods(self) -> str:
+        """Matchers for cAdvisor and kube-state-metrics series of the service's container.
+
+        Every service's container is named alike, so the pod's name tells them apart: a pod of
+        Deployment (or Rollout) ``d`` is ``d-<template hash>-<suffix>``, and neither part has a
+        hyphen, so ``lookout`` does not take in ``lookout-notifier-consumer``'s pods."""
+        return (f'namespace="{self.namespace}", container="{self.container}", '
+                f'pod=~"{self.deployment}-[a-z0-9]+-[a-z0-9]+"')
 
 
 TARGET = Target()
