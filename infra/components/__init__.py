@@ -22,9 +22,9 @@ from infra.components.service import (
 )
 
 __all__ = [
-    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "ExternalScaler", "Fixed", "Http", "LoadGenerator", "LoadGeneratorArgs",
-    "MetricsAdapter", "MetricsAdapterArgs", "Monitoring",
-    "MonitoringArgs", "ObservableService", "Peer", "Process", "ProgressiveDelivery", "ProgressiveDeliveryArgs",
-    "RateLimitStore", "RateLimitStoreArgs", "Resources",
-    "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
+    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "ExternalScaler", "Fixed", "Http",
+    "LoadGenerator", "LoadGeneratorArgs", "MetricsAdapter", "MetricsAdapterArgs", "Monitoring",
+    "MonitoringArgs", "ObservableService", "Peer", "Process", "ProgressiveDelivery",
+    "ProgressiveDeliveryArgs", "RateLimitStore", "RateLimitStoreArgs", "Resources", "Scaling",
+    "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
 ]
