@@ -104,9 +104,6 @@ class BrokerSettings(Group):
     port: Annotated[int, Key("brokerPort", at_least=1)]
 
     def check(self) -> None:
-        if self.url is None:
-            raise ConfigError("brokerUrl: the relay and the notifier need the broker's amqp(s):// URL "
-                              "(pulumi config set --secret brokerUrl ...)")
         if not self.egress_cidrs:
             raise ConfigError("brokerEgressCidrs: the ranges the broker is reached in (network policies "
                               "open only those)")
