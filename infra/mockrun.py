@@ -34,6 +34,8 @@ PROJECT = "lookout"
 LB_ADDRESS = "203.0.113.10"  # TEST-NET-3: an address that cannot be anyone's
 # What an operator sets with `pulumi config set --secret databaseUrl` (not in any stack file).
 MOCK_DATABASE_URL = "postgresql://lookout:mock-password@db.internal.example:5432/lookout"
+MOCK_NOTIFIER_DATABASE_URL = "postgresql://notifier:mock-password@db.internal.example:5432/notifier"
+MOCK_BROKER_URL = "amqp://lookout:mock-password@broker.internal.example:5672/%2F"  # --secret brokerUrl
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"  # noqa: S105 - Pulumi's wire marker for a secret value
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 
@@ -169,6 +171,10 @@ def render(stack: str, overrides: dict[str, Any] | None = None, files: RepoFiles
     values = stack_values(stack, fake_secrets=True)
     if values["databaseMode"] == "external" and not values["databaseUrl"]:
         values["databaseUrl"] = MOCK_DATABASE_URL
+    if values["databaseMode"] == "external" and not values["notifierDatabaseUrl"]:
+        values["notifierDatabaseUrl"] = MOCK_NOTIFIER_DATABASE_URL
+    if not values["brokerUrl"]:
+        values["brokerUrl"] = MOCK_BROKER_URL
     values.update(overrides or {})
     original = stack_module.repo_files
     if files is not None:

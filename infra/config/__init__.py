@@ -19,6 +19,9 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
     delivery     DeliverySettings       infra/config/rollouts.py    -> ProgressiveDeliveryArgs, Canary
     edge         EdgeSettings           infra/config/edge.py        -> EdgeArgs
+    notifier     NotifierSettings       infra/config/notifier.py    -> the notifier's ServiceArgs, mail
+    relay        RelaySettings          infra/config/notifier.py    -> the relay's ServiceArgs
+    broker       BrokerSettings         infra/config/notifier.py    -> the broker's URL and network peer
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from infra.config.fields import Group, Key
 from infra.config.loadgen import LoadGeneratorSettings
 from infra.config.logs import LogsSettings
 from infra.config.monitoring import AlertingSettings, MonitoringSettings
+from infra.config.notifier import BrokerSettings, NotifierSettings, RelaySettings
 from infra.config.ratelimits import RateLimitSettings
 from infra.config.rollouts import DeliverySettings
 from infra.config.service import ServiceSettings
@@ -40,7 +44,7 @@ from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
                                    AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings,
-                                   EdgeSettings)
+                                   EdgeSettings, NotifierSettings, RelaySettings, BrokerSettings)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class Settings:
     delivery: DeliverySettings
     logs: LogsSettings
     edge: EdgeSettings
+    notifier: NotifierSettings
+    relay: RelaySettings
+    broker: BrokerSettings
 
 
 def load_settings(config: pulumi.Config | None = None) -> Settings:
@@ -64,12 +71,27 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
                     database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
                     monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
                     loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c),
-                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c))
+                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c),
+                    notifier=NotifierSettings.read(c), relay=RelaySettings.read(c),
+                    broker=BrokerSettings.read(c))
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "EdgeSettings",
+    "GROUPS",
+    "AlertingSettings",
+    "BrokerSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "DeliverySettings",
+    "EdgeSettings",
     "Key",
-    "LoadGeneratorSettings", "LogsSettings",
-    "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
+    "LoadGeneratorSettings",
+    "LogsSettings",
+    "MonitoringSettings",
+    "NotifierSettings",
+    "RateLimitSettings",
+    "RelaySettings",
+    "ServiceSettings",
+    "Settings",
+    "load_settings",
 ]
