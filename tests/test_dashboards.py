@@ -256,7 +256,8 @@ def test_each_service_board_counts_only_its_own_pods():
 
     pods = {s.name: re.search(r'pod=~"([^"]+)"', service_target(s).pods).group(1)
             for s in load_slo().services}
-    names = {"lookout": "lookout-7d9f8c6b5d-x2v4k", "lookout-notifier": "lookout-notifier-consumer-5c7b9d-q8w2z"}
+    names = {"lookout": "lookout-7d9f8c6b5d-x2v4k",
+             "lookout-notifier": "lookout-notifier-consumer-5c7b9d-q8w2z"}
     for service, pattern in pods.items():
         for owner, pod in names.items():
             assert bool(re.fullmatch(pattern, pod)) == (owner == service), (service, pod)

@@ -246,7 +246,8 @@ def operational_alerts(t: Target = TARGET) -> list[Operational]:
             "LookoutPodCrashLooping",
             f'{by_container} (max_over_time(kube_pod_container_status_waiting_reason{{{t.containers}, '
             f'reason="CrashLoopBackOff"}}[5m])) >= 1\n'
-            f"or {by_container} (increase(kube_pod_container_status_restarts_total{{{t.containers}}}[15m])) >= 3",
+            f"or {by_container} "
+            f"(increase(kube_pod_container_status_restarts_total{{{t.containers}}}[15m])) >= 3",
             "10m", "ticket",
             "A Lookout pod keeps restarting",
             "{{ $labels.pod }} is in CrashLoopBackOff or restarted 3 times in 15 minutes.",
