@@ -31,7 +31,9 @@ from infra.components import (
     ServiceArgs,
     WritableDir,
 )
+from infra.components.broker import Broker, BrokerArgs, BrokerClient, scrape_target
 from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, proxy_labels
+from infra.components.keda import Keda
 from infra.components.loadgen import LoadGeneratorArgs
 from infra.components.monitoring_values import PROMETHEUS_POD_LABELS, PROMETHEUS_SERVICE, RELEASE
 from infra.components.network import namespace_selector
@@ -50,6 +52,8 @@ BOOTSTRAP_COMMAND = ("flask", "--app", "app", "users", "bootstrap-admin")
 BOOTSTRAP_EMAIL, BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
 PROBE_JOB = "lookout-probe"  # the job the probe panels and LookoutServiceUnreachable select
 EDGE = f"{APP}-edge"  # the Gateway, its routes, certificate and Envoy Service
+BROKER = f"{APP}-broker"  # the RabbitMqCluster, its Services and its credentials' Secret
+BROKER_NAMESPACE = BrokerArgs.__dataclass_fields__["namespace"].default
 GATEWAY_NAMESPACE = EdgeArgs.__dataclass_fields__["gateway_namespace"].default
 LOADTEST_NAMESPACE = LoadGeneratorArgs.__dataclass_fields__["namespace"].default
 GUNICORN_KEEPALIVE = 75  # seconds an idle kept-alive connection to gunicorn stays open
@@ -188,7 +192,14 @@ def dependency_targets(s: Settings) -> list[ScrapeTarget]:
     if s.rate_limits.shared:
         targets.append(ScrapeTarget(f"{APP}-ratelimit-metrics", s.rate_limits.store_args("", {}).namespace,
                                     selector(f"{APP}-ratelimit", "metrics"), port="metrics"))
+    targets.append(scrape_target(BROKER, BROKER_NAMESPACE))  # rabbitmq_prometheus: lookout-broker-metrics
     return targets
+
+
+def broker_clients(s: Settings) -> list[BrokerClient]:
+    """The pods that open AMQP connections to the broker: the notifier's consumer and the users
+    service's outbox relay (none until they are deployed here)."""
+    return []
 
 
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
@@ -225,6 +236,11 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         namespace=s.monitoring.namespace, job=PROBE_JOB, release_labels=release_labels),
         url=probe_url,
         opts=pulumi.ResourceOptions(depends_on=[monitoring, edge]))
+    # The broker's operator installs a webhook certificate through cert-manager, which the edge brings.
+    keda = Keda("keda")
+    broker = Broker(BROKER, s.broker.args(
+        scrape_namespace=s.monitoring.namespace, prometheus_pod_labels=PROMETHEUS_POD_LABELS,
+        clients=broker_clients(s), management_clients=[keda.client], depends_on=[edge]))
     outputs: dict[str, pulumi.Input[str]] = {
         "loadBalancerAddress": edge.address,
         "serviceUrl": edge.url,
@@ -234,6 +250,7 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         "image": s.service.image,  # what runs now: the release pipeline rolls back to it
         # The canary Rollout the release pipeline waits on ("" with progressiveDelivery off).
         "rollout": APP if s.delivery.progressive else "",
+        "brokerUrl": broker.url,  # amqp://, a secret: the services' BROKER_URL
     }
     if s.loadtest.enabled:
         # The run logs in as the bootstrap admin: it needs an admin to make its accounts and to list.

@@ -19,6 +19,8 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
     delivery     DeliverySettings       infra/config/rollouts.py    -> ProgressiveDeliveryArgs, Canary
     edge         EdgeSettings           infra/config/edge.py        -> EdgeArgs
+    broker       BrokerSettings         infra/config/broker.py      -> BrokerArgs
+    queue_scaling QueueScalingSettings  infra/config/broker.py      -> QueueScalerArgs
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from infra.config.broker import BrokerSettings, QueueScalingSettings
 from infra.config.database import DatabaseSettings
 from infra.config.edge import EdgeSettings
 from infra.config.fields import Group, Key
@@ -40,7 +43,7 @@ from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
                                    AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings,
-                                   EdgeSettings)
+                                   EdgeSettings, BrokerSettings, QueueScalingSettings)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Settings:
     delivery: DeliverySettings
     logs: LogsSettings
     edge: EdgeSettings
+    broker: BrokerSettings
+    queue_scaling: QueueScalingSettings
 
 
 def load_settings(config: pulumi.Config | None = None) -> Settings:
@@ -64,12 +69,13 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
                     database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
                     monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
                     loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c),
-                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c))
+                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c), broker=BrokerSettings.read(c),
+                    queue_scaling=QueueScalingSettings.read(c))
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "EdgeSettings",
+    "GROUPS", "AlertingSettings", "BrokerSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "EdgeSettings",
     "Key",
     "LoadGeneratorSettings", "LogsSettings",
-    "MonitoringSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
+    "MonitoringSettings", "QueueScalingSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
 ]
