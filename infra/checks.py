@@ -220,8 +220,8 @@ def _operator_pods(objects: Sequence[Obj], obj: Obj) -> bool:
     if labels_of is None or obj["kind"] not in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         return False
     spec = obj.get("spec") or {}
-    chosen = spec.get("selector") if obj["kind"] == "Service" else (
-        spec.get("selector" if obj["kind"] == "PodDisruptionBudget" else "podSelector") or {}).get("matchLabels")
+    key = {"Service": "selector", "PodDisruptionBudget": "selector"}.get(obj["kind"], "podSelector")
+    chosen = spec.get(key) if obj["kind"] == "Service" else (spec.get(key) or {}).get("matchLabels")
     declared = any(o["kind"] == kind and o["metadata"]["name"] == name
                    and o["metadata"].get("namespace") == obj["metadata"].get("namespace") for o in objects)
     return declared and chosen == labels_of(name)
@@ -233,7 +233,8 @@ def scaler_problems(objects: Sequence[Obj]) -> list[str]:
     problems = []
     declared = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
     hpa_targets = {(o["metadata"]["namespace"], o["spec"]["scaleTargetRef"]["kind"],
-                    o["spec"]["scaleTargetRef"]["name"]) for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+                    o["spec"]["scaleTargetRef"]["name"])
+                   for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
     for obj in (o for o in objects if o["kind"] == "ScaledObject"):
         ns, spec = obj["metadata"]["namespace"], obj["spec"]
         target = spec["scaleTargetRef"]
@@ -254,8 +255,9 @@ def scaler_problems(objects: Sequence[Obj]) -> list[str]:
     for auth in (o for o in objects if o["kind"] == "TriggerAuthentication"):
         ns = auth["metadata"]["namespace"]
         for ref in auth["spec"].get("secretTargetRef") or []:
-            secret = next((o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == ref["name"]
-                           and o["metadata"].get("namespace") == ns), None)
+            secret = next((o for o in objects if o["kind"] == "Secret"
+                           and o["metadata"]["name"] == ref["name"] and o["metadata"].get("namespace") == ns),
+                          None)
             keys = set((secret or {}).get("stringData") or {}) | set((secret or {}).get("data") or {})
             if ref["key"] not in keys:
                 problems.append(f"{_ref(auth)}: {ref['parameter']} reads key {ref['key']} of Secret "

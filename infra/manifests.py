@@ -74,7 +74,8 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
     releases = [{"name": r.get("name"), "namespace": r.get("namespace"), **chart_of(r),
                  "version": r.get("version"), "values": r.get("values") or {}} for r in rendered.releases]
     (out / "helm-releases.yaml").write_text(yaml.safe_dump({"releases": releases}, sort_keys=False))
-    (out / "manifest-files.yaml").write_text(yaml.safe_dump({"files": rendered.manifest_files}, sort_keys=False))
+    files = {"files": rendered.manifest_files}
+    (out / "manifest-files.yaml").write_text(yaml.safe_dump(files, sort_keys=False))
     (out / "outputs.yaml").write_text(yaml.safe_dump(rendered.outputs, sort_keys=False))
     return written
 

@@ -74,8 +74,9 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "BrokerSettings", "ConfigError", "DatabaseSettings", "DeliverySettings", "EdgeSettings",
-    "Key",
+    "GROUPS", "AlertingSettings", "BrokerSettings", "ConfigError", "DatabaseSettings", "DeliverySettings",
+    "EdgeSettings", "Key",
     "LoadGeneratorSettings", "LogsSettings",
-    "MonitoringSettings", "QueueScalingSettings", "RateLimitSettings", "ServiceSettings", "Settings", "load_settings",
+    "MonitoringSettings", "QueueScalingSettings", "RateLimitSettings", "ServiceSettings", "Settings",
+    "load_settings",
 ]

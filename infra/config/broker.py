@@ -42,7 +42,8 @@ class BrokerSettings(Group):
         if self.replicas % 2 == 0:
             raise ConfigError(f"brokerReplicas must be odd (1, 3, 5): quorum queues need a majority, "
                               f"got {self.replicas}")
-        if parse_quantity("brokerCpuRequest", self.cpu_request) > parse_quantity("brokerCpuLimit", self.cpu_limit):
+        if parse_quantity("brokerCpuRequest", self.cpu_request) > parse_quantity(
+                "brokerCpuLimit", self.cpu_limit):
             raise ConfigError("brokerCpuRequest must not exceed brokerCpuLimit")
         if parse_quantity("brokerMemoryRequest", self.memory_request) > parse_quantity(
                 "brokerMemoryLimit", self.memory_limit):
@@ -71,8 +72,8 @@ class QueueScalingSettings(Group):
 
     def check(self) -> None:
         if self.min_replicas > self.max_replicas:
-            raise ConfigError(f"notifierMinReplicas ({self.min_replicas}) must not exceed notifierMaxReplicas "
-                              f"({self.max_replicas})")
+            raise ConfigError(f"notifierMinReplicas ({self.min_replicas}) must not exceed "
+                              f"notifierMaxReplicas ({self.max_replicas})")
 
     def args(self, namespace: str, management_url: pulumi.Input[str], deployment: str,
              depends_on: Sequence[pulumi.Resource] = ()) -> QueueScalerArgs:

@@ -9,7 +9,8 @@ Each source names the chart and version it belongs to, the repository and tag it
 from, the files, and the kinds the program declares objects of; ``infra.crds.crd_schemas`` derives
 their schemas (descriptions dropped). Gateway API's CRDs come from Envoy Gateway's chart, which
 installs them, so they are the versions that chart serves; the RabbitMQ Cluster Operator's from its
-repository at the release tag (it ships a release manifest, not a chart), KEDA's from its chart. ``make crds-refresh`` / ``crds-verify``.
+repository at the release tag (it ships a release manifest, not a chart), KEDA's from its chart.
+``make crds-refresh`` / ``crds-verify``.
 """
 
 from __future__ import annotations

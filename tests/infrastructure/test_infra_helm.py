@@ -20,6 +20,7 @@ from infra.components import Monitoring, MonitoringArgs
 from infra.components.autoscaling import ADAPTER_CHART
 from infra.components.database import CNPG_CHART
 from infra.components.edge import CERT_MANAGER_CHART, GATEWAY_CHART
+from infra.components.keda import KEDA_CHART
 from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
 from infra.components.probe import BLACKBOX_CHART
 from infra.components.rollouts import ROLLOUTS_CHART
@@ -27,7 +28,7 @@ from infra.manifests import write
 from infra.mockrun import render, run_program
 
 PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART,
-        ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART]
+        ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART, KEDA_CHART]
 
 
 @pytest.fixture(scope="module")
