@@ -81,7 +81,7 @@ def env_of(objects: Sequence[Obj], namespace: str, container: Obj) -> dict[str, 
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "postgres": 5432, "redis": 6379,
-                 "rediss": 6379}
+                 "rediss": 6379, "amqp": 5672, "amqps": 5671, "smtps": 465, "smtp": 587, "smtp+plain": 25}
 
 
 def settings_of(objects: Sequence[Obj], namespace: str, template: Obj, container: Obj) -> dict[str, str]:
@@ -378,8 +378,11 @@ def network_problems(objects: Sequence[Obj]) -> list[str]:
                 port = url.port or (4318 if otlp else DEFAULT_PORTS[url.scheme])
                 what = f"{'the OTLP collector' if otlp else name} ({url.hostname}:{port})"
                 spaces = _namespaces(url.hostname, ns)
-                if egress is not None and not any(_admits(egress, port, "TCP", space, "to")
-                                                  for space in spaces):
+                # A policy sees the pods' ports: a Service's port is its target's (kube-proxy
+                # translates before the policy applies).
+                pod_ports = _target_ports(objects, url.hostname, port, spaces[0]) or {port}
+                if egress is not None and not any(_admits(egress, number, "TCP", space, "to")
+                                                  for space in spaces for number in pod_ports):
                     problems.append(f"{_ref(w)}: egress to {what} is blocked")
                 problems += [f"{_ref(target)}: ingress refuses {_ref(w)}'s {what}"
                              for target in _refusing(objects, url.hostname, port, spaces[0], ns)]
@@ -406,6 +409,22 @@ def _refusing(objects: Sequence[Obj], hostname: str, port: int, namespace: str |
                 if number and ingress is not None and not _admits(ingress, number, "TCP", source, "from"):
                     refusing.append(w)
     return refusing
+
+
+def _target_ports(objects: Sequence[Obj], hostname: str, port: int, namespace: str | None) -> set[int]:
+    """Return the container ports behind port ``port`` of the in-cluster Service ``hostname``."""
+    found: set[int] = set()
+    for svc in objects:
+        if svc["kind"] != "Service" or svc["metadata"]["name"] != hostname.split(".")[0] or \
+                svc["metadata"].get("namespace") != namespace or not svc["spec"].get("selector"):
+            continue
+        for service_port in (p for p in svc["spec"]["ports"] if p["port"] == port):
+            target = service_port.get("targetPort", port)
+            found |= {cp["containerPort"]
+                      for _, template in pods_selected(objects, namespace, svc["spec"]["selector"])
+                      for c in containers(template, init=False) for cp in c.get("ports") or []
+                      if target in (cp.get("name"), cp["containerPort"])}
+    return found
 
 
 def _namespaces(hostname: str, own: str) -> list[str | None]:

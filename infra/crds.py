@@ -1,7 +1,7 @@
 """Strict JSON schemas for the custom resources the program declares, for the schema gate.
 
 kubernetes-validate carries the built-in API only, so ServiceMonitor, PrometheusRule
-(prometheus-operator, monitoring.coreos.com/v1) and Cluster (CloudNativePG,
+(prometheus-operator, monitoring.coreos.com/v1), Cluster and Database (CloudNativePG,
 postgresql.cnpg.io/v1) are checked against these instead. Each schema admits exactly the
 fields of the operator's CRD that this program uses, with their types and the CRD's own
 constraints (required fields, enums, patterns), and refuses anything else, like
@@ -81,7 +81,16 @@ SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         "bootstrap": _object({"initdb": _object({
             "database": _STR, "owner": _STR, "secret": _object({"name": _NAME}, required=("name",))})}),
         "resources": _RESOURCES,
+        "managed": _object({"roles": {"type": "array", "items": _object({
+            "name": _STR, "ensure": {"enum": ["present", "absent"]}, "login": {"type": "boolean"},
+            "inherit": {"type": "boolean"}, "passwordSecret": _object({"name": _NAME}, required=("name",)),
+        }, required=("name",))}}),
     }, required=("instances",))),
+    ("postgresql.cnpg.io/v1", "Database"): _resource("postgresql.cnpg.io/v1", "Database", _object({
+        "cluster": _object({"name": _NAME}, required=("name",)),
+        "name": _STR, "owner": _STR, "ensure": {"enum": ["present", "absent"]},
+        "databaseReclaimPolicy": {"enum": ["delete", "retain"]},
+    }, required=("cluster", "name", "owner"))),
 }
 
 

@@ -35,6 +35,7 @@ PROJECT = "lookout"
 LB_ADDRESS = "203.0.113.10"  # TEST-NET-3: an address that cannot be anyone's
 # What an operator sets with `pulumi config set --secret databaseUrl` (not in any stack file).
 MOCK_DATABASE_URL = "postgresql://lookout:mock-password@db.internal.example:5432/lookout"
+MOCK_NOTIFIER_DATABASE_URL = "postgresql://notifier:mock-password@db.internal.example:5432/notifier"
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"  # noqa: S105 - Pulumi's wire marker for a secret value
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 MANIFEST_TYPE = "kubernetes:yaml/v2:ConfigFile"  # a component the provider expands; its objects stay unseen
@@ -174,6 +175,8 @@ def render(stack: str, overrides: dict[str, Any] | None = None, files: RepoFiles
     values = stack_values(stack, fake_secrets=True)
     if values["databaseMode"] == "external" and not values["databaseUrl"]:
         values["databaseUrl"] = MOCK_DATABASE_URL
+    if values["databaseMode"] == "external" and not values["notifierDatabaseUrl"]:
+        values["notifierDatabaseUrl"] = MOCK_NOTIFIER_DATABASE_URL
     values.update(overrides or {})
     original = stack_module.repo_files
     if files is not None:

@@ -1,14 +1,19 @@
 """The whole deployment: settings in, one component per settings group, stack outputs out.
 
-Monitoring comes first (the service needs the collector's address), then the database, the
-rate-limit store, the service, and the optional load generator aimed at the service. The app is
-known here by its image, environment (``app_environment``), secrets and migration command only;
-tests/infrastructure/test_infra_app_contract.py feeds what each stack gives it to the app's own
-settings loader.
+Monitoring comes first (the services need the collector's address), then the database, the
+rate-limit store, the users API, the edge in front of both APIs (its cert-manager also serves the
+broker's operator), KEDA and the broker, then the services that use the broker (the users API's
+outbox relay and the notifier: like the API, instances of one component, ``ObservableService``),
+the mail catcher where the stack has one, the queue-depth scaler of the notifier's consumer, and
+the optional load generator. The app is known here by its image,
+environments (``app_environment``, ``notifier_environment``), secrets and commands only;
+tests/infrastructure/test_infra_app_contract.py feeds what each stack gives each process to the
+app's own settings loaders.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -20,21 +25,28 @@ import pulumi
 import dashboards
 from infra.components import (
     Database,
+    ExternalScaler,
+    Fixed,
     LoadGenerator,
     MetricsAdapter,
     MetricsAdapterArgs,
     Monitoring,
     ObservableService,
     Peer,
+    Process,
     RateLimitStore,
+    Resources,
+    Scaling,
     ScrapeTarget,
     ServiceArgs,
+    Shutdown,
     WritableDir,
 )
 from infra.components.broker import Broker, BrokerArgs, BrokerClient, scrape_target
-from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, proxy_labels
-from infra.components.keda import Keda
+from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, Route, proxy_labels
+from infra.components.keda import Keda, QueueScaler
 from infra.components.loadgen import LoadGeneratorArgs
+from infra.components.mail import MailCatcher, MailCatcherArgs
 from infra.components.monitoring_values import PROMETHEUS_POD_LABELS, PROMETHEUS_SERVICE, RELEASE
 from infra.components.network import namespace_selector
 from infra.components.pods import selector
@@ -65,6 +77,24 @@ GUNICORN_TIMEOUT = 30  # gunicorn's worker heartbeat; the edge's request timeout
 # 413 is refused at the edge (the app's default MAX_CONTENT_LENGTH, 1 MiB).
 EDGE_TIMEOUTS = EdgeTimeouts(upstream_idle_seconds=60, request_seconds=GUNICORN_TIMEOUT,
                              body_bytes=1024 * 1024)
+
+# The outbox relay: a worker beside the API (same image, database and secrets); its metrics on
+# RELAY_METRICS_PORT make the job lookout-relay-metrics (dashboards/generate/target.py).
+RELAY = f"{APP}-relay"
+RELAY_COMMAND = ("flask", "--app", "app", "events", "relay")
+RELAY_METRICS_PORT = 9102
+RELAY_RESOURCES = Resources("50m", "250m", "256Mi", "256Mi")
+# The notifier (app/notifier): its API under gunicorn, its consumer, its own database and
+# migrations; one scrape job over both, lookout-notifier-metrics (the rules' notifier job).
+NOTIFIER = f"{APP}-notifier"
+NOTIFIER_DATABASE = "notifier"  # its database and the role that owns it
+NOTIFIER_PORT = 8001
+NOTIFIER_SERVER_COMMAND = ("gunicorn", "-c", "python:app.notifier.gunicorn_conf", "app.notifier.wsgi:app")
+NOTIFIER_CONSUMER_COMMAND = ("flask", "--app", "app.notifier:create_app", "notifier", "consume")
+NOTIFIER_MIGRATION_COMMAND = ("flask", "--app", "app.notifier:create_app", "db", "upgrade")
+NOTIFIER_CONSUMER_METRICS_PORT = 9102
+NOTIFICATIONS_PATH = "/api/v1/notifications"  # the notifier's API, routed by the edge
+MAIL_CATCHER = f"{APP}-mail"
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,82 @@ def app_environment(s: Settings, collector_endpoint: str) -> dict[str, str]:
     return env
 
 
+def notifier_environment(s: Settings, collector_endpoint: str, smtp_url: str) -> dict[str, str]:
+    """Return the notifier's non-secret environment (both processes')."""
+    catcher = s.notifier.mail_server == "catcher"
+    return {
+        # A mail catcher speaks plain SMTP, which the production settings refuse: those stacks run
+        # the development settings, without Flask's debug mode.
+        "LOOKOUT_ENV": "development" if catcher else "production",
+        **({"DEBUG": "false"} if catcher else {}),
+        "SMTP_URL": smtp_url,
+        "MAIL_FROM": f"Lookout <no-reply@{s.edge.hostname}>",
+        # Tokens are the users API's: its public keys, through its ClusterIP Service.
+        "JWKS_URL": f"http://{APP}.{s.service.namespace}.svc.cluster.local:80/.well-known/jwks.json",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "4",
+        "OTEL_SERVICE_NAME": NOTIFIER,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": s.service.otel_traces_sampler_ratio,
+        "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment={s.stack}",
+    }
+
+
+def notifier_args(s: Settings, monitoring: Monitoring, database: Database, broker_url: pulumi.Input[str],
+                  broker_peer: Peer, mail: MailCatcher | None = None) -> ServiceArgs:
+    """Return the notifier's Args: its API (behind the edge, on CPU) and its consumer (scaled on the
+    queue by KEDA, ``ExternalScaler``); egress to its database, the broker, the SMTP server, the
+    collector and the users API's public keys, nothing else."""
+    smtp = (mail.peer if mail is not None
+            else Peer(port=s.notifier.smtp_port, cidrs=s.notifier.smtp_egress_cidrs))
+    secrets: dict[str, pulumi.Input[str]] = {"DATABASE_URL": database.tenant_urls[NOTIFIER_DATABASE],
+                                             "BROKER_URL": broker_url}
+    if s.notifier.smtp_username is not None and s.notifier.smtp_password is not None:
+        secrets |= {"SMTP_USERNAME": s.notifier.smtp_username, "SMTP_PASSWORD": s.notifier.smtp_password}
+    shutdown = Shutdown(s.service.pre_stop_seconds, s.service.gunicorn_graceful_timeout,
+                        s.service.termination_grace_period_seconds)
+    consumer = Process(
+        "consumer", NOTIFIER_CONSUMER_COMMAND,
+        ExternalScaler(s.notifier.consumer_min_replicas, s.notifier.consumer_max_replicas),
+        s.notifier.resources, dataclasses.replace(shutdown, pre_stop_seconds=0),
+        metrics_port=NOTIFIER_CONSUMER_METRICS_PORT,
+        env={"CONSUMER_METRICS_PORT": str(NOTIFIER_CONSUMER_METRICS_PORT)})
+    users_api = Peer(port=8000, namespace=s.service.namespace, pod_labels=SERVER)  # its JWKS
+    return ServiceArgs(
+        namespace=s.service.namespace, create_namespace=False, image=s.service.image,
+        image_pull_policy=s.service.image_pull_policy, resources=s.notifier.resources,
+        scaling=Scaling(s.notifier.min_replicas, s.notifier.max_replicas, s.service.target_cpu_utilization,
+                        s.service.scale_down_stabilization_seconds),
+        shutdown=shutdown, command=NOTIFIER_SERVER_COMMAND, port=NOTIFIER_PORT, service_type="ClusterIP",
+        settings=notifier_environment(s, monitoring.collector_endpoint,
+                                      mail.smtp_url if mail is not None else s.notifier.smtp_url),
+        secrets=secrets, scrape_namespace=s.monitoring.namespace,
+        egress=(database.peer, broker_peer, smtp, monitoring.collector, users_api),
+        ingress_from=(edge_clients(s),), migration_command=NOTIFIER_MIGRATION_COMMAND,
+        workers=(consumer,), skips=s.service.image_skips)
+
+
+def relay_args(s: Settings, monitoring: Monitoring, database: Database, broker_url: pulumi.Input[str],
+               broker_peer: Peer) -> ServiceArgs:
+    """Return the relay's Args: a worker with the users API's settings and secrets (it loads the
+    same app), egress to the users database, the broker and the collector, no Service."""
+    env = {key: value for key, value in app_environment(s, monitoring.collector_endpoint).items()
+           if not key.startswith("GUNICORN_") and key != "PROMETHEUS_MULTIPROC_DIR"}
+    return ServiceArgs(
+        namespace=s.service.namespace, create_namespace=False, image=s.service.image,
+        image_pull_policy=s.service.image_pull_policy, resources=RELAY_RESOURCES,
+        scaling=Fixed(s.relay.replicas), component="relay", serves_http=False, command=RELAY_COMMAND,
+        # SIGTERM: the relay finishes its round (each broker wait bounded by BROKER_TIMEOUT_SECONDS).
+        shutdown=Shutdown(0, 0, 30), metrics_port=RELAY_METRICS_PORT,
+        settings={**env, "OTEL_SERVICE_NAME": RELAY, "RELAY_METRICS_PORT": str(RELAY_METRICS_PORT)},
+        secrets={"SECRET_KEY": s.service.secret_key, "JWT_PRIVATE_KEY": s.service.jwt_private_key,
+                 "DATABASE_URL": database.url, "BROKER_URL": broker_url},
+        scrape_namespace=s.monitoring.namespace, egress=(database.peer, broker_peer, monitoring.collector),
+        skips=s.service.image_skips)
+
+
 def bootstrap_admin(s: Settings) -> dict[str, pulumi.Input[str]]:
     """Return the bootstrap admin's credentials, as the variables ``flask users bootstrap-admin`` reads."""
     return {BOOTSTRAP_EMAIL: s.service.bootstrap_admin_email,
@@ -160,11 +266,19 @@ def service_args(s: Settings, monitoring: Monitoring, database: Database,
                               depends_on=[delivery.release] if delivery else []))
 
 
+def edge_clients(s: Settings) -> dict[str, object]:
+    """The gateway's Envoy pods, as a NetworkPolicy peer."""
+    return {"namespaceSelector": namespace_selector(GATEWAY_NAMESPACE),
+            "podSelector": {"matchLabels": proxy_labels(EDGE, s.service.namespace)}}
+
+
 def app_clients(s: Settings) -> list[dict[str, object]]:
-    """Who may reach the app's port: the gateway's Envoy pods, and the in-cluster load generator."""
-    envoy = proxy_labels(EDGE, s.service.namespace)
-    peers: list[dict[str, object]] = [{"namespaceSelector": namespace_selector(GATEWAY_NAMESPACE),
-                                       "podSelector": {"matchLabels": envoy}}]
+    """Who may reach the app's port: the gateway's Envoy pods, the notifier (the public keys it
+    verifies tokens with), and the in-cluster load generator."""
+    peers: list[dict[str, object]] = [
+        edge_clients(s),
+        {"namespaceSelector": namespace_selector(s.service.namespace),
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": NOTIFIER}}}]
     if probes_the_app(s):
         peers.append({"namespaceSelector": namespace_selector(s.monitoring.namespace),
                       "podSelector": {"matchLabels": {"app.kubernetes.io/instance": BLACKBOX}}})
@@ -197,9 +311,9 @@ def dependency_targets(s: Settings) -> list[ScrapeTarget]:
 
 
 def broker_clients(s: Settings) -> list[BrokerClient]:
-    """The pods that open AMQP connections to the broker: the notifier's consumer and the users
-    service's outbox relay (none until they are deployed here)."""
-    return []
+    """The pods that open AMQP connections to the broker: the notifier's (its consumer, and its API,
+    whose readiness asks the broker) and the users service's outbox relay."""
+    return [BrokerClient(s.service.namespace, {"app.kubernetes.io/name": name}) for name in (NOTIFIER, RELAY)]
 
 
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
@@ -207,27 +321,57 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
     scrape = ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
                           pod_target_labels=(HASH_LABEL,))
+    # Each further service's metrics Service, <name>-metrics, names its job.
+    services = [ScrapeTarget(name, s.service.namespace, selector(name, "metrics"), port="metrics")
+                for name in (NOTIFIER, RELAY)]
     monitoring = Monitoring("monitoring", s.logs.args(s.monitoring.args(
         dashboard_files=files.dashboards, rule_files=files.rules, alerting=s.alerting.args(),
-        targets=(scrape, *dependency_targets(s)))))
+        targets=(scrape, *services, *dependency_targets(s)))))
     if s.service.target_requests_per_second:  # the HPA's Pods metric: the app's request rate
         MetricsAdapter("autoscaling", MetricsAdapterArgs(
             namespace=s.monitoring.namespace, prometheus_service=PROMETHEUS_SERVICE,
             prometheus_pod_labels=PROMETHEUS_POD_LABELS, scrape_interval=scrape.interval),
             opts=pulumi.ResourceOptions(depends_on=[monitoring]))
-    database = Database(f"{APP}-db", s.database.args(scrape_namespace=s.monitoring.namespace))
+    if s.database.mode == "external" and s.notifier.database_url is None:
+        raise ConfigError("notifierDatabaseUrl: with an external database the notifier needs its own "
+                          "(pulumi config set --secret notifierDatabaseUrl postgresql://...)")
+    database = Database(f"{APP}-db", dataclasses.replace(
+        s.database.args(scrape_namespace=s.monitoring.namespace), tenants=(NOTIFIER_DATABASE,),
+        external_tenant_urls={NOTIFIER_DATABASE: s.notifier.database_url}
+        if s.notifier.database_url is not None else {}))
     counts = (RateLimitStore(f"{APP}-ratelimit", s.rate_limits.store_args(
         s.service.namespace, SERVER, scrape_namespace=s.monitoring.namespace))
               if s.rate_limits.shared else None)
     delivery = ProgressiveDelivery("rollouts", s.delivery.args()) if s.delivery.progressive else None
     service = ObservableService(APP, service_args(s, monitoring, database, counts, delivery))
     release_labels = {"app.kubernetes.io/part-of": "lookout", "release": RELEASE}
+    # The notifier's API through the same Gateway as the users API, under its own path (the route
+    # names its Service, which follows below: Envoy Gateway resolves it when it appears).
+    notifications = Route(NOTIFICATIONS_PATH, NOTIFIER, 80, selector(NOTIFIER, "server"), NOTIFIER_PORT)
     edge = Edge(EDGE, s.edge.args(
         namespace=s.service.namespace, backend_service=APP, backend_port=80, backend_pod_labels=SERVER,
         backend_pod_port=8000, timeouts=EDGE_TIMEOUTS, scrape_namespace=s.monitoring.namespace,
         release_labels=release_labels, service_type=s.service.service_type,
         external_traffic_policy=s.service.external_traffic_policy,
-        source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, monitoring]))
+        source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, monitoring],
+        routes=[notifications]))
+    # The broker's operator gets its webhook's certificate from cert-manager, which the edge installs.
+    keda = Keda("keda")
+    broker = Broker(BROKER, s.broker.args(
+        scrape_namespace=s.monitoring.namespace, prometheus_pod_labels=PROMETHEUS_POD_LABELS,
+        clients=broker_clients(s), management_clients=[keda.client], depends_on=[edge.cert_manager]))
+    after_api = pulumi.ResourceOptions(depends_on=[service, database])  # its namespace, its databases
+    ObservableService(RELAY, relay_args(s, monitoring, database, broker.url, broker.peer), opts=after_api)
+    mail = (MailCatcher(MAIL_CATCHER, MailCatcherArgs(
+        namespace=s.service.namespace, client_labels={"app.kubernetes.io/name": NOTIFIER}),
+        opts=pulumi.ResourceOptions(depends_on=[service])) if s.notifier.mail_server == "catcher" else None)
+    notifier = ObservableService(
+        NOTIFIER, notifier_args(s, monitoring, database, broker.url, broker.peer, mail), opts=after_api)
+    # The consumer's replicas follow its queue's depth (KEDA); the users API keeps its own HPA.
+    QueueScaler(f"{NOTIFIER}-queue", s.queue_scaling.args(
+        namespace=s.service.namespace, management_url=broker.management_url,
+        deployment=notifier.workloads["consumer"], min_replicas=s.notifier.consumer_min_replicas,
+        max_replicas=s.notifier.consumer_max_replicas, depends_on=[notifier, keda.release]))
     # A client's view: the public https:// URL through the gateway, unless the stack names another
     # or has a CA of its own (then the app's /readyz through its Service).
     probe_url = (pulumi.Output.concat(service.url, "/readyz") if probes_the_app(s)
@@ -236,11 +380,6 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         namespace=s.monitoring.namespace, job=PROBE_JOB, release_labels=release_labels),
         url=probe_url,
         opts=pulumi.ResourceOptions(depends_on=[monitoring, edge]))
-    # The broker's operator installs a webhook certificate through cert-manager, which the edge brings.
-    keda = Keda("keda")
-    broker = Broker(BROKER, s.broker.args(
-        scrape_namespace=s.monitoring.namespace, prometheus_pod_labels=PROMETHEUS_POD_LABELS,
-        clients=broker_clients(s), management_clients=[keda.client], depends_on=[edge]))
     outputs: dict[str, pulumi.Input[str]] = {
         "loadBalancerAddress": edge.address,
         "serviceUrl": edge.url,
@@ -250,6 +389,11 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         "image": s.service.image,  # what runs now: the release pipeline rolls back to it
         # The canary Rollout the release pipeline waits on ("" with progressiveDelivery off).
         "rollout": APP if s.delivery.progressive else "",
+        "notifierUrl": pulumi.Output.concat(edge.url, NOTIFICATIONS_PATH),
+        # The notifier's consumer Deployment, which the queue-depth scaler targets.
+        "notifierConsumer": notifier.workloads["consumer"],
+        # The mail catcher's Service (web UI and API on 8025, through kubectl port-forward); "" without.
+        "mailCatcher": MAIL_CATCHER if mail is not None else "",
         "brokerUrl": broker.url,  # amqp://, a secret: the services' BROKER_URL
     }
     if s.loadtest.enabled:

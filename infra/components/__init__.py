@@ -10,12 +10,21 @@ from infra.components.network import Peer
 from infra.components.pods import Resources, WritableDir
 from infra.components.ratelimits import RateLimitStore, RateLimitStoreArgs
 from infra.components.rollouts import Canary, ProgressiveDelivery, ProgressiveDeliveryArgs
-from infra.components.service import ObservableService, Scaling, ServiceArgs, Shutdown
+from infra.components.service import (
+    ExternalScaler,
+    Fixed,
+    Http,
+    ObservableService,
+    Process,
+    Scaling,
+    ServiceArgs,
+    Shutdown,
+)
 
 __all__ = [
-    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "LoadGenerator", "LoadGeneratorArgs",
-    "MetricsAdapter", "MetricsAdapterArgs", "Monitoring",
-    "MonitoringArgs", "ObservableService", "Peer", "ProgressiveDelivery", "ProgressiveDeliveryArgs",
-    "RateLimitStore", "RateLimitStoreArgs", "Resources",
-    "Scaling", "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
+    "AlertingArgs", "Canary", "Database", "DatabaseArgs", "ExternalScaler", "Fixed", "Http",
+    "LoadGenerator", "LoadGeneratorArgs", "MetricsAdapter", "MetricsAdapterArgs", "Monitoring",
+    "MonitoringArgs", "ObservableService", "Peer", "Process", "ProgressiveDelivery",
+    "ProgressiveDeliveryArgs", "RateLimitStore", "RateLimitStoreArgs", "Resources", "Scaling",
+    "ScrapeTarget", "ServiceArgs", "Shutdown", "WritableDir",
 ]

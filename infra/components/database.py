@@ -8,8 +8,8 @@ Either way the component hands out ``url`` (a secret) and ``peer`` (where the ap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -47,6 +47,10 @@ class DatabaseArgs:
     # Where Prometheus runs: postgres_exporter beside an in-cluster database serves its statistics
     # to it (empty: none). An external database is watched by its provider's monitoring.
     scrape_namespace: str = ""
+    # Further services' own databases on the same server, each owned by a role of its name:
+    # in the cluster the operator makes both; external, their URLs are given.
+    tenants: Sequence[str] = ()
+    external_tenant_urls: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class Database(pulumi.ComponentResource):
@@ -54,6 +58,7 @@ class Database(pulumi.ComponentResource):
 
     url: pulumi.Output[str]
     peer: Peer
+    tenant_urls: dict[str, pulumi.Output[str]]  # tenant -> the URL of its own database, as its role
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:database:Database", name, None, opts)
@@ -62,7 +67,12 @@ class Database(pulumi.ComponentResource):
                 raise ValueError("an external database needs external_url and external_cidrs")
             self.url = pulumi.Output.secret(args.external_url)
             self.peer = Peer(port=args.port, cidrs=tuple(args.external_cidrs))
+            missing = [t for t in args.tenants if t not in args.external_tenant_urls]
+            if missing:
+                raise ValueError(f"an external database needs the URLs of {', '.join(missing)}")
+            self.tenant_urls = {t: pulumi.Output.secret(args.external_tenant_urls[t]) for t in args.tenants}
         elif args.mode == "incluster":
+            self.tenant_urls = {}
             self.url = self._in_cluster(name, args)
             self.peer = Peer(port=args.port, namespace=args.namespace, pod_labels={"cnpg.io/cluster": name})
         else:
@@ -85,7 +95,8 @@ class Database(pulumi.ComponentResource):
             metadata={"namespace": args.namespace, "name": f"{name}-credentials"},
             string_data={"username": args.owner, "password": password.result},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
-        k8s.apiextensions.CustomResource(
+        tenants = {tenant: self._tenant_role(name, args, tenant, ns) for tenant in args.tenants}
+        cluster = k8s.apiextensions.CustomResource(
             f"{name}-cluster", api_version="postgresql.cnpg.io/v1", kind="Cluster",
             metadata={"namespace": args.namespace, "name": name,
                       "annotations": {"pulumi.com/waitFor": "condition=Ready",
@@ -96,14 +107,43 @@ class Database(pulumi.ComponentResource):
                 "bootstrap": {"initdb": {"database": args.database, "owner": args.owner,
                                          "secret": {"name": credentials.metadata.name}}},
                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
-            }, opts=pulumi.ResourceOptions(parent=self, depends_on=[operator, ns, credentials]))
+                # The tenants' roles, kept by the operator with the passwords of their Secrets.
+                **({"managed": {"roles": [
+                    {"name": tenant, "ensure": "present", "login": True, "inherit": True,
+                     "passwordSecret": {"name": secret.metadata.name}}
+                    for tenant, (secret, _) in tenants.items()]}} if tenants else {}),
+            }, opts=pulumi.ResourceOptions(parent=self, depends_on=[operator, ns, credentials,
+                                                                    *(s for s, _ in tenants.values())]))
 
         host = f"{name}-rw.{args.namespace}.svc.cluster.local"  # the operator's read-write Service
+        for tenant, (_, password_of) in tenants.items():
+            # A Database object: the operator creates it owned by the tenant's role (never dropped
+            # when the object goes: databaseReclaimPolicy retain, its default).
+            k8s.apiextensions.CustomResource(
+                f"{name}-database-{tenant}", api_version="postgresql.cnpg.io/v1", kind="Database",
+                metadata={"namespace": args.namespace, "name": f"{name}-{tenant}"},
+                spec={"cluster": {"name": name}, "name": tenant, "owner": tenant, "ensure": "present"},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]))
+            self.tenant_urls[tenant] = pulumi.Output.secret(pulumi.Output.concat(
+                "postgresql://", tenant, ":", password_of, "@", host, f":{args.port}/", tenant))
         if args.scrape_namespace:
             self._exporter(name, args, host, credentials)
         return pulumi.Output.secret(pulumi.Output.concat(
             "postgresql://", args.owner, ":", password.result, "@", host, f":{args.port}/", args.database))
 
+
+    def _tenant_role(self, name: str, args: DatabaseArgs, tenant: str,
+                     ns: k8s.core.v1.Namespace) -> tuple[k8s.core.v1.Secret, pulumi.Output[str]]:
+        """A generated password for ``tenant``'s role, in the basic-auth Secret the operator reads."""
+        password = random.RandomPassword(f"{name}-{tenant}-password", length=32, special=False,
+                                         opts=pulumi.ResourceOptions(parent=self))
+        secret = k8s.core.v1.Secret(
+            f"{name}-{tenant}-credentials", type="kubernetes.io/basic-auth",
+            metadata={"namespace": args.namespace, "name": f"{name}-{tenant}-credentials",
+                      "labels": {"cnpg.io/reload": "true"}},  # a new password reaches the role
+            string_data={"username": tenant, "password": password.result},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+        return secret, password.result
 
     def _exporter(self, name: str, args: DatabaseArgs, host: str, credentials: k8s.core.v1.Secret) -> None:
         """postgres_exporter as the owner (CloudNativePG's own exporter names its metrics cnpg_*,

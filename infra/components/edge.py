@@ -56,6 +56,18 @@ class EdgeTimeouts:
 
 
 @dataclass(frozen=True)
+class Route:
+    """A further service behind the same Gateway: requests under ``path_prefix`` go to its ClusterIP
+    Service, never to a load balancer of its own."""
+
+    path_prefix: str  # e.g. /api/v1/notifications: longer than "/", so it wins for its paths
+    service: str
+    port: int  # the Service's port
+    pod_labels: Mapping[str, str]  # the proxy's policy lets Envoy reach only these pods
+    pod_port: int
+
+
+@dataclass(frozen=True)
 class Acme:
     email: str
     server: str = LETSENCRYPT
@@ -82,6 +94,7 @@ class EdgeArgs:
     gateway_namespace: str = "envoy-gateway-system"
     cert_manager_namespace: str = "cert-manager"
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    routes: Sequence[Route] = ()  # other services under their own paths; "/" goes to backend_service
 
 
 class Edge(pulumi.ComponentResource):
@@ -90,6 +103,7 @@ class Edge(pulumi.ComponentResource):
     url: pulumi.Output[str]
     address: pulumi.Output[str]
     proxy_labels: dict[str, str]
+    cert_manager: k8s.helm.v3.Release
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:edge:Edge", name, None, opts)
@@ -112,6 +126,7 @@ class Edge(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cm_ns, gateway_release]))
         after = pulumi.ResourceOptions(parent=self, depends_on=[gateway_release, cert_manager,
                                                                 *args.depends_on])
+        self.cert_manager = cert_manager  # what else needs cert-manager's CRDs and webhook waits on
         self.proxy_labels = proxy_labels(name, args.namespace)
         if args.acme is not None and args.acme.solver == "dns01":
             k8s.core.v1.Secret(f"{name}-dns", metadata={"namespace": args.namespace, "name": f"{name}-dns",
@@ -193,10 +208,13 @@ def edge_objects(name: str, args: EdgeArgs) -> list[tuple[str, str, dict[str, An
         ("HTTPRoute", GATEWAY_API, {**here, "name": name}, {
             "parentRefs": [{"name": name, "sectionName": "https"}],
             "hostnames": [args.hostname],
-            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                       "backendRefs": [{"kind": "Service", "name": args.backend_service,
-                                        "port": args.backend_port}],
-                       "timeouts": {"request": f"{t.request_seconds}s"}}]}),
+            # The longest matching prefix wins (Gateway API's precedence), whatever the order.
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                       "backendRefs": [{"kind": "Service", "name": service, "port": port}],
+                       "timeouts": {"request": f"{t.request_seconds}s"}}
+                      for path, service, port in (
+                          *((r.path_prefix, r.service, r.port) for r in args.routes),
+                          ("/", args.backend_service, args.backend_port))]}),
         ("ClientTrafficPolicy", ENVOY_API, {**here, "name": name}, {
             "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name}],
             "tls": {"minVersion": "1.2"},
@@ -281,7 +299,7 @@ def envoy_proxy(name: str, args: EdgeArgs) -> dict[str, Any]:
 
 def proxy_policy(args: EdgeArgs, labels: Mapping[str, str]) -> dict[str, Any]:
     """Envoy accepts 80 and 443 (container ports) from anywhere and its metrics from Prometheus; it
-    connects to DNS, the controller's xDS and the app's pods only."""
+    connects to DNS, the controller's xDS and the routed services' pods only."""
     return {
         "podSelector": {"matchLabels": dict(labels)},
         "policyTypes": ["Ingress", "Egress"],
@@ -294,9 +312,11 @@ def proxy_policy(args: EdgeArgs, labels: Mapping[str, str]) -> dict[str, Any]:
             {"to": [KUBE_DNS], "ports": DNS_PORTS},
             {"to": [{"podSelector": {"matchLabels": {"control-plane": "envoy-gateway"}}}],
              "ports": [{"protocol": "TCP", "port": XDS_PORT}]},
-            {"to": [{"namespaceSelector": namespace_selector(args.namespace),
-                     "podSelector": {"matchLabels": dict(args.backend_pod_labels)}}],
-             "ports": [{"protocol": "TCP", "port": args.backend_pod_port}]},
+            *({"to": [{"namespaceSelector": namespace_selector(args.namespace),
+                       "podSelector": {"matchLabels": dict(labels)}}],
+               "ports": [{"protocol": "TCP", "port": port}]}
+              for labels, port in ((args.backend_pod_labels, args.backend_pod_port),
+                                   *((r.pod_labels, r.pod_port) for r in args.routes))),
             *([{"to": [{"namespaceSelector": namespace_selector(args.namespace),
                         "podSelector": {"matchLabels": SOLVER_LABELS}}],
                 "ports": [{"protocol": "TCP", "port": SOLVER_PORT}]}]

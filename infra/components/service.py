@@ -1,6 +1,11 @@
-"""ObservableService: one HTTP service on Kubernetes, autoscaled, restricted, migrated before it serves.
+"""ObservableService: one service on Kubernetes, its processes scaled, restricted, migrated before they run.
 
-A second service is one more instance with its own ``ServiceArgs`` (infra/README.md).
+A service is one image with its settings, secrets, network rules, migrations and scrape job; its
+processes are the pods it runs: an HTTP server (probes on its port, a Service, an edge route), or
+a worker (a consumer, a relay: probes on its metrics port, no Service for traffic). Each process
+is scaled by an HPA (``Scaling``), by another controller (``ExternalScaler``: KEDA's ScaledObject)
+or not at all (``Fixed``). The users API, the notifier (its API and its consumer) and the relay are
+instances (infra/stack.py); a further service is one more (infra/README.md).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from infra.components.rollouts import HASH_LABEL, Canary, slo_queries
 
 SECRETS_DIR = "/var/run/secrets/lookout"
 JOB_SECRETS_DIR = "/var/run/secrets/lookout-job"  # secrets only the migration Job's last step mounts
+SCRAPED = "lookout.dev/metrics"  # on every process's pods: the metrics Service selects them all
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,25 @@ class Scaling:
 
 
 @dataclass(frozen=True)
+class ExternalScaler:
+    """Another controller owns the replica count between these bounds (KEDA's ScaledObject on a
+    queue): the component declares neither replicas nor an HPA, which would fight it."""
+
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A set number of pods, no autoscaler (a relay: more pods share the work, none is needed for load)."""
+
+    replicas: int
+
+
+Autoscaling = Scaling | ExternalScaler | Fixed
+
+
+@dataclass(frozen=True)
 class Shutdown:
     pre_stop_seconds: int
     graceful_timeout: int  # gunicorn's, handed to the app as GUNICORN_GRACEFUL_TIMEOUT
@@ -49,11 +74,38 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class Http:
+    """A process that serves HTTP: its port, its probes' paths and the port of its ClusterIP Service."""
+
+    port: int = 8000
+    service_port: int = 80
+    liveness_path: str = "/livez"
+    readiness_path: str = "/readyz"
+
+
+@dataclass(frozen=True)
+class Process:
+    """One kind of pod of a service: same image, settings, secrets and network rules as the
+    service's others, its own command, size, scaling and probes."""
+
+    component: str  # its pods' app.kubernetes.io/component; objects are named <service>-<component>
+    command: Sequence[str]
+    scaling: Autoscaling
+    resources: Resources
+    shutdown: Shutdown
+    metrics_port: int
+    http: Http | None = None  # None: probes ask its metrics port, and no Service carries traffic
+    env: Mapping[str, str] = field(default_factory=dict)  # its own settings, beside the ConfigMap's
+
+
+@dataclass(frozen=True)
 class ServiceArgs:
+    """The service and its main process (``component``); ``workers`` are its other processes."""
+
     namespace: str
     image: str
     resources: Resources
-    scaling: Scaling
+    scaling: Autoscaling
     shutdown: Shutdown
     settings: Mapping[str, pulumi.Input[str]]  # non-secret environment, in a ConfigMap
     secrets: Mapping[str, pulumi.Input[str]]  # mounted as files; the app reads <NAME>_FILE
@@ -79,34 +131,58 @@ class ServiceArgs:
     readiness_path: str = "/readyz"
     skips: Mapping[str, str] = field(default_factory=dict)  # extra checkov skips with their reasons
     canary: Canary | None = None  # a Rollout (Argo Rollouts) released as a canary; None: a Deployment
+    command: Sequence[str] | None = None  # None: the image's own (gunicorn as PID 1)
+    component: str = "server"  # the main process's pods' app.kubernetes.io/component
+    serves_http: bool = True  # False: a worker (probes on its metrics port, no Service, no route)
+    workers: Sequence[Process] = ()  # its further processes (a consumer)
+    env: Mapping[str, str] = field(default_factory=dict)  # the main process's own settings
+    create_namespace: bool = True  # False: the namespace is another instance's (the relay beside its API)
+
+    def processes(self) -> tuple[Process, ...]:
+        """Return every process, the main one first."""
+        http = (Http(self.port, self.service_port, self.liveness_path, self.readiness_path)
+                if self.serves_http else None)
+        main = Process(self.component, tuple(self.command or ()), self.scaling, self.resources, self.shutdown,
+                      self.metrics_port, http, self.env)
+        return (main, *self.workers)
 
 
 class ObservableService(pulumi.ComponentResource):
-    """Namespace, settings, secrets, migration Job, Deployment (or Rollout and AnalysisTemplate),
-    Service, HPA, PDB and NetworkPolicy."""
+    """Namespace, settings, secrets, migration Job, and per process a Deployment (the main one
+    possibly a Rollout with its AnalysisTemplate), its Service, its scaler and PDB; one metrics
+    Service (the scrape job) and one NetworkPolicy for all of them."""
 
     namespace: pulumi.Output[str]
-    workload_kind: tuple[str, str]  # apiVersion and kind of what runs the pods
+    workload_kind: tuple[str, str]  # apiVersion and kind of what runs the main process's pods
+    workloads: dict[str, str]  # component -> the name of the Deployment (or Rollout) running it
     address: pulumi.Output[str]
     url: pulumi.Output[str]
-    pod_labels: dict[str, str]
+    pod_labels: dict[str, str]  # the main process's pods
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:service:ObservableService", name, None, opts)
         self._name, self._args = name, args
         child = pulumi.ResourceOptions(parent=self)
-        self.pod_labels = selector(name, "server")
-        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(args.namespace), opts=child)
-        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        processes = args.processes()
+        main = processes[0]
+        self.pod_labels = selector(name, main.component)
+        in_ns = child
+        ns: k8s.core.v1.Namespace | None = None
+        if args.create_namespace:
+            ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(args.namespace),
+                                       opts=child)
+            in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        self._ns_deps: list[pulumi.Resource] = [ns] if ns is not None else []
 
         account = k8s.core.v1.ServiceAccount(
             f"{name}-serviceaccount", metadata=self._meta("server", name=name),
             automount_service_account_token=False, opts=in_ns)
+        server_settings = {"HOST": "0.0.0.0", "PORT": str(args.port),  # noqa: S104 - inside a pod
+                           "METRICS_PORT": str(args.metrics_port),
+                           "GUNICORN_GRACEFUL_TIMEOUT": str(args.shutdown.graceful_timeout)}
         settings = k8s.core.v1.ConfigMap(  # auto-named: a change rolls the pods
             f"{name}-settings", metadata=self._meta("server"), data={
-                **args.settings, "HOST": "0.0.0.0", "PORT": str(args.port),  # noqa: S104 - inside a pod
-                "METRICS_PORT": str(args.metrics_port),
-                "GUNICORN_GRACEFUL_TIMEOUT": str(args.shutdown.graceful_timeout)}, opts=in_ns)
+                **args.settings, **(server_settings if args.serves_http else {})}, opts=in_ns)
         secret = k8s.core.v1.Secret(
             f"{name}-secrets", metadata=self._meta("server"), type="Opaque",
             string_data=dict(args.secrets), opts=in_ns)
@@ -131,76 +207,107 @@ class ObservableService(pulumi.ComponentResource):
                     # (and re-run) by the next `pulumi up`.
                     "backoffLimit": 4, "activeDeadlineSeconds": 600,
                     "template": self._job_template(),
-                }, opts=pulumi.ResourceOptions(parent=self, depends_on=[ns], delete_before_replace=True))
+                }, opts=pulumi.ResourceOptions(parent=self, depends_on=[*self._ns_deps],
+                                               delete_before_replace=True))
             rollout_deps.append(job)
 
-        workload_spec: dict[str, Any] = {
-            # No replicas: the HPA owns the count, and a declared one fights it on every
-            # `pulumi up` under server-side apply (pulumi-kubernetes#2491).
-            "selector": {"matchLabels": self.pod_labels},
-            "minReadySeconds": 5, "revisionHistoryLimit": 5, "progressDeadlineSeconds": 600,
-            "template": self._pod_template("server", None, "Always"),
-        }
-        workload_meta = self._meta("server", name=name, annotations=skip_annotations(self._skips()))
-        if args.canary is None:
-            rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
-            deployment: pulumi.CustomResource = k8s.apps.v1.Deployment(
-                f"{name}-deployment", metadata=workload_meta, spec={**workload_spec, "strategy": rolling},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *rollout_deps]))
-            self.workload_kind = ("apps/v1", "Deployment")
-        else:
-            after_crds = pulumi.ResourceOptions(parent=self, depends_on=[ns, *args.canary.depends_on])
-            template = k8s.apiextensions.CustomResource(
-                f"{name}-analysis", api_version="argoproj.io/v1alpha1", kind="AnalysisTemplate",
-                metadata=self._meta("server", name=f"{name}-slo-burn"),
-                spec=args.canary.analysis_spec(slo_queries()), opts=after_crds)
-            # A Rollout where the Deployment was: the same pods, released as a canary that the
-            # analysis above promotes or aborts (an aborted one is scaled away by the controller).
-            deployment = k8s.apiextensions.CustomResource(
-                f"{name}-rollout", api_version="argoproj.io/v1alpha1", kind="Rollout", metadata=workload_meta,
-                spec={**workload_spec, "progressDeadlineAbort": True,
-                      "strategy": args.canary.strategy(f"{name}-slo-burn")},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, template, *args.canary.depends_on,
-                                                                     *rollout_deps]))
-            self.workload_kind = ("argoproj.io/v1alpha1", "Rollout")
+        self.workloads = {}
+        services: dict[str, k8s.core.v1.Service] = {}
+        for process in processes:
+            services |= self._process(process, process is main, rollout_deps, in_ns)
 
-        service_spec: dict[str, Any] = {
-            "type": args.service_type, "selector": self.pod_labels,
-            "ports": [{"name": "http", "port": args.service_port, "targetPort": "http", "protocol": "TCP"}]}
-        if args.service_type == "LoadBalancer":
-            service_spec["externalTrafficPolicy"] = args.external_traffic_policy
-            if args.source_ranges:
-                service_spec["loadBalancerSourceRanges"] = list(args.source_ranges)
-        service = k8s.core.v1.Service(f"{name}-service", metadata=self._meta("server", name=name),
-                                      spec=service_spec, opts=in_ns)
-        # Metrics get a cluster-internal Service of their own: the public one never carries them.
+        # Metrics get a cluster-internal Service of their own, over every process: one scrape job
+        # named after it (<name>-metrics), which the service's rules and dashboards select.
         k8s.core.v1.Service(f"{name}-metrics", metadata=self._meta("metrics", name=f"{name}-metrics"), spec={
-            "type": "ClusterIP", "selector": self.pod_labels,
+            "type": "ClusterIP", "selector": {"app.kubernetes.io/name": name, SCRAPED: "true"},
             "ports": [{"name": "metrics", "port": args.metrics_port, "targetPort": "metrics",
                        "protocol": "TCP"}]}, opts=in_ns)
-        k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-hpa", metadata=self._meta("server", name=name),
-                                                   spec=self._hpa_spec(deployment), opts=in_ns)
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=self._meta("server", name=name), spec={
-            "maxUnavailable": 1, "selector": {"matchLabels": self.pod_labels},
-            "unhealthyPodEvictionPolicy": "AlwaysAllow"}, opts=in_ns)
+        http_ports = sorted({p.http.port for p in processes if p.http})
+        clients = {"from": [dict(p) for p in args.ingress_from]} if args.ingress_from else {}
         policy = policy_spec(
-            {"app.kubernetes.io/name": name},  # the server and the migration Job
+            {"app.kubernetes.io/name": name},  # every process and the migration Job
             ingress=[
-                {**({"from": [dict(p) for p in args.ingress_from]} if args.ingress_from else {}),
-                 "ports": [{"protocol": "TCP", "port": args.port}]},  # clients, through the gateway
+                *([{**clients, "ports": [{"protocol": "TCP", "port": port} for port in http_ports]}]
+                  if http_ports else []),  # clients, through the gateway
                 {"from": [{"namespaceSelector": namespace_selector(args.scrape_namespace)}],
-                 "ports": [{"protocol": "TCP", "port": args.metrics_port}]},  # Prometheus scrapes /metrics
+                 "ports": [{"protocol": "TCP", "port": port}  # Prometheus scrapes /metrics
+                           for port in sorted({p.metrics_port for p in processes})]},
             ], egress=args.egress)
         k8s.networking.v1.NetworkPolicy(f"{name}-network", metadata=self._meta("server", name=name),
                                         spec=policy, opts=in_ns)
 
-        self.namespace = ns.metadata.name
-        self.url = pulumi.Output.concat("http://", service.metadata.name, ".", args.namespace,
-                                        ".svc.cluster.local:", str(args.service_port))
-        local = pulumi.Output.concat(service.metadata.name, ".", args.namespace, ".svc.cluster.local")
-        self.address = (service.status.apply(_ingress_address) if args.service_type == "LoadBalancer"
-                        else local)
+        self.namespace = pulumi.Output.from_input(args.namespace) if ns is None else ns.metadata.name
+        local = f"{name}.{args.namespace}.svc.cluster.local"
+        service = services.get(main.component)
+        self.url = pulumi.Output.from_input(f"http://{local}:{args.service_port}" if service else "")
+        self.address = (service.status.apply(_ingress_address)
+                        if service is not None and args.service_type == "LoadBalancer"
+                        else pulumi.Output.from_input(local if service else ""))
         self.register_outputs({"namespace": self.namespace, "address": self.address, "url": self.url})
+
+    def _process(self, process: Process, main: bool, rollout_deps: list[pulumi.Resource],
+                 in_ns: pulumi.ResourceOptions) -> dict[str, k8s.core.v1.Service]:
+        """Declare one process's workload, Service (HTTP only), scaler and PDB."""
+        args, name = self._args, self._name
+        obj = name if main else f"{name}-{process.component}"  # object names
+        res = name if main else f"{name}-{process.component}"  # Pulumi resource names
+        labels = selector(name, process.component)
+        canary = args.canary if main else None
+        workload_spec: dict[str, Any] = {
+            # No replicas unless Fixed: an HPA or a ScaledObject owns the count, and a declared one
+            # fights it on every `pulumi up` under server-side apply (pulumi-kubernetes#2491).
+            **({"replicas": process.scaling.replicas} if isinstance(process.scaling, Fixed) else {}),
+            "selector": {"matchLabels": labels},
+            "minReadySeconds": 5, "revisionHistoryLimit": 5, "progressDeadlineSeconds": 600,
+            "template": self._pod_template(process.component, None, "Always", process, canary is not None),
+        }
+        workload_meta = self._meta(process.component, name=obj, annotations=skip_annotations(self._skips()))
+        deps = [*self._ns_deps, *rollout_deps]
+        if canary is None:
+            rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}}
+            workload: pulumi.CustomResource = k8s.apps.v1.Deployment(
+                f"{res}-deployment", metadata=workload_meta, spec={**workload_spec, "strategy": rolling},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=deps))
+            kind = ("apps/v1", "Deployment")
+        else:
+            after_crds = pulumi.ResourceOptions(parent=self, depends_on=[*self._ns_deps, *canary.depends_on])
+            template = k8s.apiextensions.CustomResource(
+                f"{res}-analysis", api_version="argoproj.io/v1alpha1", kind="AnalysisTemplate",
+                metadata=self._meta(process.component, name=f"{obj}-slo-burn"),
+                spec=canary.analysis_spec(slo_queries()), opts=after_crds)
+            # A Rollout where the Deployment was: the same pods, released as a canary that the
+            # analysis above promotes or aborts (an aborted one is scaled away by the controller).
+            workload = k8s.apiextensions.CustomResource(
+                f"{res}-rollout", api_version="argoproj.io/v1alpha1", kind="Rollout", metadata=workload_meta,
+                spec={**workload_spec, "progressDeadlineAbort": True,
+                      "strategy": canary.strategy(f"{obj}-slo-burn")},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*deps, template, *canary.depends_on]))
+            kind = ("argoproj.io/v1alpha1", "Rollout")
+        if main:
+            self.workload_kind = kind
+        self.workloads[process.component] = obj
+
+        services = {}
+        if process.http is not None:
+            service_spec: dict[str, Any] = {
+                "type": args.service_type if main else "ClusterIP", "selector": labels,
+                "ports": [{"name": "http", "port": process.http.service_port, "targetPort": "http",
+                           "protocol": "TCP"}]}
+            if service_spec["type"] == "LoadBalancer":
+                service_spec["externalTrafficPolicy"] = args.external_traffic_policy
+                if args.source_ranges:
+                    service_spec["loadBalancerSourceRanges"] = list(args.source_ranges)
+            services[process.component] = k8s.core.v1.Service(
+                f"{res}-service", metadata=self._meta(process.component, name=obj), spec=service_spec,
+                opts=in_ns)
+        if isinstance(process.scaling, Scaling):
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{res}-hpa", metadata=self._meta(process.component, name=obj),
+                spec=self._hpa_spec(process.scaling, kind, workload, canary is not None), opts=in_ns)
+        k8s.policy.v1.PodDisruptionBudget(f"{res}-pdb", metadata=self._meta(process.component, name=obj),
+                                          spec={"maxUnavailable": 1, "selector": {"matchLabels": labels},
+                                                "unhealthyPodEvictionPolicy": "AlwaysAllow"}, opts=in_ns)
+        return services
 
     def _meta(self, component: str, **extra: Any) -> dict[str, Any]:
         return {"namespace": self._args.namespace, "labels": app_labels(self._name, component), **extra}
@@ -212,50 +319,48 @@ class ObservableService(pulumi.ComponentResource):
             skips["CKV_K8S_15"] = "images are loaded into local clusters, where a pull cannot succeed"
         return skips
 
-    def _pod_template(self, component: str, command: list[str] | None, restart: str) -> dict[str, Any]:
+    def _pod_template(self, component: str, command: list[str] | None, restart: str,
+                      process: Process | None = None, canary: bool = False) -> dict[str, Any]:
+        """A process's pods (``process``), or the migration Job's (``command``)."""
         args, (settings, secret, account) = self._args, self._env_refs
+        shutdown = process.shutdown if process else args.shutdown
+        own_env = sorted((process.env if process else {}).items())
         container: dict[str, Any] = {
             "name": "app" if command is None else "migrate", "image": args.image,
             "imagePullPolicy": args.image_pull_policy,
             "envFrom": [{"configMapRef": {"name": settings}}],
-            "env": [{"name": f"{key}_FILE", "value": f"{SECRETS_DIR}/{key}"} for key in sorted(args.secrets)],
-            "resources": args.resources.spec(), "securityContext": container_security(),
+            "env": [*({"name": key, "value": value} for key, value in own_env),
+                    *({"name": f"{key}_FILE", "value": f"{SECRETS_DIR}/{key}"}
+                      for key in sorted(args.secrets))],
+            "resources": (process.resources if process else args.resources).spec(),
+            "securityContext": container_security(),
             "volumeMounts": [{"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
                              *(d.mount() for d in args.writable_dirs)],
         }
-        if command is None:
-            probe = {"port": "http"}
-            container |= {
-                "ports": [{"name": "http", "containerPort": args.port, "protocol": "TCP"},
-                          {"name": "metrics", "containerPort": args.metrics_port, "protocol": "TCP"}],
-                # Startup allows 60 s to boot; liveness checks only the process, readiness the database.
-                "startupProbe": {"httpGet": {"path": args.liveness_path, **probe}, "periodSeconds": 2,
-                                 "timeoutSeconds": 2, "failureThreshold": 30},
-                "livenessProbe": {"httpGet": {"path": args.liveness_path, **probe}, "periodSeconds": 10,
-                                  "timeoutSeconds": 2, "failureThreshold": 3},
-                "readinessProbe": {"httpGet": {"path": args.readiness_path, **probe}, "periodSeconds": 5,
-                                   "timeoutSeconds": 3, "failureThreshold": 2},
-                # Endpoints and load balancers drop the pod while it still serves; then SIGTERM.
-                "lifecycle": {"preStop": {"sleep": {"seconds": args.shutdown.pre_stop_seconds}}},
-            }
+        labels = app_labels(self._name, component)
+        if process is not None:
+            labels[SCRAPED] = "true"
+            if process.command:
+                container["command"] = list(process.command)
+            container |= _probes(process)
         else:
             container["command"] = command
         spread = [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
                    "labelSelector": {"matchLabels": selector(self._name, component)},
                    # Each revision spreads on its own: a Rollout's pods carry its own hash label.
-                   "matchLabelKeys": [HASH_LABEL if self._args.canary else "pod-template-hash"]}
+                   "matchLabelKeys": [HASH_LABEL if canary else "pod-template-hash"]}
                   for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
         return {
-            "metadata": {"labels": app_labels(self._name, component)},
+            "metadata": {"labels": labels},
             "spec": {
                 "serviceAccountName": account, "automountServiceAccountToken": False,
                 "enableServiceLinks": False, "restartPolicy": restart,
                 "securityContext": pod_security(),
-                "terminationGracePeriodSeconds": args.shutdown.termination_grace_period_seconds,
+                "terminationGracePeriodSeconds": shutdown.termination_grace_period_seconds,
                 "containers": [container],
                 "volumes": [{"name": "secrets", "secret": {"secretName": secret, "defaultMode": 0o440}},
                             *(d.volume() for d in args.writable_dirs)],
-                **({"topologySpreadConstraints": spread} if command is None else {}),
+                **({"topologySpreadConstraints": spread} if process is not None else {}),
             },
         }
 
@@ -279,8 +384,8 @@ class ObservableService(pulumi.ComponentResource):
         spec["initContainers"], spec["containers"] = [migrate], [step]
         return template
 
-    def _hpa_spec(self, deployment: pulumi.CustomResource) -> dict[str, Any]:
-        scaling = self._args.scaling
+    def _hpa_spec(self, scaling: Scaling, kind: tuple[str, str], workload: pulumi.CustomResource,
+                  custom: bool) -> dict[str, Any]:
         metrics: list[dict[str, Any]] = [{"type": "Resource", "resource": {
             "name": "cpu",
             "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization}}}]
@@ -289,10 +394,10 @@ class ObservableService(pulumi.ComponentResource):
                 "metric": {"name": scaling.requests_metric},
                 "target": {"type": "AverageValue", "averageValue": str(scaling.target_requests_per_second)}}})
         return {
-            "scaleTargetRef": {"apiVersion": self.workload_kind[0], "kind": self.workload_kind[1],
+            "scaleTargetRef": {"apiVersion": kind[0], "kind": kind[1],
                                # A custom resource's metadata is a plain mapping, a Deployment's typed.
-                               "name": deployment.metadata.apply(lambda m: m["name"])
-                               if self._args.canary else deployment.metadata.name},
+                               "name": workload.metadata.apply(lambda m: m["name"])
+                               if custom else workload.metadata.name},
             "minReplicas": scaling.min_replicas, "maxReplicas": scaling.max_replicas, "metrics": metrics,
             "behavior": {
                 # Up fast (double or +4 pods every 15 s), down slowly after a calm window.
@@ -303,6 +408,32 @@ class ObservableService(pulumi.ComponentResource):
                               "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]},
             },
         }
+
+
+def _probes(process: Process) -> dict[str, Any]:
+    """Ports and probes of a process: an HTTP server's on its port (startup allows 60 s to boot;
+    liveness checks only the process, readiness its dependencies; a preStop pause lets endpoints
+    and load balancers drop the pod before SIGTERM); a worker's on its metrics listener, which
+    answers while the process lives (it has no endpoints to leave)."""
+    ports = [{"name": "metrics", "containerPort": process.metrics_port, "protocol": "TCP"}]
+    if process.http is None:
+        probe = {"httpGet": {"path": "/metrics", "port": "metrics"}, "timeoutSeconds": 2}
+        return {"ports": ports,
+                "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 30},
+                "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+                "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 2}}
+    http = process.http
+    on = {"port": "http"}
+    return {
+        "ports": [{"name": "http", "containerPort": http.port, "protocol": "TCP"}, *ports],
+        "startupProbe": {"httpGet": {"path": http.liveness_path, **on}, "periodSeconds": 2,
+                         "timeoutSeconds": 2, "failureThreshold": 30},
+        "livenessProbe": {"httpGet": {"path": http.liveness_path, **on}, "periodSeconds": 10,
+                          "timeoutSeconds": 2, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": http.readiness_path, **on}, "periodSeconds": 5,
+                           "timeoutSeconds": 3, "failureThreshold": 2},
+        "lifecycle": {"preStop": {"sleep": {"seconds": process.shutdown.pre_stop_seconds}}},
+    }
 
 
 def _ingress_address(status: Any) -> str:

@@ -19,6 +19,8 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     loadtest     LoadGeneratorSettings  infra/config/loadgen.py     -> LoadGeneratorArgs
     delivery     DeliverySettings       infra/config/rollouts.py    -> ProgressiveDeliveryArgs, Canary
     edge         EdgeSettings           infra/config/edge.py        -> EdgeArgs
+    notifier     NotifierSettings       infra/config/notifier.py    -> the notifier's ServiceArgs, mail
+    relay        RelaySettings          infra/config/notifier.py    -> the relay's ServiceArgs
     broker       BrokerSettings         infra/config/broker.py      -> BrokerArgs
     queue_scaling QueueScalingSettings  infra/config/broker.py      -> QueueScalerArgs
 """
@@ -36,6 +38,7 @@ from infra.config.fields import Group, Key
 from infra.config.loadgen import LoadGeneratorSettings
 from infra.config.logs import LogsSettings
 from infra.config.monitoring import AlertingSettings, MonitoringSettings
+from infra.config.notifier import NotifierSettings, RelaySettings
 from infra.config.ratelimits import RateLimitSettings
 from infra.config.rollouts import DeliverySettings
 from infra.config.service import ServiceSettings
@@ -43,7 +46,8 @@ from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
                                    AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings,
-                                   EdgeSettings, BrokerSettings, QueueScalingSettings)
+                                   EdgeSettings, NotifierSettings, RelaySettings, BrokerSettings,
+                                   QueueScalingSettings)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Settings:
     delivery: DeliverySettings
     logs: LogsSettings
     edge: EdgeSettings
+    notifier: NotifierSettings
+    relay: RelaySettings
     broker: BrokerSettings
     queue_scaling: QueueScalingSettings
 
@@ -69,14 +75,28 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
                     database=DatabaseSettings.read(c), rate_limits=RateLimitSettings.read(c),
                     monitoring=MonitoringSettings.read(c), alerting=AlertingSettings.read(c),
                     loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c),
-                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c), broker=BrokerSettings.read(c),
-                    queue_scaling=QueueScalingSettings.read(c))
+                    logs=LogsSettings.read(c), edge=EdgeSettings.read(c),
+                    notifier=NotifierSettings.read(c), relay=RelaySettings.read(c),
+                    broker=BrokerSettings.read(c), queue_scaling=QueueScalingSettings.read(c))
 
 
 __all__ = [
-    "GROUPS", "AlertingSettings", "BrokerSettings", "ConfigError", "DatabaseSettings", "DeliverySettings",
-    "EdgeSettings", "Key",
-    "LoadGeneratorSettings", "LogsSettings",
-    "MonitoringSettings", "QueueScalingSettings", "RateLimitSettings", "ServiceSettings", "Settings",
+    "GROUPS",
+    "AlertingSettings",
+    "BrokerSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "DeliverySettings",
+    "EdgeSettings",
+    "Key",
+    "LoadGeneratorSettings",
+    "LogsSettings",
+    "MonitoringSettings",
+    "NotifierSettings",
+    "QueueScalingSettings",
+    "RateLimitSettings",
+    "RelaySettings",
+    "ServiceSettings",
+    "Settings",
     "load_settings",
 ]

@@ -1,5 +1,5 @@
-"""The broker's settings (``BrokerArgs``) and the notifier consumer's queue-depth scaling
-(``QueueScalerArgs``).
+"""The broker's settings (``BrokerArgs``) and the notifier consumer's queue-depth target
+(``QueueScalerArgs``, with ``notifierConsumerMinReplicas``/``MaxReplicas`` of NotifierSettings).
 
 How to set the scaler from the notifier's capacity figure (``make capacity`` for the notifier:
 C messages per second one consumer pod handles within the event-to-email latency objective L
@@ -7,9 +7,9 @@ seconds, infra/README.md "The broker and queue-depth scaling"):
 
 - ``notifierMessagesPerReplica`` = floor(C x L / 2): the backlog one pod clears in half the
   objective, leaving the other half for KEDA's polling interval and a new pod's start.
-- ``notifierMaxReplicas`` = ceil(peak event rate / C x 1.5), and no more than the database's
+- ``notifierConsumerMaxReplicas`` = ceil(peak event rate / C x 1.5), and no more than the database's
   connections (each pod holds its pool) or the SMTP relay's concurrent sessions allow.
-- ``notifierMinReplicas`` stays 1: a cold start from 0 (a polling interval, scheduling, image,
+- ``notifierConsumerMinReplicas`` stays 1: a cold start from 0 (a polling interval, scheduling, image,
   start) is longer than the objective (PITFALLS: KEDA scale-to-zero latency).
 """
 
@@ -64,19 +64,12 @@ class BrokerSettings(Group):
 
 @dataclass(frozen=True)
 class QueueScalingSettings(Group):
-    """The notifier consumer's replicas, scaled on its queue's depth (KEDA)."""
+    """The notifier consumer's queue-depth target; its bounds are NotifierSettings' consumer replicas."""
 
-    min_replicas: Annotated[int, Key("notifierMinReplicas", at_least=0)]
-    max_replicas: Annotated[int, Key("notifierMaxReplicas", at_least=1)]
     messages_per_replica: Annotated[int, Key("notifierMessagesPerReplica", at_least=1)]
 
-    def check(self) -> None:
-        if self.min_replicas > self.max_replicas:
-            raise ConfigError(f"notifierMinReplicas ({self.min_replicas}) must not exceed "
-                              f"notifierMaxReplicas ({self.max_replicas})")
-
-    def args(self, namespace: str, management_url: pulumi.Input[str], deployment: str,
-             depends_on: Sequence[pulumi.Resource] = ()) -> QueueScalerArgs:
+    def args(self, namespace: str, management_url: pulumi.Input[str], deployment: str, min_replicas: int,
+             max_replicas: int, depends_on: Sequence[pulumi.Resource] = ()) -> QueueScalerArgs:
         return QueueScalerArgs(namespace=namespace, management_url=management_url, deployment=deployment,
-                               min_replicas=self.min_replicas, max_replicas=self.max_replicas,
+                               min_replicas=min_replicas, max_replicas=max_replicas,
                                messages_per_replica=self.messages_per_replica, depends_on=tuple(depends_on))

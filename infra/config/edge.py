@@ -9,7 +9,7 @@ from typing import Annotated
 
 import pulumi
 
-from infra.components.edge import Acme, EdgeArgs, EdgeTimeouts
+from infra.components.edge import Acme, EdgeArgs, EdgeTimeouts, Route
 from infra.config.fields import Group, Key, email, url_or_empty
 from infra.stack_config import ConfigError
 
@@ -49,7 +49,7 @@ class EdgeSettings(Group):
              backend_pod_labels: Mapping[str, str], backend_pod_port: int, timeouts: EdgeTimeouts,
              scrape_namespace: str, release_labels: Mapping[str, str], service_type: str,
              external_traffic_policy: str, source_ranges: Sequence[str],
-             depends_on: Sequence[pulumi.Resource] = ()) -> EdgeArgs:
+             depends_on: Sequence[pulumi.Resource] = (), routes: Sequence[Route] = ()) -> EdgeArgs:
         """Return the component's Args: these settings plus the service it fronts."""
         acme = (Acme(self.acme_email, self.acme_server, self.acme_solver, self.acme_dns_api_token)
                 if self.issuer == "acme" else None)
@@ -59,4 +59,4 @@ class EdgeSettings(Group):
                         scrape_namespace=scrape_namespace,
                         release_labels=release_labels, acme=acme, service_type=service_type,
                         external_traffic_policy=external_traffic_policy, source_ranges=tuple(source_ranges),
-                        replicas=self.replicas, depends_on=tuple(depends_on))
+                        replicas=self.replicas, depends_on=tuple(depends_on), routes=tuple(routes))

@@ -84,8 +84,6 @@ class ServiceSettings(Group):
              job_secrets: Mapping[str, pulumi.Input[str]] | None = None,
              canary: Canary | None = None, ingress_from: Sequence[Mapping[str, Any]] = ()) -> ServiceArgs:
         """Return the component's Args: these settings plus what the stack wires in."""
-        skips = {} if "@sha256:" in self.image else {"CKV_K8S_43": (
-            "the release pipeline deploys by digest; other stacks run tags of images they build")}
         return ServiceArgs(
             namespace=self.namespace, image=self.image, image_pull_policy=self.image_pull_policy,
             resources=Resources(self.cpu_request, self.cpu_limit, self.memory_request, self.memory_limit),
@@ -97,4 +95,10 @@ class ServiceSettings(Group):
             # Behind the gateway (serviceType, the source ranges and the traffic policy are its).
             service_type="ClusterIP", ingress_from=tuple(ingress_from), writable_dirs=tuple(writable_dirs),
             migration_command=migration_command, post_migration_command=post_migration_command,
-            job_secrets=dict(job_secrets or {}), skips=skips, canary=canary)
+            job_secrets=dict(job_secrets or {}), skips=self.image_skips, canary=canary)
+
+    @property
+    def image_skips(self) -> dict[str, str]:
+        """checkov's image checks that do not apply to this image (every service of the stack runs it)."""
+        return {} if "@sha256:" in self.image else {"CKV_K8S_43": (
+            "the release pipeline deploys by digest; other stacks run tags of images they build")}
