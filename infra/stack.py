@@ -223,8 +223,9 @@ def relay_args(s: Settings, monitoring: Monitoring, database: Database, broker_u
                broker_peer: Peer) -> ServiceArgs:
     """Return the relay's Args: a worker with the users API's settings and secrets (it loads the
     same app), egress to the users database, the broker and the collector, no Service."""
+    # The app's settings a process that serves no requests reads: none of gunicorn's or the proxy's.
     env = {key: value for key, value in app_environment(s, monitoring.collector_endpoint).items()
-           if not key.startswith("GUNICORN_") and key != "PROMETHEUS_MULTIPROC_DIR"}
+           if key.startswith("OTEL_") or key in ("LOOKOUT_ENV", "JWT_KEY_ID")}
     return ServiceArgs(
         namespace=s.service.namespace, create_namespace=False, image=s.service.image,
         image_pull_policy=s.service.image_pull_policy, resources=RELAY_RESOURCES,

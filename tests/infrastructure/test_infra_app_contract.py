@@ -1,5 +1,7 @@
 """The app accepts what each stack gives it: its containers' environment, ConfigMap and mounted
-secret files, read by the app's own settings loader (``app.config.load_config``).
+secret files, read by the app's own settings loaders (``app.config.load_config`` for the users
+API, its migrations and its relay; ``app.notifier.config.load_config`` for the notifier's API,
+consumer and migrations).
 
 Infra never imports the app; it knows the app by its image, ports, probes and environment. Here
 the two meet: each stack is rendered under mocks (secrets are the stacks' stand-ins, the external
@@ -20,6 +22,8 @@ import pytest
 from app.config import Config as AppConfig
 from app.config import ConfigError as AppConfigError
 from app.config import load_config
+from app.notifier.config import NotifierConfig
+from app.notifier.config import load_config as load_notifier_config
 from infra.config.service import ARGON2_MIB
 from infra.mockrun import Rendered, render
 from infra.stack_config import fake_secret
@@ -100,34 +104,70 @@ def container_environ(rendered: Rendered, pod: dict[str, Any], container: dict[s
     return environ
 
 
-def app_settings(rendered: Rendered, root: Path) -> dict[str, AppConfig]:
-    """Load the app's settings from each app container; raises the app's ConfigError."""
-    loaded = {}
+def is_notifier(container: dict[str, Any]) -> bool:
+    """Whether a container runs the notifier (its commands name its package) rather than the users app."""
+    return "app.notifier" in " ".join(container.get("command") or [])
+
+
+def app_settings(rendered: Rendered, root: Path) -> dict[str, AppConfig | NotifierConfig]:
+    """Load each app container's settings with its service's loader; raises the app's ConfigError."""
+    loaded: dict[str, AppConfig | NotifierConfig] = {}
     for index, (name, pod, container, namespace) in enumerate(app_containers(rendered)):
         environ = container_environ(rendered, pod, container, namespace, root / str(index))
         try:
-            loaded[name] = load_config(environ)
+            loaded[name] = load_notifier_config(environ) if is_notifier(container) else load_config(environ)
         except AppConfigError as exc:
             raise AppConfigError(f"{name}: {exc}") from exc
     return loaded
 
 
+def _ports(objects: Rendered, name: str) -> dict[str, int]:
+    (_, _, container, _), *_ = [c for c in app_containers(objects) if c[0].startswith(name)]
+    return {port["name"]: port["containerPort"] for port in container["ports"]}
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_app_accepts_every_setting_each_stack_gives_it(stack: str, rendered, tmp_path: Path):
     objects = rendered(stack)
-    loaded = app_settings(objects, tmp_path)
-    assert sorted(name.split("/")[0] for name in loaded) == ["Job", "Rollout"]  # migrations and server
+    everything = app_settings(objects, tmp_path)
+    loaded = {n: s for n, s in everything.items() if isinstance(s, AppConfig)}
+    assert sorted(name.rsplit("/", 1)[0].split("-migrate-")[0] for name in loaded) == [
+        "Deployment/lookout-relay", "Job/lookout", "Rollout/lookout"]  # relay, migrations, server
     for name, settings in loaded.items():
         assert settings.ENV == "production", name
         assert settings.SECRET_KEY == fake_secret("secretKey"), f"{name}: read from its mounted file"
         assert settings.DATABASE_URL.startswith("postgresql+psycopg://"), name
-        assert settings.RATE_LIMIT_STORAGE_URL.startswith("redis://"), name  # every stack shares counts
+        if "relay" not in name:  # the relay serves no requests, so it counts none
+            assert settings.RATE_LIMIT_STORAGE_URL.startswith("redis://"), name  # every stack shares counts
         # The pods' memory is sized for this Argon2id cost per thread (infra/config/service.py).
         assert settings.PASSWORD_HASH_MEMORY_KIB == ARGON2_MIB * 1024, name
     (server,) = [s for n, s in loaded.items() if n.startswith("Rollout/")]
-    (_, _, container, _), *_ = [c for c in app_containers(objects) if c[0].startswith("Rollout/")]
-    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert server.METRICS_PORT == ports["metrics"]  # what Prometheus scrapes is where the app serves it
+    assert server.METRICS_PORT == _ports(objects, "Rollout/")["metrics"]  # Prometheus scrapes where it serves
+    (relay,) = [s for n, s in loaded.items() if "relay" in n]
+    assert relay.BROKER_URL
+    assert relay.RELAY_METRICS_PORT == _ports(objects, "Deployment/lookout-relay/")["metrics"]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_notifier_accepts_every_setting_each_stack_gives_it(stack: str, rendered, tmp_path: Path):
+    objects = rendered(stack)
+    loaded = {n: s for n, s in app_settings(objects, tmp_path).items() if isinstance(s, NotifierConfig)}
+    assert sorted(name.rsplit("/", 1)[0].split("-migrate-")[0] for name in loaded) == [
+        "Deployment/lookout-notifier", "Deployment/lookout-notifier-consumer", "Job/lookout-notifier"]
+    catcher = stack == "dev"  # Mailpit: plain SMTP, which the production settings refuse
+    for name, settings in loaded.items():
+        assert settings.ENV == ("development" if catcher else "production"), name
+        assert not settings.DEBUG, name
+        assert settings.smtp_scheme == ("smtp+plain" if catcher else "smtps"), name
+        assert settings.DATABASE_URL.startswith("postgresql+psycopg://"), name
+        assert settings.DATABASE_URL.endswith("/notifier"), f"{name}: its own database"
+        assert settings.BROKER_URL.startswith("amqp"), name
+        assert settings.JWKS_URL.endswith("/.well-known/jwks.json"), name
+    (server,) = [s for n, s in loaded.items() if n.startswith("Deployment/lookout-notifier/")]
+    assert server.METRICS_PORT == _ports(objects, "Deployment/lookout-notifier/")["metrics"]
+    (consumer,) = [s for n, s in loaded.items() if "consumer" in n]
+    consumer_ports = _ports(objects, "Deployment/lookout-notifier-consumer/")
+    assert consumer.CONSUMER_METRICS_PORT == consumer_ports["metrics"]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ PASSWORD_VAR = "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
 
 
 def job_pod(rendered: Rendered) -> dict[str, Any]:
-    (job,) = rendered.find("Job")
+    """The users API's migration Job (the notifier has its own, without an admin)."""
+    (job,) = [j for j in rendered.find("Job") if j["metadata"]["name"].startswith("lookout-migrate-")]
     return job["spec"]["template"]["spec"]
 
 
@@ -66,8 +67,7 @@ def test_the_job_migrates_and_creates_the_admin_in_a_real_database(render_case, 
     new SQLite database (the cluster's PostgreSQL is the mock one)."""
     rendered = render_case("dev")
     pod = job_pod(rendered)
-    (job,) = rendered.find("Job")
-    environ = container_environ(rendered, pod, pod["containers"][0], job["metadata"]["namespace"], tmp_path)
+    environ = container_environ(rendered, pod, pod["containers"][0], "lookout", tmp_path)
     for name in ("DATABASE_URL_FILE", "RATE_LIMIT_STORAGE_URL_FILE", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         environ.pop(name, None)  # the cluster's database and peers: a local database instead
     environ |= {"DATABASE_URL": f"sqlite:///{tmp_path / 'job.db'}", "OTEL_TRACES_EXPORTER": "none",

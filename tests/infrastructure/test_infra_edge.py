@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 
 from app.config import ProductionConfig
+from infra.checks import pods_selected
 from infra.components.edge import CONTAINER_PORTS, proxy_labels
 from infra.config import ConfigError
 from infra.config.edge import EdgeSettings
 from infra.mockrun import Rendered, render
-from infra.stack import EDGE, EDGE_TIMEOUTS, GUNICORN_KEEPALIVE, GUNICORN_TIMEOUT
+from infra.stack import (
+    EDGE,
+    EDGE_TIMEOUTS,
+    GUNICORN_KEEPALIVE,
+    GUNICORN_TIMEOUT,
+    NOTIFICATIONS_PATH,
+    NOTIFIER,
+    NOTIFIER_PORT,
+)
 from loadtests.harness import PRODUCTION_SECRETS
 
 STACKS = ("dev", "staging", "prod")
@@ -81,14 +90,21 @@ def test_listener_certificate_route_service_and_port_agree(stacks, stack):
     route = r.one("HTTPRoute", EDGE)
     assert route["spec"]["parentRefs"] == [{"name": EDGE, "sectionName": "https"}]
     assert route["spec"]["hostnames"] == [hostname]
-    (rule,) = route["spec"]["rules"]
-    (backend,) = rule["backendRefs"]
-    service = r.one("Service", backend["name"])
-    assert service["metadata"]["namespace"] == route["metadata"]["namespace"]
-    (port,) = [p for p in service["spec"]["ports"] if p["port"] == backend["port"]]
-    rollout = r.one("Rollout", "lookout")
-    (app,) = rollout["spec"]["template"]["spec"]["containers"]
-    assert port["targetPort"] in {p["name"] for p in app["ports"]}
+    # Each path to its service's ClusterIP Service, whose port leads to a port its pods declare.
+    backends = {}
+    for rule in route["spec"]["rules"]:
+        (match,), (backend,) = rule["matches"], rule["backendRefs"]
+        backends[match["path"]["value"]] = backend["name"]
+        service = r.one("Service", backend["name"])
+        assert service["metadata"]["namespace"] == route["metadata"]["namespace"]
+        assert service["spec"]["type"] == "ClusterIP", "behind the gateway, never a load balancer of its own"
+        (port,) = [p for p in service["spec"]["ports"] if p["port"] == backend["port"]]
+        pods = pods_selected(r.objects, service["metadata"]["namespace"], service["spec"]["selector"])
+        assert pods, backend["name"]
+        for _, template in pods:
+            (app,) = template["spec"]["containers"]
+            assert port["targetPort"] in {p["name"] for p in app["ports"]}
+    assert backends == {"/": "lookout", NOTIFICATIONS_PATH: NOTIFIER}
 
     redirect = r.one("HTTPRoute", f"{EDGE}-redirect")
     assert redirect["spec"]["parentRefs"] == [{"name": EDGE, "sectionName": "http"}]  # never on https
@@ -138,8 +154,8 @@ def test_timeouts_do_not_race(stacks, stack):
     assert keepalive == GUNICORN_KEEPALIVE
     assert seconds(backend["timeout"]["http"]["connectionIdleTimeout"]) < keepalive
     request = seconds(backend["timeout"]["http"]["requestTimeout"])
-    (rule,) = r.one("HTTPRoute", EDGE)["spec"]["rules"]
-    assert seconds(rule["timeouts"]["request"]) == request
+    for rule in r.one("HTTPRoute", EDGE)["spec"]["rules"]:
+        assert seconds(rule["timeouts"]["request"]) == request
     defaults = ProductionConfig.model_fields
     database_bound = sum(defaults[name].default for name in (
         "DATABASE_POOL_TIMEOUT", "DATABASE_CONNECT_TIMEOUT", "DATABASE_READ_TIMEOUT"))
@@ -185,14 +201,24 @@ def test_app_port_admits_only_the_gateway_and_the_gateway_80_and_443(stacks, sta
                         "kubernetes.io/metadata.name": "envoy-gateway-system"}},
                     "podSelector": {"matchLabels": proxy_labels(EDGE, "lookout")}}
     assert to_app["from"][0] == gateway_peer
+    notifier_peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "lookout"}},
+                     "podSelector": {"matchLabels": {"app.kubernetes.io/name": NOTIFIER}}}
+    assert to_app["from"][1] == notifier_peer  # the public keys it verifies tokens with
     # dev's probe takes the inside view (a CA of its own); these stacks run no load generator.
-    assert len(to_app["from"]) == (2 if stack == "dev" else 1)
+    assert len(to_app["from"]) == (3 if stack == "dev" else 2)
+    # The notifier's API: only through the gateway (its metrics port: only from Prometheus).
+    notifier = r.one("NetworkPolicy", NOTIFIER)["spec"]
+    (to_notifier,) = [rule for rule in notifier["ingress"]
+                      if rule["ports"] == [{"protocol": "TCP", "port": NOTIFIER_PORT}]]
+    assert to_notifier["from"] == [gateway_peer]
     proxy = r.one("NetworkPolicy", f"{EDGE}-proxy")["spec"]
     open_rule, scrape_rule = proxy["ingress"]
     assert "from" not in open_rule
     assert {p["port"] for p in open_rule["ports"]} == set(CONTAINER_PORTS.values())
     assert scrape_rule["from"] and scrape_rule["ports"] == [{"protocol": "TCP", "port": 19001}]
-    assert any(rule["ports"] == [{"protocol": "TCP", "port": 8000}] for rule in proxy["egress"])
+    for port, pods in ((8000, "lookout"), (NOTIFIER_PORT, NOTIFIER)):
+        (rule,) = [rule for rule in proxy["egress"] if rule["ports"] == [{"protocol": "TCP", "port": port}]]
+        assert rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == pods
     # ACME's HTTP-01 answer comes from cert-manager's solver pod, through Envoy.
     to_solver = [rule for rule in proxy["egress"] if rule["ports"] == [{"protocol": "TCP", "port": 8089}]]
     assert len(to_solver) == (0 if stack == "dev" else 1)
