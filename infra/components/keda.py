@@ -62,8 +62,8 @@ class Keda(pulumi.ComponentResource):
     def __init__(self, name: str, namespace: str = KEDA_NAMESPACE,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:keda:Keda", name, None, opts)
-        # Not labelled restricted: the chart's pods are its maintainers' to harden.
-        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(namespace, restricted=False),
+        # Restricted: the chart's pods meet the standard by default (its "secure by default" values).
+        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata=namespace_meta(namespace),
                                    opts=pulumi.ResourceOptions(parent=self))
         self.release = pinned_release(f"{name}-release", KEDA_CHART, release="keda", namespace=namespace,
                                       values=keda_values(), opts=pulumi.ResourceOptions(parent=self,

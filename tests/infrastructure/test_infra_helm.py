@@ -73,7 +73,10 @@ def test_each_pin_is_a_published_entry_with_a_digest_and_values_data(chart: str,
     assert data is not None and (data["chart"], data["version"]) == (chart, version)
     assert data["appVersion"] == entry["appVersion"]
     source = data["source"]
-    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]) and "charts/" in source["path"]
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+    # A chart's folder: under charts/, or at the top of a repository of charts (kedacore/charts).
+    top_of_charts_repo = source["repository"].endswith("/charts") and source["path"] == chart
+    assert "charts/" in source["path"] or top_of_charts_repo
 
 
 def test_vendored_data_names_its_source_for_every_subchart():

@@ -11,6 +11,7 @@ held by `make helm-render` (tests/delivery/test_helm_render.py).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from typing import Any
@@ -218,3 +219,57 @@ def test_the_documented_derivation_gives_replicas_that_drain_within_the_objectiv
     for backlog in (1, value, value + 1, 10 * value):
         pods = math.ceil(backlog / value)
         assert backlog / pods / capacity <= objective / 2
+
+
+# --- the vendored schemas are derived as `make crds-refresh` does ---------------------------------------
+
+TEMPLATED_CRD = """{{- if .Values.crds.install }}
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  labels:
+    app.kubernetes.io/name: {{ .Values.operator.name }}
+    {{- include "keda.crd-labels" . | indent 4 }}
+  name: scaledobjects.keda.sh
+spec:
+  group: keda.sh
+  names: {kind: ScaledObject, plural: scaledobjects}
+  scope: Namespaced
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        description: prose
+        type: object
+        properties:
+          spec: {type: object, properties: {minReplicaCount: {type: integer}}}
+{{- end }}
+"""
+
+
+def test_a_chart_s_templated_crd_is_read_without_its_template_actions():
+    from infra.delivery.crd_refresh import SOURCES, vendored
+
+    (source,) = [s for s in SOURCES if s.chart == "keda"]
+    one = dataclasses.replace(source, paths=("crd.yaml",), kinds=("keda.sh/v1alpha1/ScaledObject",))
+    data = vendored(one, lambda _source, _path: TEMPLATED_CRD, None)
+    assert data["schemas"] == {"keda.sh/v1alpha1/ScaledObject": {
+        "type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "minReplicaCount": {"type": "integer"}}}}}}
+    missing = dataclasses.replace(one, kinds=("keda.sh/v1alpha1/ScaledJob",))
+    with pytest.raises(SystemExit, match="no CRD for"):
+        vendored(missing, lambda _source, _path: TEMPLATED_CRD, None)
+
+
+def test_every_vendored_crd_file_is_a_refresh_source():
+    from infra.delivery.crd_refresh import SOURCES, target
+
+    assert {target(s).name for s in SOURCES} == {p.name for p in crds.CRDS_DIR.glob("*.json")} - {
+        "argo-rollouts-2.41.0.json", "kube-prometheus-stack-79.7.1.json"}  # vendored before the refresh
+    for source in SOURCES:
+        data = json.loads(target(source).read_text())
+        assert (data["chart"], data["version"]) == (source.chart, source.version)
+        assert data["source"]["tag"] == source.tag
+        assert sorted(data["schemas"]) == sorted(source.kinds)
