@@ -146,7 +146,7 @@ rules: dashboards ## Same as make dashboards (one generator writes both)
 # Docker, a cluster, a registry or the Pulumi CLI and run on GitHub's runners only; their scripts
 # (infra/delivery) are tested here with local servers and stand-in CLIs. .ci/run runs the others.
 RUNNER_ONLY := system-packages pulumi-cli image image-check preview deploy \
-	kind-cluster kind-up kind-check kind-canary kind-diagnostics ci-verdict compose-up \
+	kind-cluster kind-up kind-check kind-mail kind-canary kind-diagnostics ci-verdict compose-up \
 	changes audit sign-image verify-image faulty-image
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= lookout:$(VERSION)
@@ -271,6 +271,9 @@ kind-up: venv ## kind: pulumi up of the dev stack (local backend) with IMAGE, sm
 
 kind-check: venv ## kind: Locust through the LB (HPA scale-up), Prometheus target and rules, Grafana dashboards, Loki
 	$(BIN)/python -m infra.delivery.e2e check
+
+kind-mail: venv ## kind: a user created through the LB gets its welcome email (Mailpit), its trace spans both services (Tempo)
+	$(BIN)/python -m infra.delivery.e2e mail
 
 # The docker driver's builder: it sees IMAGE in the daemon (a docker-container builder would pull it).
 faulty-image: ## The e2e's deliberately failing release: IMAGE behind a 500 on one API request in three

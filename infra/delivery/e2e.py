@@ -1,10 +1,13 @@
 """A real deployment on a throwaway kind cluster: load balancer, image, stack, and the checks after.
 
-Usage (make kind-cluster, kind-up, kind-check, kind-canary and kind-diagnostics; .github/workflows/e2e.yml):
+Usage (make kind-cluster, kind-up, kind-check, kind-mail, kind-canary and kind-diagnostics;
+.github/workflows/e2e.yml):
     python -m infra.delivery.e2e cluster --image lookout:e2e [--faulty-image lookout:e2e-faulty]
     python -m infra.delivery.e2e up --image lookout:e2e            # the dev stack, local backend
     python -m infra.delivery.e2e check             # Locust as the bootstrap admin (HPA), Prometheus,
                                                    # Grafana, Loki
+    python -m infra.delivery.e2e mail              # a new user's welcome email in Mailpit, its trace
+                                                   # in Tempo with both services' spans
     python -m infra.delivery.e2e canary --image lookout:e2e --faulty-image lookout:e2e-faulty
     python -m infra.delivery.e2e diagnostics                       # state of the cluster, for the artifact
 
@@ -48,9 +51,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from infra.delivery import cluster_checks
+from infra.delivery import cluster_checks, welcome_mail
 from infra.delivery.pulumi_cli import PulumiError, PulumiStack
-from infra.delivery.rollout import CanaryWatch, Rollout, admin_credentials, check_image, report
+from infra.delivery.rollout import CanaryWatch, Rollout, admin_credentials, bearer, check_image, report
 from infra.stack_config import parse_quantity
 from loadtests.harness import free_port
 from loadtests.harness.gunicorn import new_signing_key
@@ -343,6 +346,25 @@ def check() -> int:
     return 1 if problems or load != 0 else 0
 
 
+def mail() -> int:
+    """Create a user through the load balancer as the bootstrap admin; its welcome email must reach
+    Mailpit and its trace Tempo, with spans of both services (infra/delivery/welcome_mail.py)."""
+    outputs = stack().outputs(show_secrets=True)
+    url = trust_edge(outputs) or f"http://{outputs['loadBalancerAddress']}"
+    namespace, catcher = str(outputs.get("namespace", "lookout")), str(outputs.get("mailCatcher") or "")
+    if not catcher:
+        raise SystemExit("the stack runs no mail catcher (mailServer catcher): nothing to read the email in")
+    headers = bearer(url, admin_credentials(stack(), {}))
+    if not headers:
+        raise SystemExit(f"cannot log in at {url} as the bootstrap admin: run `up` first")
+    with port_forward(namespace, catcher, 8025) as mailpit, \
+            port_forward(MONITORING, "tempo", 3100) as tempo:
+        problems = welcome_mail.check(url, headers, mailpit, tempo)
+    for problem in problems:
+        print(f"e2e: FAIL {problem}", flush=True)
+    return 1 if problems else 0
+
+
 def canary(image: str, faulty: str, watch: CanaryWatch | None = None) -> int:
     """Release ``faulty`` as a canary over ``image``: it must be aborted and the stack rolled back."""
     dev = stack()
@@ -423,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             step.add_argument("--faulty-image", required=name == "canary",
                               help="the deliberately failing image (.ci/faulty)")
     steps.add_parser("check")
+    steps.add_parser("mail")
     steps.add_parser("diagnostics")
     args = parser.parse_args(argv)
     if args.step == "cluster":
@@ -432,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         return up(args.image)
     if args.step == "check":
         return check()
+    if args.step == "mail":
+        return mail()
     if args.step == "canary":
         return canary(args.image, args.faulty_image)
     return diagnostics()

@@ -217,7 +217,7 @@ def test_e2e_is_called_by_the_merge_gate_and_runs_nightly():
     assert "workflow_call" in on and on["schedule"] and "pull_request" not in on and "push" not in on
     runs = [s.get("run") for s in doc["jobs"]["kind"]["steps"] if "run" in s]
     assert runs.index("make kind-cluster") < runs.index("make kind-up") < runs.index("make kind-check") \
-        < runs.index("make kind-canary")
+        < runs.index("make kind-mail") < runs.index("make kind-canary")
     assert doc["jobs"]["kind"]["env"]["PULUMI_BACKEND_URL"].startswith("file://")
 
 
