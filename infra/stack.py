@@ -361,7 +361,8 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     broker = Broker(BROKER, s.broker.args(
         scrape_namespace=s.monitoring.namespace, prometheus_pod_labels=PROMETHEUS_POD_LABELS,
         clients=broker_clients(s), management_clients=[keda.client], depends_on=[edge.cert_manager]))
-    after_api = pulumi.ResourceOptions(depends_on=[service, database])  # its namespace, its databases
+    # Its namespace, its databases, and a broker whose nodes are all ready (the RabbitmqCluster waits).
+    after_api = pulumi.ResourceOptions(depends_on=[service, database, broker])
     ObservableService(RELAY, relay_args(s, monitoring, database, broker.url, broker.peer), opts=after_api)
     mail = (MailCatcher(MAIL_CATCHER, MailCatcherArgs(
         namespace=s.service.namespace, client_labels={"app.kubernetes.io/name": NOTIFIER}),

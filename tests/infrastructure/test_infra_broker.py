@@ -135,6 +135,7 @@ def test_the_services_get_the_broker_s_url_as_a_secret(stacks: dict[str, Rendere
                  and s["metadata"]["name"].startswith(name) and "BROKER_URL" in (s.get("stringData") or {})]
         assert files, f"{name} has no BROKER_URL"
         assert all(f["stringData"]["BROKER_URL"] == secret["connection_string"] for f in files)
+        assert BROKER in rendered.depends_on[name], "they start once every broker node is ready"
 
 
 # --- disruption budget, metrics ----------------------------------------------------------------------
