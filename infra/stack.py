@@ -42,7 +42,7 @@ from infra.components import (
     Shutdown,
     WritableDir,
 )
-from infra.components.broker import Broker, BrokerArgs, BrokerClient, scrape_target
+from infra.components.broker import Broker, BrokerArgs, BrokerClient, broker_management, scrape_target
 from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, Route, proxy_labels
 from infra.components.keda import Keda, QueueScaler
 from infra.components.loadgen import LoadGeneratorArgs
@@ -357,7 +357,7 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, monitoring],
         routes=[notifications]))
     # The broker's operator gets its webhook's certificate from cert-manager, which the edge installs.
-    keda = Keda("keda")
+    keda = Keda("keda", sources=[broker_management(BROKER, BROKER_NAMESPACE)])
     broker = Broker(BROKER, s.broker.args(
         scrape_namespace=s.monitoring.namespace, prometheus_pod_labels=PROMETHEUS_POD_LABELS,
         clients=broker_clients(s), management_clients=[keda.client], depends_on=[edge.cert_manager]))

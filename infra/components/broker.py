@@ -107,6 +107,11 @@ def cluster_spec(name: str, args: BrokerArgs, secret: str) -> dict[str, Any]:
     }
 
 
+def broker_management(name: str, namespace: str) -> Peer:
+    """The broker's management API as a peer of the clients that read it (the queue-depth scaler)."""
+    return Peer(port=MANAGEMENT_PORT, namespace=namespace, pod_labels=broker_pod_labels(name))
+
+
 def scrape_target(name: str, namespace: str) -> ScrapeTarget:
     """The broker's metrics Service as Prometheus scrapes it (job ``<name>-metrics``)."""
     return ScrapeTarget(f"{name}-metrics", namespace, app_labels(name, "metrics"), port="metrics")

@@ -9,10 +9,12 @@ select pods the operator makes.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from infra import checks, crds
 from infra.components.broker import (
@@ -29,6 +31,7 @@ from infra.components.broker import (
 )
 from infra.components.monitoring_values import PROMETHEUS_POD_LABELS
 from infra.config import BrokerSettings, ConfigError
+from infra.manifests import write
 from infra.mockrun import Rendered, render, run_program
 from infra.stack import BROKER, BROKER_NAMESPACE, NOTIFIER, RELAY
 from infra.stack_config import stack_values
@@ -73,6 +76,12 @@ def test_the_operator_is_the_pinned_release_manifest_and_the_cluster_its_custom_
     # The cluster waits for the operator, which waits for cert-manager (its webhook's certificate).
     assert f"{BROKER}-operator" in rendered.depends_on[f"{BROKER}-cluster"]
     assert rendered.depends_on[f"{BROKER}-operator"] == ["lookout-edge-cert-manager"]
+
+
+def test_make_manifests_lists_the_operator_s_manifest(stacks: dict[str, Rendered], tmp_path: Path):
+    write(stacks["dev"], tmp_path)
+    listed = yaml.safe_load((tmp_path / "manifest-files.yaml").read_text())["files"]
+    assert listed == [{"name": f"{BROKER}-operator", "file": OPERATOR[2]}]
 
 
 @pytest.mark.parametrize("stack", STACKS)

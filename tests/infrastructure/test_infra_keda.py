@@ -22,11 +22,14 @@ from app.platform.messaging import NOTIFIER_QUEUE
 from infra import checks, crds, helm
 from infra.components.keda import (
     KEDA_CHART,
+    METRICS_SERVER,
     NOTIFIER_CONSUMER,
+    WEBHOOKS,
     QueueScaler,
     QueueScalerArgs,
     keda_values,
 )
+from infra.components.network import RELEASE_PODS
 from infra.config import ConfigError, QueueScalingSettings
 from infra.mockrun import Rendered, render, run_program
 from infra.stack_config import stack_values
@@ -273,3 +276,30 @@ def test_every_vendored_crd_file_is_a_refresh_source():
         assert (data["chart"], data["version"]) == (source.chart, source.version)
         assert data["source"]["tag"] == source.tag
         assert sorted(data["schemas"]) == sorted(source.kinds)
+
+
+# --- KEDA's NetworkPolicies ---------------------------------------------------------------------------
+
+def test_keda_s_policies_let_the_api_server_in_and_the_operator_out_to_the_broker(
+        stacks: dict[str, Rendered]):
+    rendered = stacks["dev"]
+    found = {p["metadata"]["name"]: p for p in rendered.find("NetworkPolicy")
+             if p["metadata"]["namespace"] == "keda"}
+    assert set(found) == {"keda-operator", METRICS_SERVER, WEBHOOKS}
+    for name, policy in found.items():
+        assert policy["metadata"]["annotations"][RELEASE_PODS] == "keda"
+        assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name,
+                                                               "app.kubernetes.io/instance": "keda"}
+    # The aggregation layer and the admission webhook are called from a node's address: ports, no peer.
+    assert found[METRICS_SERVER]["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 6443}]}]
+    assert found[WEBHOOKS]["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9443}]}]
+    operator = found["keda-operator"]["spec"]
+    assert checks._admits(operator["egress"], 15672, "TCP", "lookout-broker", "to")
+    assert not checks._admits(operator["egress"], 5672, "TCP", "lookout-broker", "to"), "AMQP is the apps'"
+    (grpc,) = operator["ingress"]
+    assert grpc["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": METRICS_SERVER,
+                                                             "app.kubernetes.io/instance": "keda"}}}]
+    # The broker's side of the same connection.
+    broker = rendered.one("NetworkPolicy", "lookout-broker")["spec"]["ingress"]
+    assert checks._admits(broker, 15672, "TCP", "keda", "from")
+    assert keda_values().get("networkPolicy") is None  # the chart's own stay off
