@@ -52,6 +52,7 @@ from infra.components.network import namespace_selector
 from infra.components.pods import selector
 from infra.components.probe import BLACKBOX, OutsideInArgs, OutsideInProbe
 from infra.components.rollouts import HASH_LABEL, ProgressiveDelivery
+from infra.components.service import scrape_target
 from infra.config import ConfigError, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -320,11 +321,9 @@ def broker_clients(s: Settings) -> list[BrokerClient]:
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
     """Declare everything for one stack and return its outputs."""
     # The pods' revision label on every series: the canary analysis asks for its own pods' ratios.
-    scrape = ScrapeTarget(APP, s.service.namespace, selector(APP, "metrics"), port="metrics",
-                          pod_target_labels=(HASH_LABEL,))
-    # Each further service's metrics Service, <name>-metrics, names its job.
-    services = [ScrapeTarget(name, s.service.namespace, selector(name, "metrics"), port="metrics")
-                for name in (NOTIFIER, RELAY)]
+    scrape = scrape_target(APP, s.service.namespace, pod_target_labels=(HASH_LABEL,))
+    # Each service's job is its metrics Service's name: lookout-notifier-metrics, lookout-relay-metrics.
+    services = [scrape_target(name, s.service.namespace) for name in (NOTIFIER, RELAY)]
     monitoring = Monitoring("monitoring", s.logs.args(s.monitoring.args(
         dashboard_files=files.dashboards, rule_files=files.rules, alerting=s.alerting.args(),
         targets=(scrape, *services, *dependency_targets(s)))))

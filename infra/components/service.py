@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.components.autoscaling import REQUESTS_METRIC
+from infra.components.monitoring import ScrapeTarget
 from infra.components.network import Peer, namespace_selector, policy_spec
 from infra.components.pods import (
     Resources,
@@ -408,6 +409,13 @@ class ObservableService(pulumi.ComponentResource):
                               "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]},
             },
         }
+
+
+def scrape_target(name: str, namespace: str, pod_target_labels: Sequence[str] = ()) -> ScrapeTarget:
+    """Return what Prometheus scrapes of the instance ``name``: its metrics Service, over every
+    process, whose name (``<name>-metrics``) prometheus-operator makes the job's."""
+    return ScrapeTarget(name, namespace, selector(name, "metrics"), port="metrics",
+                        pod_target_labels=tuple(pod_target_labels))
 
 
 def _probes(process: Process) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def test_infra_readme_covers_what_an_operator_needs():
         "port-forward svc/grafana",
         "## Scaling behaviour",
         "pulumi destroy",
-        "## Adding a second service",
+        "## The services, and adding one",
         "## Migrations",
     ):
         assert needed in text, needed
@@ -46,3 +46,21 @@ def test_infra_readme_covers_what_an_operator_needs():
 def test_top_level_readme_points_to_the_deployment_docs():
     text = (REPO_ROOT / "README.md").read_text()
     assert "## Deploying" in text and "(infra/README.md)" in text
+
+
+def test_the_third_service_lines_use_the_component_as_it_is():
+    """The README's example instance names only ServiceArgs fields and stack helpers that exist."""
+    import dataclasses
+    import re
+
+    from infra import stack
+    from infra.components import ServiceArgs
+
+    text = README.read_text()
+    snippet = text[text.index("A third service, `billing`"):text.index("and its settings: `billingMin")]
+    args = snippet[snippet.index("ServiceArgs("):snippet.index("opts=after_api")]
+    used = set(re.findall(r"\b([a-z_]+)=", args))
+    assert used and used <= {f.name for f in dataclasses.fields(ServiceArgs)}, used
+    for name in ("NOTIFIER_DATABASE", "NOTIFIER", "RELAY", "edge_clients", "Route", "selector", "Scaling",
+                 "Shutdown", "ObservableService"):
+        assert name in snippet and hasattr(stack, name), name
