@@ -42,7 +42,7 @@ from infra.components import (
     Shutdown,
     WritableDir,
 )
-from infra.components.broker import Broker, BrokerArgs, BrokerClient, broker_management, scrape_target
+from infra.components.broker import Broker, BrokerArgs, BrokerClient, broker_management, broker_target
 from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, Route, proxy_labels
 from infra.components.keda import Keda, QueueScaler
 from infra.components.loadgen import LoadGeneratorArgs
@@ -308,7 +308,7 @@ def dependency_targets(s: Settings) -> list[ScrapeTarget]:
     if s.rate_limits.shared:
         targets.append(ScrapeTarget(f"{APP}-ratelimit-metrics", s.rate_limits.store_args("", {}).namespace,
                                     selector(f"{APP}-ratelimit", "metrics"), port="metrics"))
-    targets.append(scrape_target(BROKER, BROKER_NAMESPACE))  # rabbitmq_prometheus: lookout-broker-metrics
+    targets.append(broker_target(BROKER, BROKER_NAMESPACE))  # rabbitmq_prometheus: lookout-broker-metrics
     return targets
 
 

@@ -112,7 +112,7 @@ def broker_management(name: str, namespace: str) -> Peer:
     return Peer(port=MANAGEMENT_PORT, namespace=namespace, pod_labels=broker_pod_labels(name))
 
 
-def scrape_target(name: str, namespace: str) -> ScrapeTarget:
+def broker_target(name: str, namespace: str) -> ScrapeTarget:
     """The broker's metrics Service as Prometheus scrapes it (job ``<name>-metrics``)."""
     return ScrapeTarget(f"{name}-metrics", namespace, app_labels(name, "metrics"), port="metrics")
 
@@ -186,7 +186,7 @@ class Broker(pulumi.ComponentResource):
             spec=broker_policy(pods, args), opts=after)
 
         self.peer = Peer(port=AMQP_PORT, namespace=args.namespace, pod_labels=pods)
-        self.target = scrape_target(name, args.namespace)
+        self.target = broker_target(name, args.namespace)
         self.register_outputs({"url": self.url})
 
 
