@@ -192,7 +192,8 @@ class Broker(pulumi.ComponentResource):
 
 def broker_policy(pods: Mapping[str, str], args: BrokerArgs) -> dict[str, Any]:
     """In: AMQP from the clients, metrics from Prometheus, the management API from the operator and
-    the scaler, clustering from the broker's own nodes. Out: DNS and the other nodes."""
+    the scaler, clustering from the broker's own nodes. Out: DNS and the other nodes (RabbitMQ
+    4.1's Kubernetes peer discovery asks no API: a new node joins the ``-0`` pod by its DNS name)."""
     def tcp(port: int) -> list[dict[str, Any]]:
         return [{"protocol": "TCP", "port": port}]
 
