@@ -121,7 +121,10 @@ class Database(pulumi.ComponentResource):
             # when the object goes: databaseReclaimPolicy retain, its default).
             k8s.apiextensions.CustomResource(
                 f"{name}-database-{tenant}", api_version="postgresql.cnpg.io/v1", kind="Database",
-                metadata={"namespace": args.namespace, "name": f"{name}-{tenant}"},
+                metadata={"namespace": args.namespace, "name": f"{name}-{tenant}",
+                          # Pulumi waits until the operator made it: the tenant's migrations come next.
+                          "annotations": {"pulumi.com/waitFor": "jsonpath={.status.applied}=true",
+                                          "pulumi.com/timeoutSeconds": "300"}},
                 spec={"cluster": {"name": name}, "name": tenant, "owner": tenant, "ensure": "present"},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]))
             self.tenant_urls[tenant] = pulumi.Output.secret(pulumi.Output.concat(

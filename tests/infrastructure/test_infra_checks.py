@@ -106,9 +106,22 @@ def _drop_collector(o: Objects) -> None:
     _policy(o)["egress"] = [r for r in _policy(o)["egress"] if r["ports"][0]["port"] != 4318]
 
 
-def _drop_egress_to(port: int) -> Callable[[Objects], None]:
+def _drop_egress_to(port: int, policy: str = "lookout") -> Callable[[Objects], None]:
     def mutate(o: Objects) -> None:
-        _policy(o)["egress"] = [r for r in _policy(o)["egress"] if r["ports"][0]["port"] != port]
+        spec = _one(o, "NetworkPolicy", policy)["spec"]
+        spec["egress"] = [r for r in spec["egress"] if r["ports"][0]["port"] != port]
+
+    return mutate
+
+
+def _close_to_the_notifier(policy: str) -> Callable[[Objects], None]:
+    """Drop the notifier's pods from the peers ``policy`` lets in."""
+    def mutate(o: Objects) -> None:
+        spec = _one(o, "NetworkPolicy", policy)["spec"]
+        for rule in spec["ingress"]:
+            rule["from"] = [peer for peer in rule.get("from") or []
+                            if (peer.get("podSelector") or {}).get("matchLabels", {}).get(
+                                "app.kubernetes.io/name") != "lookout-notifier"] or [{"podSelector": {}}]
 
     return mutate
 
@@ -267,6 +280,19 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
     "rate-limit store closed to the service": (
         "network", _close_rate_limit_store, "ingress refuses Rollout lookout/lookout's RATE_LIMIT"),
     "NetworkPolicy without scrapes": ("network", _close_ingress, "Prometheus scrapes from monitoring"),
+    "the notifier without the broker": (
+        "network", _drop_egress_to(5672, "lookout-notifier"), "egress to BROKER_URL (broker.internal"),
+    "the notifier without the mail catcher": (
+        "network", _drop_egress_to(1025, "lookout-notifier"), "egress to SMTP_URL (lookout-mail.lookout"),
+    # JWKS_URL names the Service's port 80; the policy must open its pods' 8000.
+    "the notifier without the users API's keys": (
+        "network", _drop_egress_to(8000, "lookout-notifier"), "egress to JWKS_URL (lookout.lookout.svc"),
+    "the users API closed to the notifier": (
+        "network", _close_to_the_notifier("lookout"), "refuses Deployment lookout/lookout-notifier's"),
+    "the mail catcher closed to the notifier": (
+        "network", _close_to_the_notifier("lookout-mail"), "refuses Deployment lookout/lookout-notifier's S"),
+    "the relay without the broker": (
+        "network", _drop_egress_to(5672, "lookout-relay"), "lookout/lookout-relay: egress to BROKER_URL"),
     "preStop + graceful >= grace": (
         "shutdown",
         _set("spec.template.spec.terminationGracePeriodSeconds", 30),

@@ -143,6 +143,8 @@ def test_the_notifier_has_its_own_database_and_role_in_the_cluster(stacks):
     assert (role["name"], role["login"], role["ensure"]) == ("notifier", True, "present")
     secret = r.one("Secret", role["passwordSecret"]["name"])
     assert secret["type"] == "kubernetes.io/basic-auth" and secret["stringData"]["username"] == "notifier"
+    wait = r.one("Database")["metadata"]["annotations"]["pulumi.com/waitFor"]
+    assert wait == "jsonpath={.status.applied}=true", "made before the notifier's migrations run"
     database = r.one("Database")["spec"]
     assert database == {"cluster": {"name": f"{APP}-db"}, "name": "notifier", "owner": "notifier",
                         "ensure": "present"}
