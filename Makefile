@@ -312,10 +312,10 @@ charts-refresh: venv ## (network) Rewrite infra/charts/ from the chart repositor
 charts-verify: venv ## (network) Fail when infra/charts/ is not what the repositories publish
 	$(BIN)/python -m infra.delivery.chart_refresh --check
 
-crds-refresh: venv ## (network) Rewrite infra/charts/crds/ of the edge's charts from their tags on GitHub
+crds-refresh: venv ## (network) Rewrite infra/charts/crds/ (the edge's charts, the broker's operator, KEDA) from their tags
 	$(BIN)/python -m infra.delivery.crd_refresh
 
-crds-verify: venv ## (network) Fail when infra/charts/crds/ of the edge's charts differ from their tags
+crds-verify: venv ## (network) Fail when infra/charts/crds/ differ from the pinned tags on GitHub
 	$(BIN)/python -m infra.delivery.crd_refresh --check
 
 $(KUBECONFORM):

@@ -19,6 +19,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from infra.components.broker import KIND as RABBITMQ_CLUSTER
+from infra.components.broker import OPERATOR_PODS, broker_pod_labels
 from infra.components.edge import GATEWAY_PODS, proxy_labels
 from infra.components.network import RELEASE_PODS
 from infra.crds import SCHEMAS, vendored_schemas
@@ -157,7 +159,7 @@ def selector_problems(objects: Sequence[Obj]) -> list[str]:
             problems.append(f"{_ref(w)}: its selector does not match its own pod template")
     for obj in objects:
         kind, ns, spec = obj["kind"], obj["metadata"].get("namespace"), obj.get("spec") or {}
-        if _gateway_pods(objects, obj):
+        if _gateway_pods(objects, obj) or _operator_pods(objects, obj):
             continue
         if kind == "Service" and spec.get("selector") and not pods_selected(objects, ns, spec["selector"]):
             problems.append(f"{_ref(obj)}: selector {spec['selector']} matches no pods")
@@ -203,6 +205,64 @@ def _gateway_pods(objects: Sequence[Obj], obj: Obj) -> bool:
     declared = any(o["kind"] == "Gateway" and o["metadata"]["name"] == name
                    and o["metadata"].get("namespace") == namespace for o in objects)
     return declared and chosen == proxy_labels(name, namespace)
+
+
+# The labels an operator gives the pods of a custom resource it runs, by the resource's kind.
+OPERATOR_POD_LABELS: dict[str, Callable[[str], dict[str, str]]] = {RABBITMQ_CLUSTER: broker_pod_labels}
+
+
+def _operator_pods(objects: Sequence[Obj], obj: Obj) -> bool:
+    """Whether ``obj`` (a Service, PodDisruptionBudget or NetworkPolicy) selects exactly the pods an
+    operator makes for a custom resource declared beside it, which its OPERATOR_PODS names."""
+    owner = (obj["metadata"].get("annotations") or {}).get(OPERATOR_PODS) or ""
+    kind, _, name = owner.partition("/")
+    labels_of = OPERATOR_POD_LABELS.get(kind)
+    if labels_of is None or obj["kind"] not in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
+        return False
+    spec = obj.get("spec") or {}
+    key = {"Service": "selector", "PodDisruptionBudget": "selector"}.get(obj["kind"], "podSelector")
+    chosen = spec.get(key) if obj["kind"] == "Service" else (spec.get(key) or {}).get("matchLabels")
+    declared = any(o["kind"] == kind and o["metadata"]["name"] == name
+                   and o["metadata"].get("namespace") == obj["metadata"].get("namespace") for o in objects)
+    return declared and chosen == labels_of(name)
+
+
+def scaler_problems(objects: Sequence[Obj]) -> list[str]:
+    """KEDA's ScaledObjects target a declared workload that no HPA scales too and that declares no
+    replicas; their TriggerAuthentications exist and read keys of declared Secrets."""
+    problems = []
+    declared = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+    hpa_targets = {(o["metadata"]["namespace"], o["spec"]["scaleTargetRef"]["kind"],
+                    o["spec"]["scaleTargetRef"]["name"])
+                   for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    for obj in (o for o in objects if o["kind"] == "ScaledObject"):
+        ns, spec = obj["metadata"]["namespace"], obj["spec"]
+        target = spec["scaleTargetRef"]
+        kind = target.get("kind", "Deployment")
+        workload = next((o for o in objects if o["kind"] == kind and o["metadata"]["name"] == target["name"]
+                         and o["metadata"].get("namespace") == ns), None)
+        if workload is None:
+            problems.append(f"{_ref(obj)}: targets {kind} {target['name']}, which is not declared")
+        elif "replicas" in workload["spec"]:
+            problems.append(f"{_ref(workload)}: sets spec.replicas although a ScaledObject scales it")
+        if (ns, kind, target["name"]) in hpa_targets:  # KEDA's webhook refuses it (kedacore/keda#3083)
+            problems.append(f"{_ref(obj)}: {kind} {target['name']} already has an HPA of its own")
+        for trigger in spec.get("triggers") or []:
+            ref = trigger.get("authenticationRef")
+            if ref and (ref.get("kind", "TriggerAuthentication"), ns, ref["name"]) not in declared:
+                problems.append(f"{_ref(obj)}: authenticationRef {ref['name']} is not a declared "
+                                "TriggerAuthentication")
+    for auth in (o for o in objects if o["kind"] == "TriggerAuthentication"):
+        ns = auth["metadata"]["namespace"]
+        for ref in auth["spec"].get("secretTargetRef") or []:
+            secret = next((o for o in objects if o["kind"] == "Secret"
+                           and o["metadata"]["name"] == ref["name"] and o["metadata"].get("namespace") == ns),
+                          None)
+            keys = set((secret or {}).get("stringData") or {}) | set((secret or {}).get("data") or {})
+            if ref["key"] not in keys:
+                problems.append(f"{_ref(auth)}: {ref['parameter']} reads key {ref['key']} of Secret "
+                                f"{ns}/{ref['name']}, which {'lacks it' if secret else 'is not declared'}")
+    return problems
 
 
 def port_problems(objects: Sequence[Obj]) -> list[str]:
@@ -548,7 +608,7 @@ GATES: dict[str, Callable[[Sequence[Obj]], list[str]]] = {
     "selectors": selector_problems, "ports": port_problems, "resources": resource_problems,
     "replicas": replicas_problems, "network": network_problems, "shutdown": shutdown_problems,
     "security": security_problems, "writable dirs": writable_dir_problems, "exposure": exposure_problems,
-    "canary": canary_problems,
+    "canary": canary_problems, "scalers": scaler_problems,
 }
 
 

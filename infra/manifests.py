@@ -6,7 +6,8 @@ Usage:
 Writes ``objects/<kind>-<namespace>-<name>.yaml`` (one object per file, Secret values
 redacted), ``policy/`` (each Rollout's pods as a Deployment, which checkov can scan: it reads pod
 specs of built-in kinds only), ``helm-releases.yaml`` (chart, version, repository and values of each
-release) and
+release),
+``manifest-files.yaml`` (the release manifests installed as they are: an operator's) and
 ``outputs.yaml`` (the stack outputs). The folder is emptied first, so it shows one run exactly.
 """
 
@@ -73,6 +74,8 @@ def write(rendered: Rendered, out: Path) -> list[Path]:
     releases = [{"name": r.get("name"), "namespace": r.get("namespace"), **chart_of(r),
                  "version": r.get("version"), "values": r.get("values") or {}} for r in rendered.releases]
     (out / "helm-releases.yaml").write_text(yaml.safe_dump({"releases": releases}, sort_keys=False))
+    files = {"files": rendered.manifest_files}
+    (out / "manifest-files.yaml").write_text(yaml.safe_dump(files, sort_keys=False))
     (out / "outputs.yaml").write_text(yaml.safe_dump(rendered.outputs, sort_keys=False))
     return written
 

@@ -5,6 +5,7 @@ Usage:
     rendered = render("prod", {"loadtestEnabled": True})   # with config overrides
     rendered.objects     # Kubernetes objects as the API server would receive them
     rendered.releases    # Helm releases: chart, version, repository, values
+    rendered.manifest_files  # kubernetes.yaml.v2.ConfigFile inputs: a manifest file or URL (an operator's)
     rendered.outputs     # stack outputs (secrets as "[secret]")
     rendered.depends_on  # resource name -> names of its explicit dependencies
 
@@ -35,15 +36,16 @@ LB_ADDRESS = "203.0.113.10"  # TEST-NET-3: an address that cannot be anyone's
 # What an operator sets with `pulumi config set --secret databaseUrl` (not in any stack file).
 MOCK_DATABASE_URL = "postgresql://lookout:mock-password@db.internal.example:5432/lookout"
 MOCK_NOTIFIER_DATABASE_URL = "postgresql://notifier:mock-password@db.internal.example:5432/notifier"
-MOCK_BROKER_URL = "amqp://lookout:mock-password@broker.internal.example:5672/%2F"  # --secret brokerUrl
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"  # noqa: S105 - Pulumi's wire marker for a secret value
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+MANIFEST_TYPE = "kubernetes:yaml/v2:ConfigFile"  # a component the provider expands; its objects stay unseen
 
 
 @dataclass
 class Rendered:
     objects: list[dict[str, Any]] = field(default_factory=list)
     releases: list[dict[str, Any]] = field(default_factory=list)
+    manifest_files: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     depends_on: dict[str, list[str]] = field(default_factory=dict)
     components: dict[str, str] = field(default_factory=dict)  # name -> type token
@@ -86,6 +88,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                                       "status": {"loadBalancer": {"ingress": [{"ip": LB_ADDRESS}]}}}
         if not args.custom:
             self.rendered.components[args.name] = args.typ
+            if args.typ == MANIFEST_TYPE:
+                self.rendered.manifest_files.append({"name": args.name, **inputs})
             return "", inputs
         state = dict(inputs)
         if args.typ == RELEASE_TYPE:
@@ -173,8 +177,6 @@ def render(stack: str, overrides: dict[str, Any] | None = None, files: RepoFiles
         values["databaseUrl"] = MOCK_DATABASE_URL
     if values["databaseMode"] == "external" and not values["notifierDatabaseUrl"]:
         values["notifierDatabaseUrl"] = MOCK_NOTIFIER_DATABASE_URL
-    if not values["brokerUrl"]:
-        values["brokerUrl"] = MOCK_BROKER_URL
     values.update(overrides or {})
     original = stack_module.repo_files
     if files is not None:

@@ -1,9 +1,11 @@
 """The whole deployment: settings in, one component per settings group, stack outputs out.
 
 Monitoring comes first (the services need the collector's address), then the database, the
-rate-limit store, the services (the users API, its outbox relay, the notifier: three instances
-of one component, ``ObservableService``), the mail catcher where the stack has one, the edge
-in front of both APIs, and the optional load generator. The app is known here by its image,
+rate-limit store, the users API, the edge in front of both APIs (its cert-manager also serves the
+broker's operator), KEDA and the broker, then the services that use the broker (the users API's
+outbox relay and the notifier: like the API, instances of one component, ``ObservableService``),
+the mail catcher where the stack has one, the queue-depth scaler of the notifier's consumer, and
+the optional load generator. The app is known here by its image,
 environments (``app_environment``, ``notifier_environment``), secrets and commands only;
 tests/infrastructure/test_infra_app_contract.py feeds what each stack gives each process to the
 app's own settings loaders.
@@ -40,7 +42,9 @@ from infra.components import (
     Shutdown,
     WritableDir,
 )
+from infra.components.broker import Broker, BrokerArgs, BrokerClient, broker_management, broker_target
 from infra.components.edge import Edge, EdgeArgs, EdgeTimeouts, Route, proxy_labels
+from infra.components.keda import Keda, QueueScaler
 from infra.components.loadgen import LoadGeneratorArgs
 from infra.components.mail import MailCatcher, MailCatcherArgs
 from infra.components.monitoring_values import PROMETHEUS_POD_LABELS, PROMETHEUS_SERVICE, RELEASE
@@ -61,6 +65,8 @@ BOOTSTRAP_COMMAND = ("flask", "--app", "app", "users", "bootstrap-admin")
 BOOTSTRAP_EMAIL, BOOTSTRAP_PASSWORD = "LOOKOUT_BOOTSTRAP_ADMIN_EMAIL", "LOOKOUT_BOOTSTRAP_ADMIN_PASSWORD"
 PROBE_JOB = "lookout-probe"  # the job the probe panels and LookoutServiceUnreachable select
 EDGE = f"{APP}-edge"  # the Gateway, its routes, certificate and Envoy Service
+BROKER = f"{APP}-broker"  # the RabbitMqCluster, its Services and its credentials' Secret
+BROKER_NAMESPACE = BrokerArgs.__dataclass_fields__["namespace"].default
 GATEWAY_NAMESPACE = EdgeArgs.__dataclass_fields__["gateway_namespace"].default
 LOADTEST_NAMESPACE = LoadGeneratorArgs.__dataclass_fields__["namespace"].default
 GUNICORN_KEEPALIVE = 75  # seconds an idle kept-alive connection to gunicorn stays open
@@ -234,14 +240,6 @@ def relay_args(s: Settings, monitoring: Monitoring, database: Database, broker_u
         skips=s.service.image_skips)
 
 
-def broker_settings(s: Settings) -> tuple[pulumi.Input[str], Peer]:
-    """Return the broker's URL (a secret) and where it is reached, from the stack's settings."""
-    if s.broker.url is None:
-        raise ConfigError("brokerUrl: the relay and the notifier need the broker's amqp(s):// URL "
-                          "(pulumi config set --secret brokerUrl ...)")
-    return s.broker.url, Peer(port=s.broker.port, cidrs=s.broker.egress_cidrs)
-
-
 def bootstrap_admin(s: Settings) -> dict[str, pulumi.Input[str]]:
     """Return the bootstrap admin's credentials, as the variables ``flask users bootstrap-admin`` reads."""
     return {BOOTSTRAP_EMAIL: s.service.bootstrap_admin_email,
@@ -310,7 +308,14 @@ def dependency_targets(s: Settings) -> list[ScrapeTarget]:
     if s.rate_limits.shared:
         targets.append(ScrapeTarget(f"{APP}-ratelimit-metrics", s.rate_limits.store_args("", {}).namespace,
                                     selector(f"{APP}-ratelimit", "metrics"), port="metrics"))
+    targets.append(broker_target(BROKER, BROKER_NAMESPACE))  # rabbitmq_prometheus: lookout-broker-metrics
     return targets
+
+
+def broker_clients(s: Settings) -> list[BrokerClient]:
+    """The pods that open AMQP connections to the broker: the notifier's (its consumer, and its API,
+    whose readiness asks the broker) and the users service's outbox relay."""
+    return [BrokerClient(s.service.namespace, {"app.kubernetes.io/name": name}) for name in (NOTIFIER, RELAY)]
 
 
 def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
@@ -339,24 +344,35 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
               if s.rate_limits.shared else None)
     delivery = ProgressiveDelivery("rollouts", s.delivery.args()) if s.delivery.progressive else None
     service = ObservableService(APP, service_args(s, monitoring, database, counts, delivery))
-    broker_url, broker_peer = broker_settings(s)
-    after_api = pulumi.ResourceOptions(depends_on=[service, database])  # its namespace, its databases
-    ObservableService(RELAY, relay_args(s, monitoring, database, broker_url, broker_peer), opts=after_api)
-    mail = (MailCatcher(MAIL_CATCHER, MailCatcherArgs(
-        namespace=s.service.namespace, client_labels={"app.kubernetes.io/name": NOTIFIER}),
-        opts=pulumi.ResourceOptions(depends_on=[service])) if s.notifier.mail_server == "catcher" else None)
-    notifier = ObservableService(
-        NOTIFIER, notifier_args(s, monitoring, database, broker_url, broker_peer, mail), opts=after_api)
     release_labels = {"app.kubernetes.io/part-of": "lookout", "release": RELEASE}
-    # The notifier's API through the same Gateway as the users API, under its own path.
+    # The notifier's API through the same Gateway as the users API, under its own path (the route
+    # names its Service, which follows below: Envoy Gateway resolves it when it appears).
     notifications = Route(NOTIFICATIONS_PATH, NOTIFIER, 80, selector(NOTIFIER, "server"), NOTIFIER_PORT)
     edge = Edge(EDGE, s.edge.args(
         namespace=s.service.namespace, backend_service=APP, backend_port=80, backend_pod_labels=SERVER,
         backend_pod_port=8000, timeouts=EDGE_TIMEOUTS, scrape_namespace=s.monitoring.namespace,
         release_labels=release_labels, service_type=s.service.service_type,
         external_traffic_policy=s.service.external_traffic_policy,
-        source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, notifier, monitoring],
+        source_ranges=s.service.load_balancer_source_ranges, depends_on=[service, monitoring],
         routes=[notifications]))
+    # The broker's operator gets its webhook's certificate from cert-manager, which the edge installs.
+    keda = Keda("keda", sources=[broker_management(BROKER, BROKER_NAMESPACE)])
+    broker = Broker(BROKER, s.broker.args(
+        scrape_namespace=s.monitoring.namespace, prometheus_pod_labels=PROMETHEUS_POD_LABELS,
+        clients=broker_clients(s), management_clients=[keda.client], depends_on=[edge.cert_manager]))
+    # Its namespace, its databases, and a broker whose nodes are all ready (the RabbitmqCluster waits).
+    after_api = pulumi.ResourceOptions(depends_on=[service, database, broker])
+    ObservableService(RELAY, relay_args(s, monitoring, database, broker.url, broker.peer), opts=after_api)
+    mail = (MailCatcher(MAIL_CATCHER, MailCatcherArgs(
+        namespace=s.service.namespace, client_labels={"app.kubernetes.io/name": NOTIFIER}),
+        opts=pulumi.ResourceOptions(depends_on=[service])) if s.notifier.mail_server == "catcher" else None)
+    notifier = ObservableService(
+        NOTIFIER, notifier_args(s, monitoring, database, broker.url, broker.peer, mail), opts=after_api)
+    # The consumer's replicas follow its queue's depth (KEDA); the users API keeps its own HPA.
+    QueueScaler(f"{NOTIFIER}-queue", s.queue_scaling.args(
+        namespace=s.service.namespace, management_url=broker.management_url,
+        deployment=notifier.workloads["consumer"], min_replicas=s.notifier.consumer_min_replicas,
+        max_replicas=s.notifier.consumer_max_replicas, depends_on=[notifier, keda.release]))
     # A client's view: the public https:// URL through the gateway, unless the stack names another
     # or has a CA of its own (then the app's /readyz through its Service).
     probe_url = (pulumi.Output.concat(service.url, "/readyz") if probes_the_app(s)
@@ -379,6 +395,7 @@ def deploy(s: Settings, files: RepoFiles) -> dict[str, pulumi.Input[str]]:
         "notifierConsumer": notifier.workloads["consumer"],
         # The mail catcher's Service (web UI and API on 8025, through kubectl port-forward); "" without.
         "mailCatcher": MAIL_CATCHER if mail is not None else "",
+        "brokerUrl": broker.url,  # amqp://, a secret: the services' BROKER_URL
     }
     if s.loadtest.enabled:
         # The run logs in as the bootstrap admin: it needs an admin to make its accounts and to list.

@@ -103,6 +103,7 @@ class Edge(pulumi.ComponentResource):
     url: pulumi.Output[str]
     address: pulumi.Output[str]
     proxy_labels: dict[str, str]
+    cert_manager: k8s.helm.v3.Release
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("lookout:edge:Edge", name, None, opts)
@@ -125,6 +126,7 @@ class Edge(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cm_ns, gateway_release]))
         after = pulumi.ResourceOptions(parent=self, depends_on=[gateway_release, cert_manager,
                                                                 *args.depends_on])
+        self.cert_manager = cert_manager  # what else needs cert-manager's CRDs and webhook waits on
         self.proxy_labels = proxy_labels(name, args.namespace)
         if args.acme is not None and args.acme.solver == "dns01":
             k8s.core.v1.Secret(f"{name}-dns", metadata={"namespace": args.namespace, "name": f"{name}-dns",

@@ -21,7 +21,8 @@ it in ``args()`` (a test checks that the groups read exactly the declared keys).
     edge         EdgeSettings           infra/config/edge.py        -> EdgeArgs
     notifier     NotifierSettings       infra/config/notifier.py    -> the notifier's ServiceArgs, mail
     relay        RelaySettings          infra/config/notifier.py    -> the relay's ServiceArgs
-    broker       BrokerSettings         infra/config/notifier.py    -> the broker's URL and network peer
+    broker       BrokerSettings         infra/config/broker.py      -> BrokerArgs
+    queue_scaling QueueScalingSettings  infra/config/broker.py      -> QueueScalerArgs
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from dataclasses import dataclass
 
 import pulumi
 
+from infra.config.broker import BrokerSettings, QueueScalingSettings
 from infra.config.database import DatabaseSettings
 from infra.config.edge import EdgeSettings
 from infra.config.fields import Group, Key
 from infra.config.loadgen import LoadGeneratorSettings
 from infra.config.logs import LogsSettings
 from infra.config.monitoring import AlertingSettings, MonitoringSettings
-from infra.config.notifier import BrokerSettings, NotifierSettings, RelaySettings
+from infra.config.notifier import NotifierSettings, RelaySettings
 from infra.config.ratelimits import RateLimitSettings
 from infra.config.rollouts import DeliverySettings
 from infra.config.service import ServiceSettings
@@ -44,7 +46,8 @@ from infra.stack_config import ConfigError
 
 GROUPS: tuple[type[Group], ...] = (ServiceSettings, DatabaseSettings, RateLimitSettings, MonitoringSettings,
                                    AlertingSettings, LoadGeneratorSettings, DeliverySettings, LogsSettings,
-                                   EdgeSettings, NotifierSettings, RelaySettings, BrokerSettings)
+                                   EdgeSettings, NotifierSettings, RelaySettings, BrokerSettings,
+                                   QueueScalingSettings)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Settings:
     notifier: NotifierSettings
     relay: RelaySettings
     broker: BrokerSettings
+    queue_scaling: QueueScalingSettings
 
 
 def load_settings(config: pulumi.Config | None = None) -> Settings:
@@ -73,7 +77,7 @@ def load_settings(config: pulumi.Config | None = None) -> Settings:
                     loadtest=LoadGeneratorSettings.read(c), delivery=DeliverySettings.read(c),
                     logs=LogsSettings.read(c), edge=EdgeSettings.read(c),
                     notifier=NotifierSettings.read(c), relay=RelaySettings.read(c),
-                    broker=BrokerSettings.read(c))
+                    broker=BrokerSettings.read(c), queue_scaling=QueueScalingSettings.read(c))
 
 
 __all__ = [
@@ -89,6 +93,7 @@ __all__ = [
     "LogsSettings",
     "MonitoringSettings",
     "NotifierSettings",
+    "QueueScalingSettings",
     "RateLimitSettings",
     "RelaySettings",
     "ServiceSettings",

@@ -93,17 +93,3 @@ class RelaySettings(Group):
     """The outbox relay beside the users API: how many pods share the outbox."""
 
     replicas: Annotated[int, Key("relayReplicas", at_least=1)]
-
-
-@dataclass(frozen=True)
-class BrokerSettings(Group):
-    """Where the user events' RabbitMQ is reached until the stack runs its own broker."""
-
-    url: Annotated[pulumi.Output[str] | None, Key("brokerUrl")]
-    egress_cidrs: Annotated[tuple[str, ...], Key("brokerEgressCidrs", check=cidrs)]
-    port: Annotated[int, Key("brokerPort", at_least=1)]
-
-    def check(self) -> None:
-        if not self.egress_cidrs:
-            raise ConfigError("brokerEgressCidrs: the ranges the broker is reached in (network policies "
-                              "open only those)")

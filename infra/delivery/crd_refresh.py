@@ -8,13 +8,16 @@ Usage:
 Each source names the chart and version it belongs to, the repository and tag its CRDs are read
 from, the files, and the kinds the program declares objects of; ``infra.crds.crd_schemas`` derives
 their schemas (descriptions dropped). Gateway API's CRDs come from Envoy Gateway's chart, which
-installs them, so they are the versions that chart serves. ``make crds-refresh`` / ``crds-verify``.
+installs them, so they are the versions that chart serves; the RabbitMQ Cluster Operator's from its
+repository at the release tag (it ships a release manifest, not a chart), KEDA's from its chart.
+``make crds-refresh`` / ``crds-verify``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -54,6 +57,14 @@ SOURCES = (
         "deploy/crds/cert-manager.io_issuers.yaml",
         "deploy/crds/cert-manager.io_clusterissuers.yaml",
     ), ("cert-manager.io/v1/Certificate", "cert-manager.io/v1/Issuer", "cert-manager.io/v1/ClusterIssuer")),
+    # The broker's operator ships as a release manifest, not a chart: its CRD at the release's tag.
+    CrdSource("cluster-operator", "v2.22.3", "rabbitmq/cluster-operator", "v2.22.3", (
+        "config/crd/bases/rabbitmq.com_rabbitmqclusters.yaml",
+    ), ("rabbitmq.com/v1beta1/RabbitmqCluster",)),
+    CrdSource("keda", "2.20.2", "kedacore/charts", "v2.20.2", (
+        "keda/templates/crds/crd-scaledobjects.yaml",
+        "keda/templates/crds/crd-triggerauthentications.yaml",
+    ), ("keda.sh/v1alpha1/ScaledObject", "keda.sh/v1alpha1/TriggerAuthentication")),
 )
 Read = Callable[[CrdSource, str], str]
 
@@ -80,11 +91,22 @@ def commit_of(source: CrdSource, clones: dict[str, Path]) -> str | None:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
+_TEMPLATE_LINE = re.compile(r"^\s*\{\{.*\}\}\s*$")
+_TEMPLATE = re.compile(r"\{\{.*?\}\}")
+
+
+def untemplated(text: str) -> str:
+    """A chart's CRD template as plain YAML: lines that are only template actions dropped, an action
+    inside a line (a label's value) made a placeholder string. The schemas hold no template actions."""
+    return "\n".join(_TEMPLATE.sub("templated", line) for line in text.splitlines()
+                     if not _TEMPLATE_LINE.match(line))
+
+
 def vendored(source: CrdSource, read: Read, commit: str | None) -> dict[str, Any]:
     """The file's content: the kept kinds' schemas, and where they were read."""
     schemas: dict[str, Any] = {}
     for path in source.paths:
-        for doc in yaml.safe_load_all(read(source, path)):
+        for doc in yaml.safe_load_all(untemplated(read(source, path))):
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 schemas.update(crd_schemas(yaml.safe_dump(doc)))
     missing = set(source.kinds) - set(schemas)

@@ -9,7 +9,8 @@ null, the chart's schema); ``helm pull``s the archive and refuses it unless its 
 vendored index's digest (Pulumi's Release has no digest option, so this is where the pin is held);
 writes ``<release>.values.yaml`` and runs ``helm template`` on the verified archive with it
 (CRDs included, for the Kubernetes version below). Then kubeconform validates every rendered object,
-strictly, against Kubernetes' schemas and against schemas made from the CRDs the charts render.
+strictly, against Kubernetes' schemas and against schemas made from the CRDs the charts render, and
+every aggregated API is registered by one release, its owner (``APISERVICE_OWNERS``).
 
 Environment variables read: HELM (default ``helm``), KUBECONFORM (default ``kubeconform``; the
 ``--kubeconform`` option wins). Needs the network: GitHub Actions' helm job runs it
@@ -95,6 +96,34 @@ def crd_schemas(rendered: list[Path], into: Path) -> list[Path]:
     return written
 
 
+# The metrics APIs a release registers, and which release that must be: KEDA serves external
+# metrics, prometheus-adapter custom metrics (the users API's request rate). metrics.k8s.io stays
+# metrics-server's, which no release here installs. A second owner would take the API over.
+APISERVICE_OWNERS = {"v1beta1.external.metrics.k8s.io": "keda",
+                     "v1beta1.custom.metrics.k8s.io": "prometheus-adapter",
+                     "v1beta1.metrics.k8s.io": None}
+
+
+def apiservice_problems(rendered: dict[str, Path]) -> list[str]:
+    """Each APIService in the releases' renderings (``{release: file}``) comes from one release, the
+    one ``APISERVICE_OWNERS`` names for it."""
+    registered: dict[str, list[str]] = {}
+    for release, path in rendered.items():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "APIService":
+                registered.setdefault(doc["metadata"]["name"], []).append(release)
+    problems = []
+    for service, releases in sorted(registered.items()):
+        if len(releases) > 1:
+            problems.append(f"APIService {service}: registered by {len(releases)} releases "
+                            f"({', '.join(releases)})")
+        owner = APISERVICE_OWNERS.get(service, releases[0])
+        if any(release != owner for release in releases):
+            problems.append(f"APIService {service}: registered by {', '.join(releases)}, "
+                            f"but {owner or 'metrics-server (no release here)'} serves it")
+    return problems
+
+
 def render_stack(releases_file: Path, out: Path, helm_bin: str, kubeconform: str,
                  index_file: Path = helm.INDEX) -> int:
     releases = (yaml.safe_load(releases_file.read_text()) or {}).get("releases") or []
@@ -108,7 +137,7 @@ def render_stack(releases_file: Path, out: Path, helm_bin: str, kubeconform: str
         return 1
     index = yaml.safe_load(index_file.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    rendered = []
+    rendered: list[Path] = []
     with tempfile.TemporaryDirectory() as downloads:
         for release in releases:
             archive = verified_archive(release, index_entry(index, release), helm_bin, Path(downloads))
@@ -126,6 +155,11 @@ def render_stack(releases_file: Path, out: Path, helm_bin: str, kubeconform: str
                 print(f"helm-render: helm template {release['name']} failed")
                 return 1
             rendered.append(target)
+    owners = apiservice_problems({path.stem: path for path in rendered})
+    for problem in owners:
+        print(f"helm-render: {problem}")
+    if owners:
+        return 1
     schemas = out / "schemas"
     crd_schemas(rendered, schemas)
     checked = run([kubeconform, "-strict", "-summary", "-kubernetes-version", KUBERNETES_VERSION,

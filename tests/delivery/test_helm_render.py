@@ -95,8 +95,15 @@ def test_kubeconform_checks_every_rendering_strictly_with_the_charts_own_crds(
                                                                       if not p.name.endswith(".values.yaml"))
     assert json.loads((out / "schemas" / "servicemonitor_v1.json").read_text())["type"] == "object"
     # One per release of dev: argo-rollouts, loki, otel-logs, the blackbox exporter, the adapter,
-    # Envoy Gateway and cert-manager.
-    assert call["kinds"].count("ConfigMap") == 11
+    # Envoy Gateway, cert-manager and KEDA.
+    assert call["kinds"].count("ConfigMap") == 12
+    assert call["kinds"].count("APIService") == 2  # KEDA's external metrics, the adapter's custom metrics
+    rendered = {p.stem: p for p in out.glob("*.yaml") if not p.name.endswith(".values.yaml")}
+    assert helm_render.apiservice_problems(rendered) == []
+    names = {release: [d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text())
+                       if d and d["kind"] == "APIService"] for release, path in rendered.items()}
+    assert names["keda"] == ["v1beta1.external.metrics.k8s.io"]
+    assert names["prometheus-adapter"] == ["v1beta1.custom.metrics.k8s.io"]
 
 
 def test_an_archive_that_is_not_the_indexed_one_is_refused(
@@ -133,3 +140,25 @@ def test_ci_renders_every_stack_and_the_required_check_waits_for_it():
     (setup,) = [s for s in job["steps"] if s.get("uses", "").startswith("Azure/setup-helm@")]
     assert setup["with"]["version"].startswith("v3.")
     assert "helm" in doc["jobs"]["passed"]["needs"]
+
+
+@pytest.mark.parametrize("release, service", [
+    ("keda", "v1beta1.custom.metrics.k8s.io"),  # KEDA taking over the adapter's API
+    ("prometheus-adapter", "v1beta1.external.metrics.k8s.io"),  # the adapter with external rules
+])
+def test_a_second_owner_of_a_metrics_api_fails_the_render(
+        releases_file: Path, standin_index: Path, standins: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], release: str, service: str):
+    monkeypatch.setenv("HELM_STANDIN_APISERVICE", f"{release}={service}")
+    assert render_dev(releases_file, standin_index, tmp_path / "out") == 1
+    assert f"APIService {service}: registered by" in capsys.readouterr().out
+    assert not state(standins["kubeconform"])["calls"], "kubeconform never runs after a failed gate"
+
+
+def test_metrics_server_s_api_belongs_to_no_release(tmp_path: Path):
+    rendering = tmp_path / "keda.yaml"
+    rendering.write_text("apiVersion: apiregistration.k8s.io/v1\nkind: APIService\n"
+                         "metadata: {name: v1beta1.metrics.k8s.io}\n")
+    (problem,) = helm_render.apiservice_problems({"keda": rendering})
+    assert problem == ("APIService v1beta1.metrics.k8s.io: registered by keda, "
+                       "but metrics-server (no release here) serves it")

@@ -281,7 +281,8 @@ BROKEN: dict[str, tuple[str, Callable[[Objects], None], str]] = {
         "network", _close_rate_limit_store, "ingress refuses Rollout lookout/lookout's RATE_LIMIT"),
     "NetworkPolicy without scrapes": ("network", _close_ingress, "Prometheus scrapes from monitoring"),
     "the notifier without the broker": (
-        "network", _drop_egress_to(5672, "lookout-notifier"), "egress to BROKER_URL (broker.internal"),
+        "network", _drop_egress_to(5672, "lookout-notifier"),
+        "lookout-notifier: egress to BROKER_URL (lookout-broker.lookout-broker"),
     "the notifier without the mail catcher": (
         "network", _drop_egress_to(1025, "lookout-notifier"), "egress to SMTP_URL (lookout-mail.lookout"),
     # JWKS_URL names the Service's port 80; the policy must open its pods' 8000.

@@ -20,6 +20,7 @@ from infra.components import Monitoring, MonitoringArgs
 from infra.components.autoscaling import ADAPTER_CHART
 from infra.components.database import CNPG_CHART
 from infra.components.edge import CERT_MANAGER_CHART, GATEWAY_CHART
+from infra.components.keda import KEDA_CHART
 from infra.components.monitoring import KPS_CHART, LOKI_CHART, OTEL_CHART, TEMPO_CHART
 from infra.components.probe import BLACKBOX_CHART
 from infra.components.rollouts import ROLLOUTS_CHART
@@ -27,7 +28,7 @@ from infra.manifests import write
 from infra.mockrun import render, run_program
 
 PINS = [KPS_CHART, OTEL_CHART, TEMPO_CHART, LOKI_CHART, CNPG_CHART, ROLLOUTS_CHART, BLACKBOX_CHART,
-        ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART]
+        ADAPTER_CHART, CERT_MANAGER_CHART, GATEWAY_CHART, KEDA_CHART]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,10 @@ def test_each_pin_is_a_published_entry_with_a_digest_and_values_data(chart: str,
     assert data is not None and (data["chart"], data["version"]) == (chart, version)
     assert data["appVersion"] == entry["appVersion"]
     source = data["source"]
-    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]) and "charts/" in source["path"]
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+    # A chart's folder: under charts/, or at the top of a repository of charts (kedacore/charts).
+    top_of_charts_repo = source["repository"].endswith("/charts") and source["path"] == chart
+    assert "charts/" in source["path"] or top_of_charts_repo
 
 
 def test_vendored_data_names_its_source_for_every_subchart():

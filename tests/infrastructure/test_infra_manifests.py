@@ -65,7 +65,8 @@ def test_helm_releases_are_listed_with_their_values(written: dict[str, Path]):
         r["name"]: r for r in yaml.safe_load((written["dev"] / "helm-releases.yaml").read_text())["releases"]
     }
     assert set(releases) == {"kube-prometheus-stack", "otel-collector", "tempo", "loki", "otel-logs", "cnpg",
-                             "argo-rollouts", "blackbox-exporter", "prometheus-adapter", "eg", "cert-manager"}
+                             "argo-rollouts", "blackbox-exporter", "prometheus-adapter", "eg", "cert-manager",
+                             "keda"}
     assert releases["kube-prometheus-stack"]["values"]["grafana"]["sidecar"]["dashboards"]["enabled"] is True
     assert all(r["version"] and r["repository"].startswith(("https://", "oci://")) for r in releases.values())
     assert releases["eg"]["chart"] == "gateway-helm" and releases["eg"]["repository"] == "oci://docker.io/envoyproxy"

@@ -21,7 +21,7 @@ from infra.components import ExternalScaler, Fixed, ObservableService, Process
 from infra.components.mail import MAILPIT_IMAGE
 from infra.config import ConfigError
 from infra.config.notifier import NotifierSettings
-from infra.mockrun import MOCK_BROKER_URL, Rendered, render, run_program
+from infra.mockrun import Rendered, render, run_program
 from infra.stack import (
     APP,
     NOTIFIER,
@@ -153,7 +153,8 @@ def test_the_notifier_has_its_own_database_and_role_in_the_cluster(stacks):
     url = notifier_secret["stringData"]["DATABASE_URL"]
     assert url.startswith(f"postgresql://notifier:{secret['stringData']['password']}@{APP}-db-rw.")
     assert url.endswith("/notifier")
-    assert notifier_secret["stringData"]["BROKER_URL"] == MOCK_BROKER_URL
+    broker = r.one("Secret", "lookout-broker-default-user")["stringData"]  # the stack's own broker
+    assert notifier_secret["stringData"]["BROKER_URL"] == broker["connection_string"]
 
 
 def test_an_external_database_needs_the_notifier_s_url():
@@ -220,14 +221,6 @@ def test_bad_mail_settings_fail_naming_the_setting(change: dict[str, Any], error
     assert NotifierSettings(**GOOD_MAIL).smtp_port == 465
     with pytest.raises(ConfigError, match=error):
         NotifierSettings(**{**GOOD_MAIL, **change})
-
-
-def test_a_missing_broker_url_is_named(monkeypatch: pytest.MonkeyPatch):
-    from infra import mockrun
-
-    monkeypatch.setattr(mockrun, "MOCK_BROKER_URL", "")  # as if nobody ran `config set --secret brokerUrl`
-    with pytest.raises(ConfigError, match="brokerUrl"):
-        render("dev")
 
 
 def _component(args: Any) -> Rendered:
