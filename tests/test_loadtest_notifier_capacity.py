@@ -40,13 +40,13 @@ def test_a_phase_breaks_the_slo_by_slow_or_missing_emails():
 
 def test_the_scaled_object_follows_the_rate_and_the_threshold():
     advice = advise(rate=50, threshold=60, peak_events=100)
-    assert advice.value == 525  # 50/s x (60 - 30 - 15) s x 0.7
-    assert advice.wait_at_target == pytest.approx(10.5) and advice.budget == 15
+    assert advice.value == 1050  # 50/s x (60 - 15 polling - 15 start) s x 0.7
+    assert advice.wait_at_target == pytest.approx(21) and advice.budget == 30
     assert (advice.min_replicas, advice.max_replicas) == (1, 3)  # ceil(100 / 35)
-    assert advise(rate=5, threshold=60, peak_events=100).value == 52  # a slower consumer: less per replica
+    assert advise(rate=5, threshold=60, peak_events=100).value == 105  # a slower consumer: less per replica
     assert advise(rate=50, threshold=60, peak_events=1, availability_floor=2).max_replicas == 2
     with pytest.raises(ValueError, match="no time"):
-        advise(rate=50, threshold=40, peak_events=10)
+        advise(rate=50, threshold=30, peak_events=10)
     with pytest.raises(ValueError, match="positive"):
         advise(rate=math.nan, threshold=60, peak_events=10)
 
@@ -57,7 +57,7 @@ def test_the_report_gives_the_verdicts_and_the_scaled_object():
     assert "| burst | burst | 10 | 10 | 50.0 |" in text and "| PASS |" in text
     assert "| all emailed |" in markdown([phase((61.0,) * 3, held_to_slo=False)], None, 60, 0.99, 50, {}, {})
     assert "FAIL: 1 of 10 events were not emailed in time" in text
-    assert "| trigger `value` (messages per replica) | **525** |" in text
+    assert "| trigger `value` (messages per replica) | **1050** |" in text
     assert "| `maxReplicaCount` | **2** |" in text
     assert "No rate within the SLO" in markdown([bad], None, 60, 0.99, 50, {}, {})
 

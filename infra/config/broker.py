@@ -1,16 +1,9 @@
 """The broker's settings (``BrokerArgs``) and the notifier consumer's queue-depth target
 (``QueueScalerArgs``, with ``notifierConsumerMinReplicas``/``MaxReplicas`` of NotifierSettings).
 
-How to set the scaler from the notifier's capacity figure (``make capacity`` for the notifier:
-C messages per second one consumer pod handles within the event-to-email latency objective L
-seconds, infra/README.md "The broker and queue-depth scaling"):
-
-- ``notifierMessagesPerReplica`` = floor(C x L / 2): the backlog one pod clears in half the
-  objective, leaving the other half for KEDA's polling interval and a new pod's start.
-- ``notifierConsumerMaxReplicas`` = ceil(peak event rate / C x 1.5), and no more than the database's
-  connections (each pod holds its pool) or the SMTP relay's concurrent sessions allow.
-- ``notifierConsumerMinReplicas`` stays 1: a cold start from 0 (a polling interval, scheduling, image,
-  start) is longer than the objective (PITFALLS: KEDA scale-to-zero latency).
+The scaler's numbers (``notifierMessagesPerReplica`` and the consumer's min and max replicas)
+follow from the notifier's measured capacity by loadtests/queue_sizing.py's ``advise`` (infra/README.md,
+"Scaling behaviour"); tests/infrastructure/test_infra_keda.py holds the stack settings to it.
 """
 
 from __future__ import annotations

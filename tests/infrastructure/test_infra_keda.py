@@ -303,3 +303,27 @@ def test_keda_s_policies_let_the_api_server_in_and_the_operator_out_to_the_broke
     broker = rendered.one("NetworkPolicy", "lookout-broker")["spec"]["ingress"]
     assert checks._admits(broker, 15672, "TCP", "keda", "from")
     assert keda_values().get("networkPolicy") is None  # the chart's own stay off
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_scaler_s_numbers_follow_from_the_measured_capacity(stacks: dict[str, Rendered], stack: str):
+    """The figure infra/README.md records (``make capacity-notifier``) gives, through
+    loadtests/queue_sizing.py, exactly the stack's settings: a new figure changes them in one place."""
+    import re
+
+    from dashboards import load_slo
+    from infra.stack import REPO_ROOT
+    from loadtests.queue_sizing import KEDA_POLLING_SECONDS, advise
+
+    readme = (REPO_ROOT / "infra" / "README.md").read_text()
+    rate = float(re.search(r"\*\*([\d.]+) emails/s per consumer process\*\*", readme).group(1))
+    peak = float(re.search(r"([\d.]+) events/s is the planning peak", readme).group(1))
+    # prod keeps two consumers through a drain or a lost node, and one replica above the peak's
+    # need for the one a drain may take
+    floor, spare = (2, 1) if stack == "prod" else (1, 0)
+    advice = advise(rate, load_slo().notifier_threshold_seconds, peak, availability_floor=floor)
+    config = stack_values(stack, fake_secrets=True)
+    assert (config["notifierMessagesPerReplica"], config["notifierConsumerMinReplicas"],
+            config["notifierConsumerMaxReplicas"]) == (advice.value, advice.min_replicas,
+                                                   advice.max_replicas + spare)
+    assert scaled_object(stacks[stack])["spec"]["pollingInterval"] == KEDA_POLLING_SECONDS
