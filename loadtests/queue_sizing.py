@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 UTILISATION = 0.7  # the share of a replica's rate the sizing plans on (the API's HPA CPU target)
-KEDA_POLLING_SECONDS = 15  # the ScaledObject's pollingInterval (infra/components/keda.py; a test holds them equal)
-POD_START_SECONDS = 15  # scheduling, image (cached) and the consumer's start: measured in the kind e2e
+# The ScaledObject's pollingInterval (infra/components/keda.py; a test holds them equal).
+KEDA_POLLING_SECONDS = 15
+# Scheduling, image (cached) and the consumer's start: an estimate, not yet measured on a cluster.
+POD_START_SECONDS = 15
 
 
 @dataclass(frozen=True)
