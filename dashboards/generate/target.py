@@ -21,8 +21,7 @@ class Target:
     container: str = "app"
     api_routes: str = "/api/.*"  # the SLIs count API requests, not probes, docs or unmatched paths
     service: str = "lookout"  # the pods' app.kubernetes.io/name, which the log collector makes service_name
-    # The notifier consumer's metrics job (its Deployment is the next piece of infra work; the
-    # name is fixed here so the rules need no change then).
+    # The notifier's metrics job (its consumer and its API: the metrics Service over both).
     notifier_job: str = "lookout-notifier-metrics"
     # The users service's outbox relay (`flask --app app events relay`, its metrics on :9102) and
     # the broker's own exporter (RabbitMQ's rabbitmq_prometheus plugin, :15692, scraped with its

@@ -114,7 +114,11 @@ def broker_management(name: str, namespace: str) -> Peer:
 
 def broker_target(name: str, namespace: str) -> ScrapeTarget:
     """The broker's metrics Service as Prometheus scrapes it (job ``<name>-metrics``)."""
-    return ScrapeTarget(f"{name}-metrics", namespace, app_labels(name, "metrics"), port="metrics")
+    # Per-object metrics: the default /metrics aggregates every queue into one series without a
+    # queue label, and the notifier's queue depth, dead letters and consumers are per queue
+    # (dashboards/generate/target.py; tests/test_messaging_live.py reads the same path).
+    return ScrapeTarget(f"{name}-metrics", namespace, app_labels(name, "metrics"), port="metrics",
+                        path="/metrics/per-object")
 
 
 class Broker(pulumi.ComponentResource):

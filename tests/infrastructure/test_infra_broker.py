@@ -168,6 +168,8 @@ def test_prometheus_scrapes_the_broker_as_lookout_broker_metrics(stacks: dict[st
     (port,) = service["spec"]["ports"]
     assert port["targetPort"] == METRICS_PORT == 15692
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [port["name"]]
+    # each queue its own series (labelled queue), which the notifier's panels and alerts select
+    assert [e["path"] for e in monitor["spec"]["endpoints"]] == ["/metrics/per-object"]
     ingress = rendered.one("NetworkPolicy", BROKER)["spec"]["ingress"]
     assert checks._admits(ingress, METRICS_PORT, "TCP", "monitoring", "from")
 
