@@ -168,3 +168,11 @@ def test_a_rule_selecting_a_job_prometheus_does_not_scrape_is_refused(repo_copy:
     (repo_copy / "dashboards" / "rules" / "t.yaml").write_text(yaml.safe_dump(rule))
     found = check(repo_copy / "compose.yaml")
     assert len(found) == 1 and 'LookoutDown selects job="lookout"' in found[0], found
+
+
+def test_the_laptop_runs_the_mail_catcher_the_stacks_run():
+    """compose's Mailpit is the release the dev and kind stacks pin (infra/components/mail.py)."""
+    from infra.components.mail import MAILPIT_IMAGE
+
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    assert services["mailpit"]["image"] == MAILPIT_IMAGE.split("@")[0]
