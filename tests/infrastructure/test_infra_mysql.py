@@ -15,7 +15,8 @@ from infrastructure.test_infra_app_contract import app_settings
 from infrastructure.test_infra_config import load
 
 MYSQL = {"databaseEngine": "mysql", "databasePort": 3306,
-         "databaseUrl": "mysql://lookout:mock-password@10.20.0.5:3306/lookout"}
+         "databaseUrl": "mysql://lookout:mock-password@10.20.0.5:3306/lookout",
+         "notifierDatabaseUrl": "mariadb://notifier:mock-password@10.20.0.5:3306/notifier"}
 
 
 def egress_rules(rendered: Any) -> list[dict[str, Any]]:
@@ -43,7 +44,10 @@ def test_the_app_is_given_the_mysql_url_and_maps_it_to_pymysql(prod_on_mysql, tm
     loaded = app_settings(prod_on_mysql, tmp_path)
     assert loaded
     for name, settings in loaded.items():
-        assert settings.DATABASE_URL == "mysql+pymysql://lookout:mock-password@10.20.0.5:3306/lookout", name
+        database = "notifier" if "notifier" in name else "lookout"  # each service its own database
+        assert settings.DATABASE_URL == (
+            f"mysql+pymysql://{database}:mock-password@10.20.0.5:3306/{database}"), name
+    assert any("notifier" in name for name in loaded) and any("relay" in name for name in loaded)
 
 
 def test_an_external_mysql_gets_no_exporter(prod_on_mysql):
