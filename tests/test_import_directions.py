@@ -25,8 +25,8 @@ MAY_IMPORT: dict[str, frozenset[str] | None] = {
     "dashboards": frozenset(),
     "infra": frozenset({"dashboards"}),  # the Pulumi program: infra/ except infra/delivery
     "infra.delivery": frozenset({"infra", "loadtests", "dashboards"}),
-    # infra.stack_config: the pure YAML reader
-    "loadtests": frozenset({"app", "app.platform", "dashboards", "infra.stack_config"}),
+    # infra.stack_config: the pure YAML reader; app.notifier: its capacity run reads its defaults
+    "loadtests": frozenset({"app", "app.platform", "app.notifier", "dashboards", "infra.stack_config"}),
     "tests": None,
 }
 
