@@ -145,9 +145,15 @@ def test_one_trace_from_the_request_to_the_smtp_send(stack):
     assert process.attributes["messaging.system"] == "rabbitmq"
     assert producer.resource["service.name"] != "lookout-notifier"
 
-    api_lines = [json.loads(line) for line in api.output().splitlines() if line.startswith("{")]
-    assert any(line.get("trace_id") == trace_id and line.get("logger") == "lookout.access"
-               for line in api_lines), api_lines[-5:]
-    consumer_lines = stack["consumer"].lines()
-    assert any(line.get("trace_id") == trace_id and "email sent" in line.get("message", "")
-               for line in consumer_lines), consumer_lines[-5:]
+    # The log lines may reach their files after the email and the spans: wait for them.
+    def api_logged() -> bool:
+        lines = [json.loads(line) for line in api.output().splitlines() if line.startswith("{")]
+        return any(line.get("trace_id") == trace_id and line.get("logger") == "lookout.access"
+                   for line in lines)
+
+    def consumer_logged() -> bool:
+        return any(line.get("trace_id") == trace_id and "email sent" in line.get("message", "")
+                   for line in stack["consumer"].lines())
+
+    wait_for(api_logged, timeout=30, what="the API's access log line with the request's trace id")
+    wait_for(consumer_logged, timeout=30, what="the consumer's 'email sent' line with the trace id")
